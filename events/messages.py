@@ -1,0 +1,228 @@
+"""Every message on the log: one frozen pydantic model per command or event.
+
+Commands are imperative (``SubmitOrder``), events past tense (``OrderConfirmed``).
+Every message carries an envelope: its id, the order id, a per-order sequence
+number, a UTC timestamp, a schema version and correlation/causation ids.
+``decode`` is the one way bytes from the log become a message.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+SCHEMA_VERSION = 1
+
+# Event ids are derived from (order id, seq): a re-emitted event after a crash gets
+# the id of the first one, so "same id" and "same seq" mean the same thing to consumers.
+_EVENT_NAMESPACE = uuid.UUID("6f1d3c8e-2b4a-4f7e-9a51-0c8e7d2b1a90")
+
+OrderType = Literal["market"]
+Status = Literal["pending", "routing", "building", "submitted", "confirmed", "failed"]
+
+
+class Frozen(BaseModel):
+    """Base of every value on the log: immutable, unknown fields rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Envelope(Frozen):
+    """Fields every message carries."""
+
+    message_id: uuid.UUID
+    order_id: uuid.UUID
+    # Events count 1, 2, 3... per order with no gaps; a command carries the order
+    # version it expects (0 for a submission: the order does not exist yet).
+    seq: int = Field(ge=0)
+    occurred_at: AwareDatetime
+    schema_version: int = SCHEMA_VERSION
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None = None
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+
+class OrderSpec(Frozen):
+    """What the client asked for, as validated by the gateway."""
+
+    order_type: OrderType = "market"
+    token_in: str
+    token_out: str
+    amount: Decimal = Field(gt=0)
+    slippage_bps: int = Field(ge=1, le=5000)
+    client_order_id: str | None = None
+
+
+class VenueQuote(Frozen):
+    """One venue's answer to a quote request, or why it gave none."""
+
+    venue: str
+    amount_out: Decimal | None = None
+    fee: Decimal | None = None
+    price: Decimal | None = None
+    latency_ms: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.amount_out is not None
+
+
+# Commands ---------------------------------------------------------------------
+
+
+class SubmitOrder(Envelope):
+    """Ask the engine to execute a new order."""
+
+    type: Literal["SubmitOrder"] = "SubmitOrder"
+    spec: OrderSpec
+    idempotency_key: str | None = None
+    # sha256 of the canonical request body: the engine and gateway use it to tell a
+    # retried request (same hash) from a conflicting reuse of a key (other hash).
+    request_hash: str
+
+
+# Events -----------------------------------------------------------------------
+
+
+class OrderAccepted(Envelope):
+    """The engine took the order in; it is pending routing."""
+
+    type: Literal["OrderAccepted"] = "OrderAccepted"
+    status: Literal["pending"] = "pending"
+    spec: OrderSpec
+    request_hash: str
+
+
+class OrderRouted(Envelope):
+    """Every venue was quoted and one was chosen."""
+
+    type: Literal["OrderRouted"] = "OrderRouted"
+    status: Literal["routing"] = "routing"
+    quotes: tuple[VenueQuote, ...]
+    venue: str
+    expected_out: Decimal
+    reason: str
+
+
+class TransactionBuilt(Envelope):
+    """The swap transaction was built with its slippage bound."""
+
+    type: Literal["TransactionBuilt"] = "TransactionBuilt"
+    status: Literal["building"] = "building"
+    venue: str
+    min_amount_out: Decimal
+    client_ref: str
+    attempt: int = Field(ge=1)
+    steps: tuple[str, ...]
+
+
+class TransactionSubmitted(Envelope):
+    """The venue accepted the transaction."""
+
+    type: Literal["TransactionSubmitted"] = "TransactionSubmitted"
+    status: Literal["submitted"] = "submitted"
+    venue: str
+    tx_hash: str
+    attempt: int = Field(ge=1)
+
+
+class OrderConfirmed(Envelope):
+    """The swap landed: terminal success."""
+
+    type: Literal["OrderConfirmed"] = "OrderConfirmed"
+    status: Literal["confirmed"] = "confirmed"
+    venue: str
+    tx_hash: str
+    amount_out: Decimal
+    executed_price: Decimal
+
+
+class OrderFailed(Envelope):
+    """The order cannot be executed: terminal failure with a machine-readable code."""
+
+    type: Literal["OrderFailed"] = "OrderFailed"
+    status: Literal["failed"] = "failed"
+    code: str
+    reason: str
+    attempt: int | None = None
+
+
+Command = SubmitOrder
+Event = (
+    OrderAccepted
+    | OrderRouted
+    | TransactionBuilt
+    | TransactionSubmitted
+    | OrderConfirmed
+    | OrderFailed
+)
+Message = Annotated[Command | Event, Field(discriminator="type")]
+EventUnion = Annotated[Event, Field(discriminator="type")]
+
+MESSAGE_ADAPTER: TypeAdapter[Command | Event] = TypeAdapter(Message)
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(EventUnion)
+TERMINAL_STATUSES: frozenset[str] = frozenset({"confirmed", "failed"})
+
+
+class DecodeError(ValueError):
+    """Bytes from the log that are not a known message."""
+
+
+class DeadLetter(Frozen):
+    """A message that could not be decoded, kept with where it came from and why."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str
+    error: str
+    occurred_at: AwareDatetime
+
+
+def encode(message: Envelope | DeadLetter) -> bytes:
+    """Serialise a message for the log (UTF-8 JSON, decimals as strings)."""
+    return message.model_dump_json().encode()
+
+
+def decode(raw: bytes | str) -> Command | Event:
+    """Decode bytes from the log into a message, or raise ``DecodeError``."""
+    try:
+        return MESSAGE_ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        raise DecodeError(str(exc)) from exc
+
+
+def decode_event(raw: bytes | str) -> Event:
+    """Decode bytes that must hold an order event, or raise ``DecodeError``."""
+    try:
+        return EVENT_ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        raise DecodeError(str(exc)) from exc
+
+
+def event_id(order_id: uuid.UUID, seq: int) -> uuid.UUID:
+    """Return the deterministic message id of an order's ``seq``-th event."""
+    return uuid.uuid5(_EVENT_NAMESPACE, f"{order_id}:{seq}")
+
+
+def order_key(order_id: uuid.UUID) -> bytes:
+    """Return the partitioning key of everything about one order."""
+    return str(order_id).encode()

@@ -1,0 +1,75 @@
+"""Typed configuration for every process, read from ``OEE_*`` environment variables."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """All deployable knobs; the defaults run the whole system on this machine."""
+
+    model_config = SettingsConfigDict(env_prefix="OEE_", frozen=True, extra="ignore")
+
+    # Where state of the embedded broker and database lives (survives restarts).
+    data_dir: Path = REPO_ROOT / ".oee"
+
+    # Kafka: an external bootstrap address wins; otherwise the embedded broker is used.
+    kafka_bootstrap: str | None = None
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    commands_topic: str = "orders.commands"
+    events_topic: str = "orders.events"
+    dead_letter_topic: str = "orders.deadletter"
+
+    # PostgreSQL: an external URL wins; otherwise the embedded server is used.
+    database_url: str | None = None
+    database_port: int = 15432
+
+    # Gateway (HTTP + WebSocket).
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 3000
+    max_body_bytes: int = Field(default=16 * 1024, ge=256)
+    # How long a WebSocket for a not-yet-seen order waits for its first message.
+    unknown_order_grace_s: float = Field(default=2.0, ge=0)
+
+    # Engine (faust worker).
+    engine_id: str = "oee-engine"
+    engine_concurrency: int = Field(default=256, ge=1)
+    broker_session_timeout_s: float = Field(default=10.0, gt=0)
+    engine_web_port: int = 6066
+
+    # Projector.
+    projector_group: str = "oee-projector"
+
+    # Venues (simulated DEX service).
+    venues_host: str = "127.0.0.1"
+    venues_port: int = 3100
+    venue_seed: int = 7
+    venue_profile: Literal["realistic", "instant"] = "realistic"
+    venue_timeout_s: float = Field(default=5.0, gt=0)
+    venue_base_price_sol_usdc: Decimal = Decimal("150")
+
+    @property
+    def venues_url(self) -> str:
+        return f"http://{self.venues_host}:{self.venues_port}"
+
+    @property
+    def bootstrap(self) -> str:
+        """Return the Kafka bootstrap address in use (external or embedded)."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read once from the environment."""
+    return Settings()

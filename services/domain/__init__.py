@@ -1,0 +1,1 @@
+"""Pure domain logic: tokens, the order lifecycle. No I/O here."""

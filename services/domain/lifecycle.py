@@ -1,0 +1,170 @@
+"""The order lifecycle: a transition table, ``evolve`` and ``decide``. Pure, no I/O.
+
+``evolve(state, event) -> state`` folds one event into an order's state;
+``decide(state, command, now) -> [events]`` turns a command into new events.
+Both the engine and the projections fold events with ``evolve``, so the read
+model and the engine agree on what an order is.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from events.messages import (
+    Envelope,
+    Event,
+    Frozen,
+    OrderAccepted,
+    OrderConfirmed,
+    OrderFailed,
+    OrderRouted,
+    OrderSpec,
+    Status,
+    SubmitOrder,
+    TransactionBuilt,
+    TransactionSubmitted,
+    VenueQuote,
+    event_id,
+)
+
+# Legal status changes. The key None is "the order does not exist yet".
+TRANSITIONS: dict[Status | None, frozenset[Status]] = {
+    None: frozenset({"pending"}),
+    # Failing before routing: no venue answered a quote.
+    "pending": frozenset({"routing", "failed"}),
+    "routing": frozenset({"building", "failed"}),
+    # A build can be refused (e.g. slippage bound below dust) before submission.
+    "building": frozenset({"submitted", "failed"}),
+    # Submitted but not landed: the venue may still reject it (expired, slippage).
+    "submitted": frozenset({"confirmed", "failed"}),
+    "confirmed": frozenset(),
+    "failed": frozenset(),
+}
+
+
+class IllegalTransition(ValueError):
+    """An event that the transition table or the sequence does not allow."""
+
+
+class OrderState(Frozen):
+    """Everything known about one order after folding its events."""
+
+    order_id: uuid.UUID
+    seq: int
+    status: Status
+    spec: OrderSpec
+    request_hash: str
+    correlation_id: uuid.UUID
+    last_event_id: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
+    quotes: tuple[VenueQuote, ...] = ()
+    venue: str | None = None
+    expected_out: Decimal | None = None
+    min_amount_out: Decimal | None = None
+    client_ref: str | None = None
+    attempt: int = 0
+    tx_hash: str | None = None
+    amount_out: Decimal | None = None
+    executed_price: Decimal | None = None
+    failure_code: str | None = None
+    failure_reason: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return not TRANSITIONS[self.status]
+
+
+def is_stale(state: OrderState | None, event: Event) -> bool:
+    """Tell whether ``event`` was already folded into ``state`` (a redelivery)."""
+    return state is not None and event.seq <= state.seq
+
+
+def evolve(state: OrderState | None, event: Event) -> OrderState:
+    """Fold one event into the state, or raise ``IllegalTransition``."""
+    current = state.status if state else None
+    if event.status not in TRANSITIONS[current]:
+        raise IllegalTransition(f"{current} -> {event.status} is not a legal transition")
+    expected_seq = state.seq + 1 if state else 1
+    if event.seq != expected_seq:
+        raise IllegalTransition(f"expected seq {expected_seq}, got {event.seq}")
+
+    common: dict[str, Any] = {
+        "seq": event.seq,
+        "status": event.status,
+        "last_event_id": event.message_id,
+        "updated_at": event.occurred_at,
+    }
+    if isinstance(event, OrderAccepted):
+        return OrderState(
+            order_id=event.order_id,
+            spec=event.spec,
+            request_hash=event.request_hash,
+            correlation_id=event.correlation_id,
+            created_at=event.occurred_at,
+            **common,
+        )
+    assert state is not None  # the table admits only OrderAccepted from None
+    match event:
+        case OrderRouted():
+            changes = {
+                "quotes": event.quotes,
+                "venue": event.venue,
+                "expected_out": event.expected_out,
+            }
+        case TransactionBuilt():
+            changes = {
+                "venue": event.venue,
+                "min_amount_out": event.min_amount_out,
+                "client_ref": event.client_ref,
+                "attempt": event.attempt,
+            }
+        case TransactionSubmitted():
+            changes = {"tx_hash": event.tx_hash, "attempt": event.attempt}
+        case OrderConfirmed():
+            changes = {
+                "venue": event.venue,
+                "tx_hash": event.tx_hash,
+                "amount_out": event.amount_out,
+                "executed_price": event.executed_price,
+            }
+        case OrderFailed():
+            changes = {"failure_code": event.code, "failure_reason": event.reason}
+        case _:
+            raise IllegalTransition(f"unhandled event {type(event).__name__}")
+    return state.model_copy(update={**common, **changes})
+
+
+def envelope_after(
+    state: OrderState | None, cause: Envelope, now: datetime
+) -> dict[str, Any]:
+    """Return the envelope fields of the event that follows ``state``."""
+    order_id = state.order_id if state else cause.order_id
+    seq = state.seq + 1 if state else 1
+    return {
+        "message_id": event_id(order_id, seq),
+        "order_id": order_id,
+        "seq": seq,
+        "occurred_at": now,
+        "correlation_id": state.correlation_id if state else cause.correlation_id,
+        "causation_id": cause.message_id,
+    }
+
+
+def decide(state: OrderState | None, command: SubmitOrder, now: datetime) -> list[Event]:
+    """Turn a command into the events it causes; a repeated submission causes none."""
+    if state is not None:
+        # Same order id again: a client retry or a redelivered command. The first
+        # submission won; a different body under the same key is a conflict the
+        # gateway already answered with 409, so nothing happens here either way.
+        return []
+    return [
+        OrderAccepted(
+            **envelope_after(None, command, now),
+            spec=command.spec,
+            request_hash=command.request_hash,
+        )
+    ]
