@@ -9,9 +9,10 @@ number, a UTC timestamp, a schema version and correlation/causation ids.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -214,6 +215,14 @@ def decode_event(raw: bytes | str) -> Event:
     """Decode bytes that must hold an order event, or raise ``DecodeError``."""
     try:
         return EVENT_ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        raise DecodeError(str(exc)) from exc
+
+
+def decode_stored_event(stored: Mapping[str, Any]) -> Event:
+    """Decode an event kept as a JSON object (e.g. a jsonb column), or raise ``DecodeError``."""
+    try:
+        return EVENT_ADAPTER.validate_python(stored)
     except ValidationError as exc:
         raise DecodeError(str(exc)) from exc
 

@@ -59,6 +59,14 @@ class Settings(BaseSettings):
     venue_timeout_s: float = Field(default=5.0, gt=0)
     venue_base_price_sol_usdc: Decimal = Decimal("150")
 
+    def as_env(self) -> dict[str, str]:
+        """Return the ``OEE_*`` environment variables that recreate these settings."""
+        return {
+            f"OEE_{name.upper()}": str(value)
+            for name, value in self.model_dump(mode="json").items()
+            if value is not None
+        }
+
     @property
     def venues_url(self) -> str:
         return f"http://{self.venues_host}:{self.venues_port}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from events.messages import (
     Envelope,
@@ -43,6 +43,17 @@ TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     "confirmed": frozenset(),
     "failed": frozenset(),
 }
+
+
+class EnvelopeFields(TypedDict):
+    """The envelope of a new event, ready to splat into its constructor."""
+
+    message_id: uuid.UUID
+    order_id: uuid.UUID
+    seq: int
+    occurred_at: datetime
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None
 
 
 class IllegalTransition(ValueError):
@@ -138,9 +149,7 @@ def evolve(state: OrderState | None, event: Event) -> OrderState:
     return state.model_copy(update={**common, **changes})
 
 
-def envelope_after(
-    state: OrderState | None, cause: Envelope, now: datetime
-) -> dict[str, Any]:
+def envelope_after(state: OrderState | None, cause: Envelope, now: datetime) -> EnvelopeFields:
     """Return the envelope fields of the event that follows ``state``."""
     order_id = state.order_id if state else cause.order_id
     seq = state.seq + 1 if state else 1

@@ -1,0 +1,176 @@
+"""What the engine does after each order event: the next step of the lifecycle.
+
+``Executor.react(state, cause)`` takes an order whose latest event is ``cause``
+and performs the step that status calls for (quote, build, submit, confirm),
+returning the next event. Venue calls go through the ``Venue`` interface only.
+Every step is safe to repeat: a redelivered event after a crash re-runs its step,
+and the submit step asks the venue by client reference before sending a swap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from decimal import Decimal
+
+from events.messages import (
+    Event,
+    OrderConfirmed,
+    OrderFailed,
+    OrderRouted,
+    TransactionBuilt,
+    TransactionSubmitted,
+)
+from services.domain.lifecycle import EnvelopeFields, OrderState, envelope_after
+from services.domain.tokens import find_token
+from services.engine.routing import NoRoute, choose_route, min_amount_out, quote_all
+from services.venues.interface import SwapRequest, Venue, VenueError
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def client_ref(state: OrderState, attempt: int) -> str:
+    """Return the venue-side reference of one swap attempt of an order."""
+    return f"{state.order_id}:{attempt}"
+
+
+def build_steps(token_in: str, token_out: str, venue: str) -> tuple[str, ...]:
+    """List the instructions of the swap transaction, with wSOL wrapping for native SOL."""
+    steps = []
+    if token_in == "SOL":
+        steps.append("wrap_sol")
+    steps.append(f"swap:{venue}")
+    if token_out == "SOL":
+        steps.append("unwrap_sol")
+    return tuple(steps)
+
+
+class Executor:
+    """Perform the next lifecycle step of an order against the venues."""
+
+    def __init__(self, venues: Mapping[str, Venue], clock: Clock, quote_timeout_s: float) -> None:
+        self._venues = venues
+        self._clock = clock
+        self._quote_timeout_s = quote_timeout_s
+
+    async def react(self, state: OrderState, cause: Event) -> Event | None:
+        """Return the event that follows ``state``, or None when the order is done."""
+        match state.status:
+            case "pending":
+                return await self._route(state, cause)
+            case "routing":
+                return self._build(state, cause)
+            case "building":
+                return await self._submit(state, cause)
+            case "submitted":
+                return await self._confirm(state, cause)
+            case _:
+                return None
+
+    def _envelope(self, state: OrderState, cause: Event) -> EnvelopeFields:
+        # Stamped after the step's I/O, so the timestamp says when the step finished.
+        return envelope_after(state, cause, self._clock())
+
+    def fail(self, state: OrderState, cause: Event, code: str, reason: str) -> OrderFailed:
+        """Return the event that ends ``state`` as failed with ``code``."""
+        log.info("order %s failed: %s %s", state.order_id, code, reason)
+        return OrderFailed(
+            **self._envelope(state, cause),
+            code=code,
+            reason=reason,
+            attempt=state.attempt or None,
+        )
+
+    async def _route(self, state: OrderState, cause: Event) -> Event:
+        spec = state.spec
+        quotes = await quote_all(
+            list(self._venues.values()),
+            spec.token_in,
+            spec.token_out,
+            spec.amount,
+            self._quote_timeout_s,
+        )
+        try:
+            decision = choose_route(quotes)
+        except NoRoute as exc:
+            return self.fail(state, cause, "NO_ROUTE", str(exc))
+        return OrderRouted(
+            **self._envelope(state, cause),
+            quotes=quotes,
+            venue=decision.venue,
+            expected_out=decision.expected_out,
+            reason=decision.reason,
+        )
+
+    def _build(self, state: OrderState, cause: Event) -> Event:
+        assert state.venue is not None and state.expected_out is not None
+        token_out = find_token(state.spec.token_out)
+        if token_out is None:
+            return self.fail(state, cause, "UNKNOWN_TOKEN", state.spec.token_out)
+        bound = min_amount_out(state.expected_out, state.spec.slippage_bps, token_out.decimals)
+        if bound <= 0:
+            return self.fail(state, cause, "AMOUNT_TOO_SMALL", "minimum output rounds to zero")
+        attempt = state.attempt + 1
+        return TransactionBuilt(
+            **self._envelope(state, cause),
+            venue=state.venue,
+            min_amount_out=bound,
+            client_ref=client_ref(state, attempt),
+            attempt=attempt,
+            steps=build_steps(state.spec.token_in, state.spec.token_out, state.venue),
+        )
+
+    async def _submit(self, state: OrderState, cause: Event) -> Event:
+        assert state.venue is not None and state.client_ref is not None
+        assert state.min_amount_out is not None
+        venue = self._venues.get(state.venue)
+        if venue is None:
+            return self.fail(state, cause, "UNKNOWN_VENUE", state.venue)
+        try:
+            # A worker that died after submitting but before recording it must not
+            # swap again: the client reference finds the earlier submission.
+            result = await venue.find_swap(state.client_ref)
+            if result is None:
+                result = await venue.submit(
+                    SwapRequest(
+                        client_ref=state.client_ref,
+                        token_in=state.spec.token_in,
+                        token_out=state.spec.token_out,
+                        amount_in=state.spec.amount,
+                        min_amount_out=state.min_amount_out,
+                    )
+                )
+        except VenueError as exc:
+            return self.fail(state, cause, exc.code, str(exc))
+        return TransactionSubmitted(
+            **self._envelope(state, cause),
+            venue=state.venue,
+            tx_hash=result.tx_hash,
+            attempt=state.attempt,
+        )
+
+    async def _confirm(self, state: OrderState, cause: Event) -> Event:
+        assert state.venue is not None and state.tx_hash is not None
+        venue = self._venues[state.venue]
+        try:
+            result = await venue.confirm(state.tx_hash)
+        except VenueError as exc:
+            return self.fail(state, cause, exc.code, str(exc))
+        if result.status != "confirmed" or result.amount_out is None:
+            return self.fail(
+                state,
+                cause,
+                result.error_code or "SWAP_FAILED",
+                result.error or "the venue rejected the swap",
+            )
+        price = result.executed_price or (result.amount_out / state.spec.amount)
+        return OrderConfirmed(
+            **self._envelope(state, cause),
+            venue=state.venue,
+            tx_hash=result.tx_hash,
+            amount_out=result.amount_out,
+            executed_price=Decimal(price),
+        )

@@ -1,0 +1,25 @@
+"""Entry point of the engine process (``oee engine``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from services.common.settings import Settings
+from services.common.topics import ensure_topics
+from services.engine.app import build_app
+from services.venues.client import http_venues
+
+
+def run(settings: Settings) -> None:
+    """Run the engine's faust worker until stopped."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(ensure_topics(settings))
+    venues = {venue.name: venue for venue in loop.run_until_complete(http_venues(settings))}
+    app = build_app(settings, venues)
+    worker = faust.Worker(app, loop=loop, loglevel="WARN", quiet=True)
+    worker.execute_from_commandline()

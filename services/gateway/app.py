@@ -1,0 +1,380 @@
+"""The gateway: validates requests, writes commands to the log, streams events back.
+
+It never writes a database: a submission is answered once the broker has
+acknowledged the command (acks=all). Reads come from the PostgreSQL read models
+merged with what this gateway's log tail saw, so a client reads its own writes
+even before the projector has caught up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI, Header, Query, Request, WebSocket
+from fastapi.responses import JSONResponse
+from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from events.messages import (
+    TERMINAL_STATUSES,
+    DecodeError,
+    Event,
+    SubmitOrder,
+    decode_stored_event,
+    encode,
+    order_key,
+)
+from projections.orders import queries
+from services.common.settings import Settings
+from services.domain.lifecycle import IllegalTransition, OrderState, evolve
+from services.gateway import errors
+from services.gateway.errors import ApiError
+from services.gateway.hub import EventHub, Logged
+from services.gateway.schemas import ExecuteOrderRequest, camelize, event_view, request_hash
+
+log = logging.getLogger(__name__)
+
+# Order ids of idempotent submissions derive from the key, so every gateway and
+# the engine agree on which order a retried request means.
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("0b6c1f8e-5d2a-4c3b-9e7f-1a2b3c4d5e6f")
+WS_UNKNOWN_ORDER = 4404
+WS_HISTORY_UNAVAILABLE = 4503
+_GAP_POLL_S = 0.2
+
+
+class Gateway:
+    """The gateway's adapters: the log producer, the log tail and the read models."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], datetime]) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.hub = EventHub(settings)
+        self._producer: AIOKafkaProducer | None = None
+        if settings.database_url is None:
+            raise RuntimeError("the gateway needs OEE_DATABASE_URL (the read models)")
+        self.pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=10, open=False)
+        self._key_locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        assert self._producer is not None, "the gateway is not started"
+        return self._producer
+
+    async def start(self) -> None:
+        await self.pool.open(wait=True, timeout=30)
+        # aiokafka binds to the running loop, so it is created here and not in __init__.
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap, acks="all", enable_idempotence=True
+        )
+        await self._producer.start()
+        topics = (self.settings.commands_topic, self.settings.events_topic)
+        await self.hub.start({t: await self._producer.partitions_for(t) for t in topics})
+
+    async def stop(self) -> None:
+        await self.hub.stop()
+        await self.producer.stop()
+        await self.pool.close()
+
+    async def history(self, order_id: uuid.UUID) -> list[Logged]:
+        """Return an order's events known so far, by sequence (first occurrence wins)."""
+        by_seq: dict[int, Logged] = {}
+        async with self.pool.connection() as conn:
+            rows = await queries.list_events(conn, order_id)
+        for row in rows:
+            try:
+                event = decode_stored_event(row["payload"])
+            except DecodeError:
+                log.exception("stored event %s of %s does not decode", row["seq"], order_id)
+                continue
+            position = {
+                "topic": row["topic"],
+                "partition": row["partition"],
+                "offset": row["offset"],
+            }
+            by_seq[event.seq] = Logged(event, position)
+        for logged in self.hub.recent(order_id):
+            by_seq.setdefault(logged.event.seq, logged)
+        return [by_seq[s] for s in sorted(by_seq)]
+
+    async def exists(self, order_id: uuid.UUID) -> bool:
+        if self.hub.knows(order_id):
+            return True
+        async with self.pool.connection() as conn:
+            return await queries.get_order(conn, order_id) is not None
+
+    def key_lock(self, key: str) -> asyncio.Lock:
+        return self._key_locks.setdefault(key, asyncio.Lock())
+
+
+def fold(history: list[Logged]) -> OrderState | None:
+    """Return the state after the contiguous prefix of ``history`` (seq 1, 2, ...)."""
+    state: OrderState | None = None
+    for logged in history:
+        try:
+            state = evolve(state, logged.event)
+        except IllegalTransition:
+            break  # a gap: the rest is not known yet
+    return state
+
+
+def order_view(state: OrderState) -> dict[str, Any]:
+    """Return the JSON a client sees for an order's current state."""
+    data = state.model_dump(mode="json", exclude={"spec", "last_event_id", "correlation_id"})
+    spec = state.spec.model_dump(mode="json")
+    spec["type"] = spec.pop("order_type")
+    return {"orderId": data.pop("order_id"), **camelize(spec), **camelize(data)}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the request body, refusing more than ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "BODY_TOO_LARGE", f"request body exceeds {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "BODY_TOO_LARGE", f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_order_request(body: bytes) -> ExecuteOrderRequest:
+    """Parse and validate a submission body, or raise ``ApiError``."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "INVALID_JSON", "request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "INVALID_BODY", "request body must be a JSON object")
+    try:
+        return ExecuteOrderRequest.model_validate(data)
+    except ValidationError as exc:
+        raise errors.from_validation(exc.errors()) from None
+
+
+def create_app(
+    settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> FastAPI:
+    """Return the gateway's FastAPI application."""
+    gateway = Gateway(settings, clock)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(
+        title="Order Execution Engine",
+        version="0.1.0",
+        summary="Submit DEX swap orders and follow them live.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    errors.install(app)
+
+    body_schema = ExecuteOrderRequest.model_json_schema(by_alias=True)
+
+    @app.post(
+        "/api/orders/execute",
+        status_code=202,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": body_schema}},
+            }
+        },
+        responses={
+            400: {"description": "Malformed JSON"},
+            409: {"description": "Idempotency key reused with another body"},
+            413: {"description": "Body too large"},
+            422: {"description": "Invalid field"},
+            503: {"description": "Broker unavailable"},
+        },
+    )
+    async def execute(
+        request: Request,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    ) -> JSONResponse:
+        """Submit an order; answers once the command is durably on the log."""
+        order = parse_order_request(await read_body(request, settings.max_body_bytes))
+        spec = order.to_spec()
+        digest = request_hash(spec)
+        if idempotency_key is None:
+            return await submit(uuid.uuid4(), spec, digest, None)
+        if not 1 <= len(idempotency_key) <= 128:
+            raise ApiError(
+                400, "INVALID_IDEMPOTENCY_KEY", "must be 1 to 128 characters", "Idempotency-Key"
+            )
+        order_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, idempotency_key)
+        async with gateway.key_lock(idempotency_key):
+            prior_hash = await earlier_submission(idempotency_key, order_id)
+            if prior_hash is None:
+                return await submit(order_id, spec, digest, idempotency_key)
+        if prior_hash != digest:
+            raise ApiError(
+                409,
+                "IDEMPOTENCY_CONFLICT",
+                "this Idempotency-Key was used with a different request body",
+                "Idempotency-Key",
+            )
+        state = fold(await gateway.history(order_id))
+        return JSONResponse(
+            status_code=202,
+            content={"orderId": str(order_id), "status": state.status if state else "pending"},
+        )
+
+    async def earlier_submission(key: str, order_id: uuid.UUID) -> str | None:
+        seen = gateway.hub.submission(key)
+        if seen is not None:
+            return seen.request_hash
+        async with gateway.pool.connection() as conn:
+            row = await queries.get_order(conn, order_id)
+        return str(row["request_hash"]) if row else None
+
+    async def submit(order_id: uuid.UUID, spec: Any, digest: str, key: str | None) -> JSONResponse:
+        command = SubmitOrder(
+            message_id=uuid.uuid4(),
+            order_id=order_id,
+            seq=0,
+            occurred_at=gateway.clock(),
+            correlation_id=uuid.uuid4(),
+            spec=spec,
+            idempotency_key=key,
+            request_hash=digest,
+        )
+        try:
+            await gateway.producer.send_and_wait(
+                settings.commands_topic, encode(command), key=order_key(order_id)
+            )
+        except KafkaError as exc:
+            log.error("command for %s not written: %r", order_id, exc)
+            raise ApiError(503, "BROKER_UNAVAILABLE", "the order log is unavailable") from exc
+        if key is not None:
+            gateway.hub.remember(key, order_id, digest)
+        return JSONResponse(
+            status_code=202, content={"orderId": str(order_id), "status": "pending"}
+        )
+
+    @app.get("/api/orders/{order_id}")
+    async def get_order(order_id: uuid.UUID) -> dict[str, Any]:
+        """Return an order's current state."""
+        state = fold(await gateway.history(order_id))
+        if state is None:
+            raise ApiError(404, "ORDER_NOT_FOUND", f"order {order_id} is unknown", "orderId")
+        return order_view(state)
+
+    @app.get("/api/orders/{order_id}/events")
+    async def get_events(order_id: uuid.UUID) -> dict[str, Any]:
+        """Return an order's audit trail: every event, in order, with its log position."""
+        history = await gateway.history(order_id)
+        if not history:
+            raise ApiError(404, "ORDER_NOT_FOUND", f"order {order_id} is unknown", "orderId")
+        return {
+            "orderId": str(order_id),
+            "events": [event_view(item.event, item.position) for item in history],
+        }
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        """Report whether the log tail and the read models are reachable."""
+        database = True
+        try:
+            async with gateway.pool.connection(timeout=2) as conn:
+                await conn.execute("SELECT 1")
+        except Exception:
+            database = False
+        checks = {"log": gateway.hub.running, "database": database}
+        ok = all(checks.values())
+        return JSONResponse(
+            status_code=200 if ok else 503,
+            content={"status": "ok" if ok else "degraded", "checks": checks},
+        )
+
+    @app.websocket("/api/orders/execute")
+    async def follow(
+        socket: WebSocket, order_id: Annotated[str | None, Query(alias="orderId")] = None
+    ) -> None:
+        """Stream an order's events: all that already happened, then live, then close."""
+        await socket.accept()
+        try:
+            parsed = uuid.UUID(order_id or "")
+        except ValueError:
+            await socket.close(WS_UNKNOWN_ORDER, "orderId is not a valid order id")
+            return
+        with contextlib.suppress(WebSocketDisconnect):
+            await stream_order(socket, parsed)
+
+    async def stream_order(socket: WebSocket, order_id: uuid.UUID) -> None:
+        # Subscribe before reading history: an event that lands in between is then
+        # in the queue, and the sequence numbers drop whatever is seen twice.
+        async with gateway.hub.subscribe(order_id) as live:
+            pending: dict[int, Event] = {}
+            history = await gateway.history(order_id)
+            if not history and not await gateway.exists(order_id):
+                # The command may be on the log but not yet read by this gateway.
+                await gateway.hub.catch_up(settings.unknown_order_grace_s)
+                if not await gateway.exists(order_id):
+                    await socket.close(WS_UNKNOWN_ORDER, "unknown order")
+                    return
+            for item in history:
+                pending.setdefault(item.event.seq, item.event)
+            disconnected = asyncio.ensure_future(socket.receive())
+            try:
+                await pump(socket, order_id, live, pending, disconnected)
+            finally:
+                disconnected.cancel()
+
+    async def pump(
+        socket: WebSocket,
+        order_id: uuid.UUID,
+        live: asyncio.Queue[Logged],
+        pending: dict[int, Event],
+        disconnected: asyncio.Future[Any],
+    ) -> None:
+        sent = 0
+        while True:
+            while sent + 1 in pending:
+                event = pending.pop(sent + 1)
+                await socket.send_json(event_view(event))
+                sent = event.seq
+                if event.status in TERMINAL_STATUSES:
+                    await socket.close(1000, event.status)
+                    return
+            # Missing events are fetched again from the read models while waiting.
+            gap = bool(pending)
+            getter = asyncio.ensure_future(live.get())
+            done, _ = await asyncio.wait(
+                {getter, disconnected},
+                timeout=_GAP_POLL_S if gap else None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if disconnected in done or socket.client_state == WebSocketState.DISCONNECTED:
+                getter.cancel()
+                return
+            if getter in done:
+                item = getter.result()
+                if item.event.seq > sent:
+                    pending.setdefault(item.event.seq, item.event)
+            else:
+                getter.cancel()
+            if pending and sent + 1 not in pending:
+                for item in await gateway.history(order_id):
+                    if item.event.seq > sent:
+                        pending.setdefault(item.event.seq, item.event)
+
+    return app

@@ -1,0 +1,20 @@
+"""Entry point of the gateway process (``oee gateway``)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from services.common.settings import Settings
+from services.gateway.app import create_app
+
+
+def run(settings: Settings) -> None:
+    """Serve the gateway until stopped."""
+    uvicorn.run(
+        create_app(settings),
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        log_level="warning",
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+    )

@@ -1,0 +1,155 @@
+"""The engine's adapter to the venue service: the ``Venue`` protocol over HTTP."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from services.common.settings import Settings
+from services.venues.interface import Quote, SwapRequest, SwapResult, VenueError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VENUE_NAMES = ("raydium", "meteora")
+# Confirmation waits until the swap lands (2-3 s in the realistic profile), which
+# can outlast the per-call timeout meant for quotes and submissions.
+DEFAULT_CONFIRM_TIMEOUT_S = 30.0
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class HttpVenue:
+    """One venue of the venue service, reached over HTTP."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        timeout: float,
+        *,
+        confirm_timeout: float = DEFAULT_CONFIRM_TIMEOUT_S,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.name = name
+        self._prefix = f"/venues/{name}"
+        self._confirm_timeout = max(confirm_timeout, timeout)
+        self._client = client or httpx.AsyncClient(base_url=base_url, timeout=timeout)
+
+    async def aclose(self) -> None:
+        """Close the underlying HTTP client (idempotent; shared clients close once)."""
+        await self._client.aclose()
+
+    async def quote(self, token_in: str, token_out: str, amount_in: Decimal) -> Quote:
+        """Quote a swap; raise ``VenueError`` when the venue cannot."""
+        body = {"token_in": token_in, "token_out": token_out, "amount_in": str(amount_in)}
+        response = await self._request("POST", f"{self._prefix}/quote", json=body)
+        return _parse(Quote, self._ok(response))
+
+    async def submit(self, request: SwapRequest) -> SwapResult:
+        """Submit a swap; the same ``client_ref`` twice returns the first submission."""
+        response = await self._request(
+            "POST", f"{self._prefix}/swaps", json=request.model_dump(mode="json")
+        )
+        return _parse(SwapResult, self._ok(response))
+
+    async def confirm(self, tx_hash: str) -> SwapResult:
+        """Wait until the swap has landed or failed, and return the outcome."""
+        response = await self._request(
+            "GET",
+            f"{self._prefix}/swaps/{tx_hash}/confirmation",
+            read_timeout=self._confirm_timeout,
+        )
+        return _parse(SwapResult, self._ok(response))
+
+    async def find_swap(self, client_ref: str) -> SwapResult | None:
+        """Return the swap submitted under ``client_ref``, or None if there is none."""
+        response = await self._request(
+            "GET", f"{self._prefix}/swaps", params={"client_ref": client_ref}
+        )
+        if response.status_code == 404 and _error_code(response) == "SWAP_NOT_FOUND":
+            return None
+        return _parse(SwapResult, self._ok(response))
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: object = None,
+        params: dict[str, str] | None = None,
+        read_timeout: float | None = None,
+    ) -> httpx.Response:
+        try:
+            return await self._client.request(
+                method,
+                url,
+                json=json,
+                params=params,
+                timeout=httpx.USE_CLIENT_DEFAULT if read_timeout is None else read_timeout,
+            )
+        except httpx.TransportError as exc:
+            # Timeouts are transport errors too: the call may or may not have taken
+            # effect, which is why swaps carry a client_ref to look up afterwards.
+            raise VenueError(
+                "NETWORK_ERROR", f"{self.name}: {type(exc).__name__}: {exc}", transient=True
+            ) from exc
+
+    def _ok(self, response: httpx.Response) -> bytes:
+        if response.is_success:
+            return response.content
+        error = _error_object(response)
+        if error is None:
+            raise VenueError(
+                "VENUE_UNAVAILABLE" if response.status_code >= 500 else "BAD_RESPONSE",
+                f"{self.name}: HTTP {response.status_code}",
+                transient=response.status_code >= 500,
+            )
+        raise VenueError(
+            str(error.get("code", "VENUE_ERROR")),
+            str(error.get("message", "")),
+            transient=bool(error.get("transient", response.status_code == 503)),
+        )
+
+
+def _error_object(response: httpx.Response) -> dict[str, object] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else None
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    error = _error_object(response)
+    return None if error is None else str(error.get("code"))
+
+
+def _parse(model: type[_M], content: bytes) -> _M:
+    try:
+        return model.model_validate_json(content)
+    except ValidationError as exc:
+        raise VenueError("BAD_RESPONSE", f"unexpected venue answer: {exc}", transient=True) from exc
+
+
+async def http_venues(settings: Settings) -> list[HttpVenue]:
+    """Return one ``HttpVenue`` per venue the service lists, sharing one HTTP client.
+
+    When the service cannot be asked (not up yet), the two default venue names are used.
+    """
+    client = httpx.AsyncClient(base_url=settings.venues_url, timeout=settings.venue_timeout_s)
+    names: tuple[str, ...] = DEFAULT_VENUE_NAMES
+    try:
+        response = await client.get("/venues")
+        response.raise_for_status()
+        names = tuple(str(entry["name"]) for entry in response.json()["venues"])
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        log.warning("cannot list venues at %s (%s); using %s", settings.venues_url, exc, names)
+    return [
+        HttpVenue(name, settings.venues_url, settings.venue_timeout_s, client=client)
+        for name in names
+    ]

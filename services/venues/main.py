@@ -1,0 +1,19 @@
+"""Entrypoint of the venue service process."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from services.common.settings import Settings, get_settings
+from services.venues.service import create_app
+from services.venues.simulator import default_venues
+
+
+def run(settings: Settings) -> None:
+    """Serve the simulated venues on ``venues_host:venues_port`` until interrupted."""
+    app = create_app(default_venues(settings))
+    uvicorn.run(app, host=settings.venues_host, port=settings.venues_port, log_level="info")
+
+
+if __name__ == "__main__":
+    run(get_settings())

@@ -1,0 +1,124 @@
+"""The venue service: simulated venues behind HTTP, in their own process.
+
+Venue state lives here, outside the engine, so a restarted engine can still ask
+whether its swap with a given ``client_ref`` already happened. Errors answer
+``{"error": {"code", "message", "transient", "field"}}``: 503 for transient
+failures (retry may succeed), 404 for unknown venues/swaps, 422 otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.venues.interface import Quote, SwapRequest, SwapResult, VenueError
+from services.venues.simulator import SimulatedVenue
+
+NOT_FOUND_CODES = frozenset({"UNKNOWN_VENUE", "UNKNOWN_TX", "SWAP_NOT_FOUND"})
+
+
+class QuoteRequest(BaseModel):
+    """Body of ``POST /venues/{name}/quote``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    token_in: str
+    token_out: str
+    amount_in: Decimal = Field(gt=0)
+
+
+class VenueInfo(BaseModel):
+    """One entry of ``GET /venues``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    fee_bps: int
+
+
+class VenueList(BaseModel):
+    """Body of ``GET /venues``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    venues: tuple[VenueInfo, ...]
+
+
+def error_status(error: VenueError) -> int:
+    """Return the HTTP status a ``VenueError`` is answered with."""
+    if error.code in NOT_FOUND_CODES:
+        return 404
+    return 503 if error.transient else 422
+
+
+def _error_body(
+    code: str, message: str, *, transient: bool, field: str | None = None
+) -> dict[str, dict[str, object]]:
+    return {"error": {"code": code, "message": message, "transient": transient, "field": field}}
+
+
+def create_app(venues: Sequence[SimulatedVenue]) -> FastAPI:
+    """Return the FastAPI app serving ``venues``."""
+    by_name = {venue.name: venue for venue in venues}
+    app = FastAPI(title="Simulated DEX venues")
+
+    def venue_named(name: str) -> SimulatedVenue:
+        venue = by_name.get(name)
+        if venue is None:
+            raise VenueError("UNKNOWN_VENUE", f"no venue named {name!r}", transient=False)
+        return venue
+
+    @app.exception_handler(VenueError)
+    async def _venue_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, VenueError)
+        return JSONResponse(
+            _error_body(exc.code, str(exc), transient=exc.transient), status_code=error_status(exc)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+        return JSONResponse(
+            _error_body(
+                "INVALID_REQUEST", first.get("msg", "invalid request"), transient=False, field=field
+            ),
+            status_code=422,
+        )
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/venues")
+    async def list_venues() -> VenueList:
+        return VenueList(venues=tuple(VenueInfo(name=v.name, fee_bps=v.fee_bps) for v in venues))
+
+    @app.post("/venues/{name}/quote")
+    async def quote(name: str, body: QuoteRequest) -> Quote:
+        return await venue_named(name).quote(body.token_in, body.token_out, body.amount_in)
+
+    @app.post("/venues/{name}/swaps")
+    async def submit(name: str, body: SwapRequest) -> SwapResult:
+        return await venue_named(name).submit(body)
+
+    @app.get("/venues/{name}/swaps/{tx_hash}/confirmation")
+    async def confirm(name: str, tx_hash: str) -> SwapResult:
+        return await venue_named(name).confirm(tx_hash)
+
+    @app.get("/venues/{name}/swaps")
+    async def find_swap(name: str, client_ref: str) -> SwapResult:
+        result = await venue_named(name).find_swap(client_ref)
+        if result is None:
+            raise VenueError(
+                "SWAP_NOT_FOUND", f"no swap with client_ref {client_ref!r}", transient=False
+            )
+        return result
+
+    return app

@@ -1,0 +1,82 @@
+"""Run the real service processes (venues, engine, projector, gateway) for a test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from services.common.settings import Settings
+from services.common.subprocesses import die_with_parent, stop_process, tail
+
+SERVICES = ("venues", "projector", "engine", "gateway")
+
+
+class System:
+    """The whole order flow as separate OS processes, like ``oee up`` runs it."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.gateway_host}:{self.settings.gateway_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.settings.gateway_host}:{self.settings.gateway_port}"
+
+    def start(self, name: str) -> None:
+        """Start one service process."""
+        env = {**os.environ, **self.settings.as_env(), "PYTHONUNBUFFERED": "1"}
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", name],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent(),
+        )
+
+    def start_all(self, timeout: float = 60.0) -> None:
+        """Start every service and wait until the gateway reports healthy."""
+        for name in SERVICES:
+            self.start(name)
+        self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"gateway not healthy in {timeout}s\n{self.logs()}")
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+
+    def stop(self, name: str) -> None:
+        """Stop one service politely."""
+        stop_process(self.processes.pop(name), timeout=20)
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.stop(name)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {name}.log\n{tail(self.log_dir / f'{name}.log', 40)}" for name in SERVICES
+        )

@@ -1,0 +1,206 @@
+"""The real venue service over HTTP, reached through ``HttpVenue``.
+
+The service runs under uvicorn on a free port in a background thread; swaps on
+"raydium" land 0.3 s after submission so the pending state is observable, and
+"meteora" is configured to always answer POOL_BUSY.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+
+import pytest
+import uvicorn
+
+from services.common.settings import Settings
+from services.venues.client import HttpVenue, http_venues
+from services.venues.interface import SwapRequest, VenueError
+from services.venues.service import create_app
+from services.venues.simulator import (
+    FailureRates,
+    LatencyProfile,
+    SimulatedVenue,
+    default_price_table,
+    tx_hash_for,
+)
+
+LANDING = LatencyProfile(quote_s=(0.0, 0.0), submit_s=(0.0, 0.0), land_s=(0.3, 0.3))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def service_url() -> Iterator[str]:
+    prices = default_price_table(Decimal("150"))
+    venues = [
+        SimulatedVenue(
+            "raydium",
+            fee_bps=30,
+            spread=(Decimal("0.98"), Decimal("1.02")),
+            seed=7,
+            prices=prices,
+            latency=LANDING,
+        ),
+        SimulatedVenue(
+            "meteora",
+            fee_bps=20,
+            spread=(Decimal("0.97"), Decimal("1.02")),
+            seed=7,
+            prices=prices,
+            failures=FailureRates(pool_busy=1.0),
+        ),
+    ]
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(venues), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("venue service did not start")
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+async def raydium(service_url: str) -> AsyncIterator[HttpVenue]:
+    venue = HttpVenue("raydium", service_url, timeout=5.0)
+    yield venue
+    await venue.aclose()
+
+
+def swap(client_ref: str, min_out: str = "0") -> SwapRequest:
+    return SwapRequest(
+        client_ref=client_ref,
+        token_in="SOL",
+        token_out="USDC",
+        amount_in=Decimal("1"),
+        min_amount_out=Decimal(min_out),
+    )
+
+
+async def test_venue_service_quote_returns_decimal_quote(raydium: HttpVenue) -> None:
+    quote = await raydium.quote("SOL", "USDC", Decimal("2"))
+
+    assert quote.venue == "raydium"
+    assert quote.fee == Decimal("0.006")
+    assert quote.fee_bps == 30
+    assert Decimal("290") < quote.amount_out < Decimal("306")
+
+
+async def test_venue_service_submit_confirm_find_swap_round_trip(raydium: HttpVenue) -> None:
+    submitted = await raydium.submit(swap("it-order-1:1"))
+    while_pending = await raydium.find_swap("it-order-1:1")
+    confirmed = await raydium.confirm(submitted.tx_hash)
+    found = await raydium.find_swap("it-order-1:1")
+
+    assert submitted.status == "pending"
+    assert submitted.tx_hash == tx_hash_for("raydium", "it-order-1:1")
+    assert while_pending == submitted
+    assert confirmed.status == "confirmed"
+    assert confirmed.amount_out is not None and confirmed.amount_out > Decimal("140")
+    assert confirmed.executed_price == confirmed.amount_out
+    assert found == confirmed
+
+
+async def test_venue_service_duplicate_submit_returns_same_tx(raydium: HttpVenue) -> None:
+    first = await raydium.submit(swap("it-order-2:1"))
+    second = await raydium.submit(swap("it-order-2:1"))
+
+    assert second.tx_hash == first.tx_hash
+    assert second == first
+
+
+async def test_venue_service_min_out_above_pool_confirms_as_slippage_failure(
+    raydium: HttpVenue,
+) -> None:
+    submitted = await raydium.submit(swap("it-order-3:1", min_out="1000"))
+    result = await raydium.confirm(submitted.tx_hash)
+
+    assert result.status == "failed"
+    assert result.error_code == "SLIPPAGE_EXCEEDED"
+
+
+async def test_venue_service_unknown_client_ref_returns_none(raydium: HttpVenue) -> None:
+    assert await raydium.find_swap("never-submitted") is None
+
+
+async def test_venue_service_unknown_tx_raises_permanent_error(raydium: HttpVenue) -> None:
+    with pytest.raises(VenueError) as caught:
+        await raydium.confirm("1111")
+
+    assert (caught.value.code, caught.value.transient) == ("UNKNOWN_TX", False)
+
+
+async def test_venue_service_invalid_pair_raises_permanent_error(raydium: HttpVenue) -> None:
+    with pytest.raises(VenueError) as caught:
+        await raydium.quote("SOL", "SOL", Decimal("1"))
+
+    assert (caught.value.code, caught.value.transient) == ("INVALID_PAIR", False)
+
+
+async def test_venue_service_injected_failure_raises_transient_error(service_url: str) -> None:
+    meteora = HttpVenue("meteora", service_url, timeout=5.0)
+    try:
+        with pytest.raises(VenueError) as caught:
+            await meteora.quote("SOL", "USDC", Decimal("1"))
+    finally:
+        await meteora.aclose()
+
+    assert (caught.value.code, caught.value.transient) == ("POOL_BUSY", True)
+
+
+async def test_venue_service_unknown_venue_raises_permanent_error(service_url: str) -> None:
+    orca = HttpVenue("orca", service_url, timeout=5.0)
+    try:
+        with pytest.raises(VenueError) as caught:
+            await orca.find_swap("it-order-1:1")
+    finally:
+        await orca.aclose()
+
+    assert (caught.value.code, caught.value.transient) == ("UNKNOWN_VENUE", False)
+
+
+async def test_http_venue_unreachable_service_raises_transient_network_error() -> None:
+    venue = HttpVenue("raydium", f"http://127.0.0.1:{free_port()}", timeout=1.0)
+    try:
+        with pytest.raises(VenueError) as caught:
+            await venue.quote("SOL", "USDC", Decimal("1"))
+    finally:
+        await venue.aclose()
+
+    assert (caught.value.code, caught.value.transient) == ("NETWORK_ERROR", True)
+
+
+async def test_http_venues_lists_service_venues_sharing_one_client(service_url: str) -> None:
+    port = int(service_url.rsplit(":", 1)[1])
+    venues = await http_venues(Settings(venues_port=port))
+    try:
+        quote = await venues[0].quote("SOL", "USDC", Decimal("1"))
+    finally:
+        for venue in venues:
+            await venue.aclose()
+
+    assert [v.name for v in venues] == ["raydium", "meteora"]
+    assert quote.venue == "raydium"
+
+
+async def test_http_venues_service_down_falls_back_to_default_names() -> None:
+    venues = await http_venues(Settings(venues_port=free_port()))
+    for venue in venues:
+        await venue.aclose()
+
+    assert [v.name for v in venues] == ["raydium", "meteora"]

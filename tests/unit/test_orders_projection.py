@@ -1,0 +1,261 @@
+"""Planning an orders-projection batch: pure folding, no broker, no database."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from events.messages import (
+    Event,
+    OrderConfirmed,
+    OrderFailed,
+    OrderRouted,
+    OrderSpec,
+    SubmitOrder,
+    TransactionBuilt,
+    TransactionSubmitted,
+    VenueQuote,
+    decode_event,
+    encode,
+)
+from projections.orders.handler import (
+    decode_records,
+    event_row,
+    plan,
+    row_to_state,
+    state_to_row,
+)
+from projections.tracking import LogRecord, Rejection, dead_letter
+from services.domain.lifecycle import OrderState, decide, envelope_after, evolve
+
+T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+SPEC = OrderSpec(
+    token_in="SOL", token_out="USDC", amount=Decimal("1.50"), slippage_bps=50, client_order_id="c1"
+)
+QUOTES = (
+    VenueQuote(
+        venue="raydium",
+        amount_out=Decimal("224.1"),
+        fee=Decimal("0.0045"),
+        price=Decimal("150"),
+        latency_ms=12,
+    ),
+    VenueQuote(venue="meteora", error="timeout", latency_ms=5000),
+)
+
+
+def order_history(order_id: uuid.UUID | None = None, start: datetime = T0) -> list[Event]:
+    """Return the events of one order that is routed, built, submitted and confirmed."""
+    order_id = order_id or uuid.uuid4()
+    command = SubmitOrder(
+        message_id=uuid.uuid4(),
+        order_id=order_id,
+        seq=0,
+        occurred_at=start,
+        correlation_id=uuid.uuid4(),
+        spec=SPEC,
+        request_hash="ab" * 32,
+    )
+    events: list[Event] = list(decide(None, command, start))
+    state = evolve(None, events[0])
+
+    def nxt(event_type: type[Event], minutes: int, **fields: object) -> None:
+        nonlocal state
+        envelope = envelope_after(state, events[-1], start + timedelta(minutes=minutes))
+        event = event_type(**envelope, **fields)
+        events.append(event)
+        state = evolve(state, event)
+
+    nxt(
+        OrderRouted, 1, quotes=QUOTES, venue="raydium", expected_out=Decimal("224.1"), reason="best"
+    )
+    nxt(
+        TransactionBuilt,
+        2,
+        venue="raydium",
+        min_amount_out=Decimal("222.9795"),
+        client_ref=f"{order_id}:1",
+        attempt=1,
+        steps=("wrap", "swap"),
+    )
+    nxt(TransactionSubmitted, 3, venue="raydium", tx_hash="0xabc", attempt=1)
+    nxt(
+        OrderConfirmed,
+        4,
+        venue="raydium",
+        tx_hash="0xabc",
+        amount_out=Decimal("224.0"),
+        executed_price=Decimal("149.333333"),
+    )
+    return events
+
+
+def records_of(events: list[Event], first_offset: int = 0) -> list[LogRecord]:
+    return [
+        LogRecord(
+            "orders.events",
+            0,
+            first_offset + i,
+            str(e.order_id).encode(),
+            encode(e),
+            1_700_000_000_000,
+        )
+        for i, e in enumerate(events)
+    ]
+
+
+def fold(events: list[Event]) -> OrderState:
+    state: OrderState | None = None
+    for event in events:
+        state = evolve(state, event)
+    assert state is not None
+    return state
+
+
+# plan -------------------------------------------------------------------------------
+
+
+def test_plan_full_history_on_new_order_applies_every_event() -> None:
+    events = order_history()
+
+    batch = plan(decode_records(records_of(events)), states={}, known_ids=[])
+
+    assert [e for _, e in batch.events] == events
+    assert batch.states == {events[0].order_id: fold(events)}
+    assert batch.states[events[0].order_id].status == "confirmed"
+    assert (batch.skipped, batch.rejected) == (0, [])
+
+
+def test_plan_event_redelivered_within_batch_is_skipped() -> None:
+    events = order_history()
+    doubled = [events[0], events[1], events[1], events[2]]
+
+    batch = plan(decode_records(records_of(doubled)), states={}, known_ids=[])
+
+    assert [e for _, e in batch.events] == events[:3]
+    assert batch.skipped == 1
+
+
+def test_plan_event_already_stored_by_message_id_is_skipped() -> None:
+    events = order_history()
+
+    batch = plan(
+        decode_records(records_of(events[:1])), states={}, known_ids=[events[0].message_id]
+    )
+
+    assert (batch.events, batch.states, batch.skipped) == ([], {}, 1)
+
+
+def test_plan_event_at_or_below_stored_seq_is_skipped() -> None:
+    events = order_history()
+    stored = fold(events[:3])
+
+    batch = plan(decode_records(records_of(events)), states={stored.order_id: stored}, known_ids=[])
+
+    assert [e.seq for _, e in batch.events] == [4, 5]
+    assert batch.skipped == 3
+    assert batch.states[stored.order_id] == fold(events)
+
+
+def test_plan_sequence_gap_is_rejected_as_illegal_transition() -> None:
+    events = order_history()
+    # pending -> failed is a legal status change, but seq 3 skips seq 2.
+    gap = OrderFailed(**envelope_after(fold(events[:2]), events[1], T0), code="x", reason="y")
+
+    batch = plan(decode_records(records_of([events[0], gap])), states={}, known_ids=[])
+
+    assert [e for _, e in batch.events] == events[:1]
+    assert len(batch.rejected) == 1
+    assert batch.rejected[0].record.offset == 1
+    assert batch.rejected[0].error == "IllegalTransition: expected seq 2, got 3"
+
+
+def test_plan_first_event_not_accepted_is_rejected() -> None:
+    events = order_history()
+
+    batch = plan(decode_records(records_of(events[1:2])), states={}, known_ids=[])
+
+    assert batch.rejected[0].error == "IllegalTransition: None -> routing is not a legal transition"
+
+
+def test_plan_garbage_between_events_is_rejected_and_the_rest_applied() -> None:
+    events = order_history()
+    records = records_of(events[:2])
+    garbage = LogRecord("orders.events", 0, 7, None, b"\xff not json", 1_700_000_000_000)
+
+    batch = plan(decode_records([records[0], garbage, records[1]]), states={}, known_ids=[])
+
+    assert [e for _, e in batch.events] == events[:2]
+    assert [r.record for r in batch.rejected] == [garbage]
+    assert batch.rejected[0].error.startswith("DecodeError")
+
+
+def test_decode_records_nul_character_is_rejected_before_the_database() -> None:
+    event = order_history()[0]
+    poisoned = encode(event).replace(b'"c1"', b'"c\\u00001"')
+
+    [(_, item)] = decode_records([LogRecord("t", 0, 0, None, poisoned, 0)])
+
+    assert item == "DecodeError: NUL characters cannot be stored"
+
+
+def test_decode_records_command_on_the_events_topic_is_rejected() -> None:
+    command = SubmitOrder(
+        message_id=uuid.uuid4(),
+        order_id=uuid.uuid4(),
+        seq=0,
+        occurred_at=T0,
+        correlation_id=uuid.uuid4(),
+        spec=SPEC,
+        request_hash="00",
+    )
+
+    [(_, item)] = decode_records([LogRecord("t", 0, 0, None, encode(command), 0)])
+
+    assert isinstance(item, str) and item.startswith("DecodeError")
+
+
+# rows ---------------------------------------------------------------------------------
+
+
+def test_state_to_row_then_row_to_state_round_trips_every_field() -> None:
+    state = fold(order_history())
+
+    assert row_to_state(state_to_row(state)) == state
+
+
+def test_state_to_row_money_stays_decimal_and_quotes_json_ready() -> None:
+    row = state_to_row(fold(order_history()))
+
+    assert row["amount"] == Decimal("1.50") and isinstance(row["amount"], Decimal)
+    assert row["quotes"][0] == {
+        "venue": "raydium",
+        "amount_out": "224.1",
+        "fee": "0.0045",
+        "price": "150",
+        "latency_ms": 12,
+        "error": None,
+    }
+
+
+def test_event_row_payload_decodes_back_to_the_event() -> None:
+    event = order_history()[1]
+    record = records_of([event], first_offset=41)[0]
+
+    row = event_row(record, event)
+
+    assert isinstance(row["payload"], dict)
+    assert decode_event(json.dumps(row["payload"])) == event
+    assert (row["type"], row["status"], row["offset"]) == ("OrderRouted", "routing", 41)
+
+
+def test_dead_letter_time_is_the_record_timestamp_not_now() -> None:
+    record = LogRecord("orders.events", 3, 9, b"k", b"\xffgarbage", 1_700_000_000_123)
+
+    letter = dead_letter(Rejection(record, "DecodeError: nope"))
+
+    assert letter.occurred_at == datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)
+    assert (letter.partition, letter.offset, letter.key) == (3, 9, "k")
+    assert letter.value == "\\xffgarbage"
