@@ -1,0 +1,1 @@
+"""The orders read model: current order state and its audit trail."""

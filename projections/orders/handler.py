@@ -1,0 +1,282 @@
+"""The orders projection: fold order events into ``orders`` and ``order_events``.
+
+Each order row is an ``OrderState`` folded with ``services.domain.lifecycle.evolve``,
+the same function the engine uses, so the read model and the engine agree. A batch
+is planned by a pure function (``plan``) and then written in the caller's
+transaction; redeliveries are no-ops and illegal or undecodable events are
+rejected (the runner dead-letters them).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from pydantic import TypeAdapter
+
+from events.messages import DecodeError, Event, OrderSpec, VenueQuote, decode_event
+from projections.tracking import BatchResult, Connection, LogRecord, Rejection
+from services.domain.lifecycle import IllegalTransition, OrderState, evolve, is_stale
+
+_QUOTES = TypeAdapter(tuple[VenueQuote, ...])
+
+# PostgreSQL text and jsonb cannot hold NUL; such an event could never be stored.
+_NUL_ESCAPE = b"\\u0000"
+
+ORDER_COLUMNS: tuple[str, ...] = (
+    "order_id",
+    "seq",
+    "status",
+    "order_type",
+    "token_in",
+    "token_out",
+    "amount",
+    "slippage_bps",
+    "client_order_id",
+    "request_hash",
+    "venue",
+    "quotes",
+    "expected_out",
+    "min_amount_out",
+    "client_ref",
+    "tx_hash",
+    "amount_out",
+    "executed_price",
+    "failure_code",
+    "failure_reason",
+    "attempt",
+    "last_event_id",
+    "created_at",
+    "updated_at",
+    "correlation_id",
+)
+EVENT_COLUMNS: tuple[str, ...] = (
+    "message_id",
+    "order_id",
+    "seq",
+    "type",
+    "status",
+    "occurred_at",
+    "payload",
+    "topic",
+    "partition",
+    "offset",
+)
+
+
+def _insert_sql(table: str, columns: Sequence[str]) -> str:
+    names = ", ".join(f'"{c}"' for c in columns)
+    values = ", ".join(f"%({c})s" for c in columns)
+    return f"INSERT INTO {table} ({names}) VALUES ({values})"
+
+
+_INSERT_EVENT = _insert_sql("order_events", EVENT_COLUMNS) + " ON CONFLICT DO NOTHING"
+_UPSERT_ORDER = (
+    _insert_sql("orders", ORDER_COLUMNS)
+    + " ON CONFLICT (order_id) DO UPDATE SET "
+    + ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in ORDER_COLUMNS if c != "order_id")
+    # Never move an order backwards, whatever reaches this statement.
+    + " WHERE orders.seq < EXCLUDED.seq"
+)
+
+
+# Pure mapping between OrderState and rows ---------------------------------------
+
+
+def state_to_row(state: OrderState) -> dict[str, Any]:
+    """Return the ``orders`` row of a state (quotes as JSON-ready dicts)."""
+    return {
+        "order_id": state.order_id,
+        "seq": state.seq,
+        "status": state.status,
+        "order_type": state.spec.order_type,
+        "token_in": state.spec.token_in,
+        "token_out": state.spec.token_out,
+        "amount": state.spec.amount,
+        "slippage_bps": state.spec.slippage_bps,
+        "client_order_id": state.spec.client_order_id,
+        "request_hash": state.request_hash,
+        "venue": state.venue,
+        "quotes": [q.model_dump(mode="json") for q in state.quotes],
+        "expected_out": state.expected_out,
+        "min_amount_out": state.min_amount_out,
+        "client_ref": state.client_ref,
+        "tx_hash": state.tx_hash,
+        "amount_out": state.amount_out,
+        "executed_price": state.executed_price,
+        "failure_code": state.failure_code,
+        "failure_reason": state.failure_reason,
+        "attempt": state.attempt,
+        "last_event_id": state.last_event_id,
+        "created_at": state.created_at,
+        "updated_at": state.updated_at,
+        "correlation_id": state.correlation_id,
+    }
+
+
+def row_to_state(row: Mapping[str, Any]) -> OrderState:
+    """Rebuild the ``OrderState`` an ``orders`` row was written from."""
+    return OrderState(
+        order_id=row["order_id"],
+        seq=row["seq"],
+        status=row["status"],
+        spec=OrderSpec(
+            order_type=row["order_type"],
+            token_in=row["token_in"],
+            token_out=row["token_out"],
+            amount=row["amount"],
+            slippage_bps=row["slippage_bps"],
+            client_order_id=row["client_order_id"],
+        ),
+        request_hash=row["request_hash"],
+        correlation_id=row["correlation_id"],
+        last_event_id=row["last_event_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        quotes=_QUOTES.validate_python(row["quotes"]),
+        venue=row["venue"],
+        expected_out=row["expected_out"],
+        min_amount_out=row["min_amount_out"],
+        client_ref=row["client_ref"],
+        attempt=row["attempt"],
+        tx_hash=row["tx_hash"],
+        amount_out=row["amount_out"],
+        executed_price=row["executed_price"],
+        failure_code=row["failure_code"],
+        failure_reason=row["failure_reason"],
+    )
+
+
+def event_row(record: LogRecord, event: Event) -> dict[str, Any]:
+    """Return the ``order_events`` row of an event (payload as its JSON dict)."""
+    return {
+        "message_id": event.message_id,
+        "order_id": event.order_id,
+        "seq": event.seq,
+        "type": event.type,
+        "status": event.status,
+        "occurred_at": event.occurred_at,
+        "payload": event.model_dump(mode="json"),
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+    }
+
+
+# Pure planning of a batch --------------------------------------------------------
+
+Decoded = tuple[LogRecord, Event | str]
+
+
+def decode_records(records: Iterable[LogRecord]) -> list[Decoded]:
+    """Decode each record into an event, or the reason it is not one."""
+    decoded: list[Decoded] = []
+    for record in records:
+        if record.value is None:
+            decoded.append((record, "DecodeError: record has no value"))
+        elif _NUL_ESCAPE in record.value:
+            decoded.append((record, "DecodeError: NUL characters cannot be stored"))
+        else:
+            try:
+                decoded.append((record, decode_event(record.value)))
+            except DecodeError as exc:
+                decoded.append((record, f"DecodeError: {exc}"))
+    return decoded
+
+
+@dataclass
+class Plan:
+    """The writes a batch causes: new audit rows, final order states, rejections."""
+
+    events: list[tuple[LogRecord, Event]] = field(default_factory=list)
+    states: dict[uuid.UUID, OrderState] = field(default_factory=dict)
+    skipped: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def plan(
+    decoded: Sequence[Decoded],
+    states: Mapping[uuid.UUID, OrderState],
+    known_ids: Iterable[uuid.UUID],
+) -> Plan:
+    """Fold a batch into the stored states, skipping redeliveries and rejecting the illegal.
+
+    ``states`` are the stored states of the batch's orders; ``known_ids`` the
+    batch's message ids already in ``order_events``.
+    """
+    result = Plan()
+    current = dict(states)
+    seen = set(known_ids)
+    for record, item in decoded:
+        if isinstance(item, str):
+            result.rejected.append(Rejection(record, item))
+            continue
+        event = item
+        state = current.get(event.order_id)
+        if event.message_id in seen or is_stale(state, event):
+            result.skipped += 1
+            continue
+        try:
+            new_state = evolve(state, event)
+        except IllegalTransition as exc:
+            result.rejected.append(Rejection(record, f"IllegalTransition: {exc}"))
+            continue
+        seen.add(event.message_id)
+        current[event.order_id] = new_state
+        result.states[event.order_id] = new_state
+        result.events.append((record, event))
+    return result
+
+
+# The projection -------------------------------------------------------------------
+
+
+class OrdersProjection:
+    """The ``orders`` and ``order_events`` read models."""
+
+    name = "orders"
+
+    def ddl(self) -> str:
+        return files(__package__).joinpath("schema.sql").read_text()
+
+    def drop_ddl(self) -> str:
+        return "DROP TABLE IF EXISTS order_events, orders"
+
+    async def apply(self, conn: Connection, records: Sequence[LogRecord]) -> BatchResult:
+        """Fold ``records`` into the read models inside the caller's transaction."""
+        decoded = decode_records(records)
+        events = [item for _, item in decoded if not isinstance(item, str)]
+        order_ids = sorted({e.order_id for e in events})
+        message_ids = sorted({e.message_id for e in events})
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                # FOR UPDATE: a concurrent projector (mid-rebalance) waits, then re-reads.
+                "SELECT * FROM orders WHERE order_id = ANY(%s) ORDER BY order_id FOR UPDATE",
+                (order_ids,),
+            )
+            states = {row["order_id"]: row_to_state(row) for row in await cur.fetchall()}
+            await cur.execute(
+                "SELECT message_id FROM order_events WHERE message_id = ANY(%s)", (message_ids,)
+            )
+            known = [row["message_id"] for row in await cur.fetchall()]
+            batch = plan(decoded, states, known)
+            if batch.events:
+                await cur.executemany(
+                    _INSERT_EVENT,
+                    [_jsonb(event_row(r, e), "payload") for r, e in batch.events],
+                )
+            if batch.states:
+                await cur.executemany(
+                    _UPSERT_ORDER,
+                    [_jsonb(state_to_row(batch.states[k]), "quotes") for k in sorted(batch.states)],
+                )
+        return BatchResult(len(batch.events), batch.skipped, tuple(batch.rejected))
+
+
+def _jsonb(row: dict[str, Any], column: str) -> dict[str, Any]:
+    return {**row, column: Jsonb(row[column])}

@@ -1,0 +1,498 @@
+"""Run a projection over the event log, tracking its position in PostgreSQL.
+
+A projection's rows and the log offsets they reflect are written in ONE
+transaction (one per ``getmany`` batch), so after a crash the projector resumes
+exactly where its last committed batch ended. Kafka-side commits are only a
+courtesy for lag monitoring; the ``projection_offsets`` table is the truth.
+
+Records a projection rejects (undecodable, illegal transition, unstorable) are
+published to the dead-letter topic and skipped: a poison message never blocks
+its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from events.messages import DeadLetter, encode
+from services.common.settings import Settings
+from services.database import EmbeddedPostgres
+
+log = logging.getLogger(__name__)
+
+Connection = psycopg.AsyncConnection[Any]
+
+TRACKING_DDL = """
+CREATE TABLE IF NOT EXISTS projection_offsets (
+    projection  text    NOT NULL,
+    topic       text    NOT NULL,
+    partition   integer NOT NULL,
+    next_offset bigint  NOT NULL CHECK (next_offset >= 0),
+    PRIMARY KEY (projection, topic, partition)
+);
+"""
+
+# Claim a partition's next batch: move the stored offset from where this process
+# believes it is to the end of the batch. No row back means another process moved
+# it first (a rebalance race), and the whole batch is rolled back.
+_CLAIM_SQL = """
+INSERT INTO projection_offsets (projection, topic, partition, next_offset)
+VALUES (%(projection)s, %(topic)s, %(partition)s, %(next_offset)s)
+ON CONFLICT (projection, topic, partition) DO UPDATE
+    SET next_offset = EXCLUDED.next_offset
+    WHERE projection_offsets.next_offset = %(expected)s
+RETURNING next_offset
+"""
+
+# Errors that a single record's data can cause; anything else is infrastructure.
+_POISON_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
+_MAX_BACKOFF_S = 5.0
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One record from the log, with its position; independent of the Kafka client."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A record a projection refuses, and why."""
+
+    record: LogRecord
+    error: str
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a projection did with a batch of records."""
+
+    applied: int = 0
+    skipped: int = 0
+    rejected: tuple[Rejection, ...] = ()
+
+
+@dataclass
+class Stats:
+    """Running totals of a projection run."""
+
+    batches: int = 0
+    applied: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    errors: int = 0
+
+    def add(self, result: BatchResult) -> None:
+        self.batches += 1
+        self.applied += result.applied
+        self.skipped += result.skipped
+        self.dead_lettered += len(result.rejected)
+
+
+class Projection(Protocol):
+    """A read model built from the log."""
+
+    name: str
+
+    def ddl(self) -> str:
+        """Return idempotent DDL creating the read-model tables."""
+        ...
+
+    def drop_ddl(self) -> str:
+        """Return DDL dropping the read-model tables."""
+        ...
+
+    async def apply(self, conn: Connection, records: Sequence[LogRecord]) -> BatchResult:
+        """Write the records' effects inside the caller's transaction."""
+        ...
+
+
+class PositionConflictError(RuntimeError):
+    """Another process advanced a partition this process was about to project."""
+
+
+def database_url(settings: Settings) -> str:
+    """Return the PostgreSQL URL in use: the configured one, else the embedded server's."""
+    if settings.database_url is not None:
+        return settings.database_url
+    # The server `oee database` / `oee up` run; building the object starts nothing.
+    return EmbeddedPostgres(settings.data_dir / "postgres", port=settings.database_port).url
+
+
+def lock_key(projection: Projection) -> str:
+    """Return the advisory-lock name that keeps a replay and live projectors apart."""
+    return f"oee.projection.{projection.name}"
+
+
+async def connect(settings: Settings) -> Connection:
+    """Open an autocommit connection in UTC; callers open explicit transactions."""
+    conn = await psycopg.AsyncConnection.connect(database_url(settings), autocommit=True)
+    await conn.execute("SET TIME ZONE 'UTC'")
+    return conn
+
+
+async def ensure_schema(conn: Connection, projection: Projection) -> None:
+    """Create the tracking table and the projection's tables if missing."""
+    async with conn.transaction():
+        # Two processes starting together would race on CREATE ... IF NOT EXISTS.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('oee.schema'))")
+        await conn.execute(TRACKING_DDL)
+        await conn.execute(projection.ddl())
+
+
+async def reset(conn: Connection, projection: Projection) -> None:
+    """Drop and recreate the projection's tables and forget its stored offsets."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('oee.schema'))")
+        await conn.execute(TRACKING_DDL)
+        await conn.execute(projection.drop_ddl())
+        await conn.execute(
+            "DELETE FROM projection_offsets WHERE projection = %s", (projection.name,)
+        )
+        await conn.execute(projection.ddl())
+
+
+async def stored_offsets(
+    conn: Connection, projection: str, partitions: Sequence[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """Return the next offset to project for each partition (0 when none is stored)."""
+    cur = await conn.execute(
+        "SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = %s",
+        (projection,),
+    )
+    stored = {TopicPartition(t, p): int(o) for t, p, o in await cur.fetchall()}
+    return {tp: stored.get(tp, 0) for tp in partitions}
+
+
+def dead_letter(rejection: Rejection) -> DeadLetter:
+    """Build the dead letter of a rejected record; its time is the record's, not now."""
+    record = rejection.record
+    return DeadLetter(
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key.decode(errors="backslashreplace") if record.key is not None else None,
+        value=record.value.decode(errors="backslashreplace") if record.value is not None else "",
+        error=rejection.error,
+        occurred_at=datetime.fromtimestamp(record.timestamp_ms / 1000, UTC),
+    )
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Seek newly assigned partitions to the offsets stored in PostgreSQL."""
+
+    def __init__(self, runner: ProjectionRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Taking the lock waits for an in-flight batch to commit before giving up.
+        async with self._runner.lock:
+            self._runner.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self._runner.lock:
+            try:
+                await self._runner.seek_to_stored(sorted(assigned))
+            except (psycopg.Error, OSError) as exc:
+                # Unknown offsets: nothing is projected until a later step resyncs.
+                log.error("cannot read stored offsets of %s: %r", sorted(assigned), exc)
+                self._runner.request_resync()
+
+
+@dataclass(eq=False)
+class ProjectionRunner:
+    """Consume a topic into a projection, one transaction per batch.
+
+    With ``group_id`` the partitions come from a consumer group (several live
+    projectors share the work); without it every partition is assigned (replay).
+    """
+
+    settings: Settings
+    projection: Projection
+    group_id: str | None = None
+    # A live projector holds a shared advisory lock; a replay holds it exclusively.
+    hold_shared_lock: bool = True
+    publish_dead_letters: bool = True
+    max_records: int = 500
+    stats: Stats = field(default_factory=Stats, init=False)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _conn: Connection | None = field(default=None, init=False)
+    _consumer: Any = field(default=None, init=False)
+    _producer: Any = field(default=None, init=False)
+    # The next offset to project per owned partition, as committed in PostgreSQL.
+    _positions: dict[TopicPartition, int] = field(default_factory=dict, init=False)
+    _resync_pending: bool = field(default=False, init=False)
+    # A catch-up (replay) fails on the first broken batch instead of retrying forever.
+    _fail_fast: bool = field(default=False, init=False)
+
+    @property
+    def topic(self) -> str:
+        return self.settings.events_topic
+
+    async def run(self, stop: asyncio.Event) -> Stats:
+        """Project until ``stop`` is set."""
+        try:
+            await self._start()
+            while not stop.is_set():
+                await self._step()
+        finally:
+            await self._close()
+        return self.stats
+
+    async def catch_up(self) -> Stats:
+        """Project every partition from its stored offset up to the end offsets taken now."""
+        self._fail_fast = True
+        try:
+            await self._start()
+            partitions = sorted(self._consumer.assignment())
+            ends: dict[TopicPartition, int] = await self._consumer.end_offsets(partitions)
+            while True:
+                positions = [await self._consumer.position(tp) for tp in partitions]
+                if all(pos >= ends[tp] for tp, pos in zip(partitions, positions, strict=True)):
+                    break
+                await self._step(ends)
+        finally:
+            await self._close()
+        return self.stats
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """Drop the positions of partitions this process no longer owns."""
+        for tp in partitions:
+            self._positions.pop(tp, None)
+
+    def request_resync(self) -> None:
+        """Make the next step re-read the stored offsets before projecting anything."""
+        self._resync_pending = True
+
+    async def seek_to_stored(self, partitions: Sequence[TopicPartition]) -> None:
+        """Seek each partition to its offset stored in PostgreSQL (0 when none)."""
+        if not partitions:
+            return
+        offsets = await stored_offsets(await self._db(), self.projection.name, partitions)
+        for tp, offset in offsets.items():
+            self._consumer.seek(tp, offset)
+            self._positions[tp] = offset
+        log.info("projection %s seeks %s", self.projection.name, offsets)
+
+    # Internals -----------------------------------------------------------------
+
+    async def _start(self) -> None:
+        await self._db()
+        if self.publish_dead_letters:
+            self._producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.bootstrap, acks="all", enable_idempotence=True
+            )
+            await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await self._consumer.start()
+        if self.group_id is None:
+            partitions = await self._all_partitions()
+            self._consumer.assign(partitions)
+            async with self.lock:
+                await self.seek_to_stored(partitions)
+        else:
+            self._consumer.subscribe([self.topic], listener=_Listener(self))
+
+    async def _close(self) -> None:
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                await client.stop()
+        if self._conn is not None:
+            await self._conn.close()
+        self._consumer = self._producer = self._conn = None
+
+    async def _all_partitions(self) -> list[TopicPartition]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap)
+        await admin.start()
+        try:
+            [described] = await admin.describe_topics([self.topic])
+        finally:
+            await admin.close()
+        if described["error_code"] or not described["partitions"]:
+            raise RuntimeError(f"topic {self.topic!r} is not available")
+        numbers = sorted(p["partition"] for p in described["partitions"])
+        return [TopicPartition(self.topic, p) for p in numbers]
+
+    async def _db(self) -> Connection:
+        """Return the open connection, reconnecting (and re-locking) after a loss."""
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        conn = await connect(self.settings)
+        try:
+            if self.hold_shared_lock:
+                # Blocks while a replay rebuilds the tables, then finds them recreated.
+                await conn.execute(
+                    "SELECT pg_advisory_lock_shared(hashtext(%s))", (lock_key(self.projection),)
+                )
+            await ensure_schema(conn, self.projection)
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    async def _step(self, ends: dict[TopicPartition, int] | None = None) -> None:
+        if self._resync_pending:
+            async with self.lock:
+                await self._resync()
+            if self._resync_pending:
+                return
+        fetched: dict[TopicPartition, list[Any]] = await self._consumer.getmany(
+            timeout_ms=500, max_records=self.max_records
+        )
+        if not fetched:
+            return
+        async with self.lock:
+            batch = self._fresh(fetched, ends)
+            if not batch:
+                return
+            try:
+                result = await self._commit(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._fail_fast:
+                    raise
+                await self._recover(exc)
+                return
+            self.stats.add(result)
+        if self.group_id is not None:
+            await self._commit_to_kafka(batch)
+
+    def _fresh(
+        self, fetched: dict[TopicPartition, list[Any]], ends: dict[TopicPartition, int] | None
+    ) -> dict[TopicPartition, list[LogRecord]]:
+        """Keep the records of owned partitions that are not yet projected (nor past ``ends``)."""
+        batch: dict[TopicPartition, list[LogRecord]] = {}
+        for tp, records in fetched.items():
+            position = self._positions.get(tp)
+            if position is None:
+                continue  # revoked while the batch was in flight
+            end = ends[tp] if ends is not None else None
+            kept = [
+                LogRecord(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+                for r in records
+                if r.offset >= position and (end is None or r.offset < end)
+            ]
+            if kept:
+                batch[tp] = kept
+        return batch
+
+    async def _commit(self, batch: dict[TopicPartition, list[LogRecord]]) -> BatchResult:
+        """Apply a batch and advance its offsets in one transaction."""
+        conn = await self._db()
+        records = [r for tp in sorted(batch) for r in batch[tp]]
+        ends = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
+        async with conn.transaction():
+            for tp in sorted(ends):
+                await self._claim(conn, tp, ends[tp])
+            try:
+                async with conn.transaction():
+                    result = await self.projection.apply(conn, records)
+            except _POISON_ERRORS as exc:
+                log.warning("batch rejected by the database (%s); applying one by one", exc)
+                result = await self._apply_each(conn, records)
+            await self._publish(result.rejected)
+        self._positions.update(ends)
+        return result
+
+    async def _claim(self, conn: Connection, tp: TopicPartition, next_offset: int) -> None:
+        cur = await conn.execute(
+            _CLAIM_SQL,
+            {
+                "projection": self.projection.name,
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "next_offset": next_offset,
+                "expected": self._positions[tp],
+            },
+        )
+        if await cur.fetchone() is None:
+            raise PositionConflictError(f"{tp} moved past {self._positions[tp]} elsewhere")
+
+    async def _apply_each(self, conn: Connection, records: Sequence[LogRecord]) -> BatchResult:
+        """Apply records one per savepoint, rejecting those the database refuses."""
+        applied = skipped = 0
+        rejected: list[Rejection] = []
+        for record in records:
+            try:
+                async with conn.transaction():
+                    one = await self.projection.apply(conn, [record])
+            except _POISON_ERRORS as exc:
+                rejected.append(Rejection(record, f"{type(exc).__name__}: {exc}"))
+                continue
+            applied += one.applied
+            skipped += one.skipped
+            rejected.extend(one.rejected)
+        return BatchResult(applied, skipped, tuple(rejected))
+
+    async def _publish(self, rejected: Sequence[Rejection]) -> None:
+        """Send dead letters before the offsets commit: a crash repeats, never loses, them."""
+        for rejection in rejected:
+            log.warning(
+                "dead letter %s[%d]@%d: %s",
+                rejection.record.topic,
+                rejection.record.partition,
+                rejection.record.offset,
+                rejection.error,
+            )
+            if self._producer is not None:
+                await self._producer.send_and_wait(
+                    self.settings.dead_letter_topic,
+                    encode(dead_letter(rejection)),
+                    key=rejection.record.key,
+                )
+
+    async def _recover(self, exc: Exception) -> None:
+        """Log a failed batch, back off, and seek back to the committed offsets."""
+        self.stats.errors += 1
+        if isinstance(exc, PositionConflictError):
+            log.info("projection %s: %s; resyncing", self.projection.name, exc)
+        else:
+            log.error("projection %s batch failed: %r", self.projection.name, exc, exc_info=exc)
+            await asyncio.sleep(min(_MAX_BACKOFF_S, 0.2 * 2 ** min(self.stats.errors, 5)))
+        if self._conn is not None and self._conn.broken:
+            await self._conn.close()
+        await self._resync()
+
+    async def _resync(self) -> None:
+        """Seek every owned partition back to its stored offset, or retry on the next step."""
+        try:
+            await self.seek_to_stored(sorted(self._consumer.assignment()))
+        except (psycopg.Error, OSError) as exc:
+            log.error("projection %s cannot resync yet: %r", self.projection.name, exc)
+            # Nothing is projected until the offsets are known again.
+            self._positions.clear()
+            self._resync_pending = True
+            await asyncio.sleep(_MAX_BACKOFF_S)
+        else:
+            self._resync_pending = False
+
+    async def _commit_to_kafka(self, batch: dict[TopicPartition, list[LogRecord]]) -> None:
+        offsets = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:  # informational only; PostgreSQL holds the truth
+            log.debug("kafka offset commit skipped: %r", exc)
