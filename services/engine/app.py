@@ -52,10 +52,13 @@ def build_app(
     clock: Callable[[], datetime] = utc_now,
 ) -> faust.App:
     """Return the engine's faust app wired to ``venues``."""
+    datadir = settings.data_dir / "engine" / settings.engine_id
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.engine_id,
         broker=f"kafka://{settings.bootstrap}",
         store="memory://",
+        datadir=str(datadir),
         processing_guarantee="at_least_once",
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
@@ -70,8 +73,9 @@ def build_app(
     commands = app.topic(settings.commands_topic, partitions=settings.partitions)
     order_events = app.topic(settings.events_topic, partitions=settings.partitions)
     dead_letters = app.topic(settings.dead_letter_topic, partitions=settings.partitions)
-    # Keys and values are raw bytes, as the app's serializers say.
-    table = app.Table("orders", partitions=settings.partitions)
+    # bytes types make faust use the raw codec for the changelog; any other type
+    # would default to JSON, which cannot read these records back on recovery.
+    table = app.Table("orders", partitions=settings.partitions, key_type=bytes, value_type=bytes)
 
     async def emit(event: Event) -> None:
         # force=True: send now and wait for acks=all, so the event is on the log

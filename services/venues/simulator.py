@@ -168,7 +168,8 @@ class SimulatedVenue:
         latency: LatencyProfile = INSTANT,
         failures: FailureRates = NO_FAILURES,
         clock: Callable[[], float] = time.monotonic,
-        execution_drift: Decimal = Decimal("0.003"),
+        execution_drift: Decimal = Decimal("0.002"),
+        walk_step: Decimal = Decimal("0.0005"),
     ) -> None:
         low, high = spread
         if not Decimal(0) < low <= high:
@@ -189,6 +190,7 @@ class SimulatedVenue:
         # The price a swap lands at is the last quoted one, moved by at most this
         # fraction: a swap lands seconds after its quote, not at an unrelated price.
         self._execution_drift = execution_drift
+        self._walk_step = walk_step
         self._last_factor: dict[tuple[str, str], Decimal] = {}
 
     async def quote(self, token_in: str, token_out: str, amount_in: Decimal) -> Quote:
@@ -289,18 +291,29 @@ class SimulatedVenue:
             )
 
     def _draw_price(self, token_in: Token, token_out: Token, amount_in: Decimal) -> Decimal:
-        low, high = (int(bound * 1_000_000) for bound in self.spread)
-        factor = Decimal(self._price_rng.randint(low, high)) / 1_000_000
-        self._last_factor[(token_in.symbol, token_out.symbol)] = factor
+        # The venue's price for a pair walks inside its spread band, a small step per
+        # quote, so two quotes a moment apart are close, as on a real pool.
+        low, high = self.spread
+        pair = (token_in.symbol, token_out.symbol)
+        factor = self._last_factor.get(pair)
+        if factor is None:
+            factor = self._uniform(low, high)
+        else:
+            factor = min(high, max(low, factor + self._uniform(-self._walk_step, self._walk_step)))
+        self._last_factor[pair] = factor
         return self._prices.reference_price(token_in, token_out, amount_in) * factor
 
     def _execution_price(self, token_in: Token, token_out: Token, amount_in: Decimal) -> Decimal:
         quoted = self._last_factor.get((token_in.symbol, token_out.symbol))
         if quoted is None:
             return self._draw_price(token_in, token_out, amount_in)
-        span = int(self._execution_drift * 1_000_000)
-        drift = Decimal(self._price_rng.randint(-span, span)) / 1_000_000
+        drift = self._uniform(-self._execution_drift, self._execution_drift)
         return self._prices.reference_price(token_in, token_out, amount_in) * quoted * (1 + drift)
+
+    def _uniform(self, low: Decimal, high: Decimal) -> Decimal:
+        return Decimal(self._price_rng.randint(int(low * 1_000_000), int(high * 1_000_000))) / (
+            1_000_000
+        )
 
     async def _delay(self, bounds: tuple[float, float]) -> None:
         seconds = self._latency_rng.uniform(*bounds)

@@ -45,13 +45,17 @@ class System:
             preexec_fn=die_with_parent(),
         )
 
-    def start_all(self, timeout: float = 60.0) -> None:
-        """Start every service and wait until the gateway reports healthy."""
+    def start_all(self) -> None:
+        """Start every service; then ``wait_healthy``.
+
+        Call it from the main thread: children are told to exit when the *thread*
+        that spawned them ends (PR_SET_PDEATHSIG), not only the process.
+        """
         for name in SERVICES:
             self.start(name)
-        self.wait_healthy(timeout)
 
-    def wait_healthy(self, timeout: float) -> None:
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Wait until the gateway reports healthy, failing early if a service died."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_alive()
@@ -71,6 +75,12 @@ class System:
     def stop(self, name: str) -> None:
         """Stop one service politely."""
         stop_process(self.processes.pop(name), timeout=20)
+
+    def kill(self, name: str) -> None:
+        """Kill one service outright (SIGKILL): no clean-up, no commit, like a crash."""
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait()
 
     def stop_all(self) -> None:
         for name in reversed(list(self.processes)):

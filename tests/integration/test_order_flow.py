@@ -10,23 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from projections.replay import replay
-from services.common.settings import Settings
-from services.common.subprocesses import free_port
-from services.common.topics import ensure_topics
-from tests.conftest import Infra
 from tests.integration.system import System
 
 ORDER = {
@@ -37,47 +30,6 @@ ORDER = {
     "slippageBps": 100,
 }
 LIFECYCLE = ["pending", "routing", "building", "submitted", "confirmed"]
-
-
-@pytest.fixture(scope="module")
-def database_url(infra: Infra) -> Iterator[str]:
-    name = f"oee_flow_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(infra.database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    yield urlsplit(infra.database_url)._replace(path=f"/{name}").geturl()
-    with psycopg.connect(infra.database_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-        )
-
-
-@pytest.fixture(scope="module")
-async def system(
-    infra: Infra, database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[System]:
-    suffix = uuid.uuid4().hex[:10]
-    settings = Settings(
-        kafka_bootstrap=infra.bootstrap,
-        database_url=database_url,
-        commands_topic=f"flow.commands.{suffix}",
-        events_topic=f"flow.events.{suffix}",
-        dead_letter_topic=f"flow.deadletter.{suffix}",
-        engine_id=f"flow-engine-{suffix}",
-        projector_group=f"flow-projector-{suffix}",
-        venue_profile="instant",
-        broker_session_timeout_s=6.0,
-        gateway_port=free_port(),
-        venues_port=free_port(),
-        engine_web_port=free_port(),
-        data_dir=tmp_path_factory.mktemp("flow"),
-    )
-    await ensure_topics(settings)
-    running = System(settings, Path(settings.data_dir) / "logs")
-    try:
-        await asyncio.to_thread(running.start_all)
-        yield running
-    finally:
-        running.stop_all()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from decimal import Decimal
 
 import pytest
@@ -360,4 +361,17 @@ async def test_swap_after_quote_lands_within_the_execution_drift_of_the_quote() 
             result = await venue.confirm(submitted.tx_hash)
             assert result.status == "confirmed", result
             assert result.amount_out is not None
-            assert abs(result.amount_out / quote.amount_out - 1) <= Decimal("0.0031")
+            assert abs(result.amount_out / quote.amount_out - 1) <= Decimal("0.0021")
+
+
+async def test_quotes_walk_in_small_steps_inside_the_spread_band() -> None:
+    settings = Settings(
+        venue_profile="instant", venue_seed=5, venue_base_price_sol_usdc=Decimal(100)
+    )
+    raydium = next(v for v in default_venues(settings) if v.name == "raydium")
+    prices = [(await raydium.quote("SOL", "USDC", Decimal(1))).price for _ in range(400)]
+    gross = [p / Decimal("0.997") for p in prices]  # undo the 30 bps fee
+    assert all(Decimal("97.99") <= g <= Decimal("102.01") for g in gross)
+    steps = [abs(b / a - 1) for a, b in itertools.pairwise(gross)]
+    assert max(steps) <= Decimal("0.00052")
+    assert len(set(prices)) > 300  # it moves
