@@ -31,7 +31,7 @@ SCHEMA_VERSION = 1
 _EVENT_NAMESPACE = uuid.UUID("6f1d3c8e-2b4a-4f7e-9a51-0c8e7d2b1a90")
 
 OrderType = Literal["market"]
-Status = Literal["pending", "routing", "building", "submitted", "confirmed", "failed"]
+Status = Literal["pending", "routing", "building", "submitted", "retrying", "confirmed", "failed"]
 
 
 class Frozen(BaseModel):
@@ -144,6 +144,18 @@ class TransactionSubmitted(Envelope):
     attempt: int = Field(ge=1)
 
 
+class SwapAttemptFailed(Envelope):
+    """One swap attempt failed transiently; the order is re-quoted at ``retry_at``."""
+
+    type: Literal["SwapAttemptFailed"] = "SwapAttemptFailed"
+    status: Literal["retrying"] = "retrying"
+    venue: str
+    attempt: int = Field(ge=1)
+    code: str
+    reason: str
+    retry_at: AwareDatetime
+
+
 class OrderConfirmed(Envelope):
     """The swap landed: terminal success."""
 
@@ -171,6 +183,7 @@ Event = (
     | OrderRouted
     | TransactionBuilt
     | TransactionSubmitted
+    | SwapAttemptFailed
     | OrderConfirmed
     | OrderFailed
 )

@@ -30,6 +30,8 @@ def describe(status: str, details: dict[str, Any]) -> str:
             return f"tx={details['txHash'][:16]}..."
         case "confirmed":
             return f"out={details['amountOut']} price={details['executedPrice'][:12]}"
+        case "retrying":
+            return f"attempt {details['attempt']} {details['code']}, retry at {details['retryAt']}"
         case "failed":
             return f"{details['code']}: {details['reason']}"
     return ""

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     broker_session_timeout_s: float = Field(default=10.0, gt=0)
     engine_web_port: int = 6066
 
+    # Retries of failed swap attempts: attempts in total, then base·factor^(n-1) apart.
+    retry_max_attempts: int = Field(default=3, ge=1)
+    retry_base_s: float = Field(default=0.5, ge=0)
+    retry_factor: float = Field(default=2.0, ge=1)
+
     # Projector.
     projector_group: str = "oee-projector"
 

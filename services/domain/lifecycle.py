@@ -24,6 +24,7 @@ from events.messages import (
     OrderSpec,
     Status,
     SubmitOrder,
+    SwapAttemptFailed,
     TransactionBuilt,
     TransactionSubmitted,
     VenueQuote,
@@ -36,10 +37,16 @@ TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     # Failing before routing: no venue answered a quote.
     "pending": frozenset({"routing", "failed"}),
     "routing": frozenset({"building", "failed"}),
-    # A build can be refused (e.g. slippage bound below dust) before submission.
-    "building": frozenset({"submitted", "failed"}),
-    # Submitted but not landed: the venue may still reject it (expired, slippage).
-    "submitted": frozenset({"confirmed", "failed"}),
+    # A build can be refused (e.g. slippage bound below dust) before submission;
+    # a submission can fail transiently (network, busy pool) and be retried.
+    "building": frozenset({"submitted", "retrying", "failed"}),
+    # Submitted but not landed: the venue may still reject it (expired blockhash,
+    # slippage beyond the bound), which is retried with a fresh quote.
+    "submitted": frozenset({"confirmed", "retrying", "failed"}),
+    # After the backoff the order is routed again: the pool has moved since. But a
+    # submission that looked failed (a network error) may have reached the venue
+    # after all: then the order follows that transaction instead of swapping again.
+    "retrying": frozenset({"routing", "submitted", "failed"}),
     "confirmed": frozenset(),
     "failed": frozenset(),
 }
@@ -125,6 +132,9 @@ def evolve(state: OrderState | None, event: Event) -> OrderState:
                 "quotes": event.quotes,
                 "venue": event.venue,
                 "expected_out": event.expected_out,
+                # A new attempt starts: the last attempt's error stays in the trail.
+                "failure_code": None,
+                "failure_reason": None,
             }
         case TransactionBuilt():
             changes = {
@@ -141,6 +151,12 @@ def evolve(state: OrderState | None, event: Event) -> OrderState:
                 "tx_hash": event.tx_hash,
                 "amount_out": event.amount_out,
                 "executed_price": event.executed_price,
+            }
+        case SwapAttemptFailed():
+            changes = {
+                "attempt": event.attempt,
+                "failure_code": event.code,
+                "failure_reason": event.reason,
             }
         case OrderFailed():
             changes = {"failure_code": event.code, "failure_reason": event.reason}

@@ -18,7 +18,7 @@ import faust
 
 from events.messages import DeadLetter, Event, encode, order_key
 from services.common.settings import Settings
-from services.engine.executor import Executor
+from services.engine.executor import Executor, RetryPolicy
 from services.engine.processor import OrderProcessor, Position
 from services.venues.interface import Venue
 
@@ -93,7 +93,14 @@ def build_app(
 
     processor = OrderProcessor(
         table=table,
-        executor=Executor(venues, clock, quote_timeout_s=settings.venue_timeout_s),
+        executor=Executor(
+            venues,
+            clock,
+            quote_timeout_s=settings.venue_timeout_s,
+            retry=RetryPolicy(
+                settings.retry_max_attempts, settings.retry_base_s, settings.retry_factor
+            ),
+        ),
         emit=emit,
         emit_dead_letter=emit_dead_letter,
         clock=clock,

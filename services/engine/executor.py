@@ -9,9 +9,11 @@ and the submit step asks the venue by client reference before sending a swap.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from events.messages import (
@@ -19,6 +21,7 @@ from events.messages import (
     OrderConfirmed,
     OrderFailed,
     OrderRouted,
+    SwapAttemptFailed,
     TransactionBuilt,
     TransactionSubmitted,
 )
@@ -30,6 +33,25 @@ from services.venues.interface import SwapRequest, Venue, VenueError
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+# Outcomes of a landed swap that a new attempt with a fresh quote may cure.
+RETRYABLE_SWAP_CODES = frozenset(
+    {"SLIPPAGE_EXCEEDED", "BLOCKHASH_EXPIRED", "NETWORK_ERROR", "POOL_BUSY"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often a failed swap is tried again, and how long to wait in between."""
+
+    max_attempts: int = 3
+    base_s: float = 0.5
+    factor: float = 2.0
+
+    def delay_s(self, failed_attempt: int) -> float:
+        """Return the wait after attempt ``failed_attempt`` (1-based) failed."""
+        return self.base_s * self.factor ** (failed_attempt - 1)
 
 
 def client_ref(state: OrderState, attempt: int) -> str:
@@ -51,10 +73,19 @@ def build_steps(token_in: str, token_out: str, venue: str) -> tuple[str, ...]:
 class Executor:
     """Perform the next lifecycle step of an order against the venues."""
 
-    def __init__(self, venues: Mapping[str, Venue], clock: Clock, quote_timeout_s: float) -> None:
+    def __init__(
+        self,
+        venues: Mapping[str, Venue],
+        clock: Clock,
+        quote_timeout_s: float,
+        retry: RetryPolicy | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self._venues = venues
         self._clock = clock
         self._quote_timeout_s = quote_timeout_s
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
 
     async def react(self, state: OrderState, cause: Event) -> Event | None:
         """Return the event that follows ``state``, or None when the order is done."""
@@ -67,6 +98,13 @@ class Executor:
                 return await self._submit(state, cause)
             case "submitted":
                 return await self._confirm(state, cause)
+            case "retrying":
+                assert isinstance(cause, SwapAttemptFailed)
+                # An absolute time, so a worker restarted mid-wait waits only the rest.
+                wait = (cause.retry_at - self._clock()).total_seconds()
+                if wait > 0:
+                    await self._sleep(wait)
+                return await self._resume(state, cause)
             case _:
                 return None
 
@@ -83,6 +121,57 @@ class Executor:
             reason=reason,
             attempt=state.attempt or None,
         )
+
+    def attempt_failed(
+        self, state: OrderState, cause: Event, code: str, reason: str, *, transient: bool
+    ) -> Event:
+        """Return a retry of the order after backoff, or its failure when out of attempts."""
+        if not transient:
+            return self.fail(state, cause, code, reason)
+        if state.attempt >= self._retry.max_attempts:
+            return self.fail(
+                state, cause, code, f"gave up after {state.attempt} attempts: {reason}"
+            )
+        return self._retry_later(state, cause, code, reason)
+
+    def _retry_later(self, state: OrderState, cause: Event, code: str, reason: str) -> Event:
+        envelope = self._envelope(state, cause)
+        delay = self._retry.delay_s(min(max(state.attempt, 1), self._retry.max_attempts))
+        retry_at = envelope["occurred_at"] + timedelta(seconds=delay)
+        log.info(
+            "order %s attempt %d: %s; retry at %s", state.order_id, state.attempt, code, retry_at
+        )
+        return SwapAttemptFailed(
+            **envelope,
+            venue=state.venue or "",
+            attempt=max(state.attempt, 1),
+            code=code,
+            reason=reason,
+            retry_at=retry_at,
+        )
+
+    async def _resume(self, state: OrderState, cause: Event) -> Event:
+        venue = self._venues.get(state.venue or "")
+        if venue is not None and state.client_ref is not None:
+            try:
+                earlier = await venue.find_swap(state.client_ref)
+            except VenueError as exc:
+                # The outcome of the last attempt is unknown, so no new attempt may
+                # start and the order may not fail: ask again, as long as it takes.
+                return self._retry_later(state, cause, exc.code, str(exc))
+            if earlier is not None and earlier.status != "failed":
+                log.info(
+                    "order %s: attempt %d reached the venue after all",
+                    state.order_id,
+                    state.attempt,
+                )
+                return TransactionSubmitted(
+                    **self._envelope(state, cause),
+                    venue=venue.name,
+                    tx_hash=earlier.tx_hash,
+                    attempt=state.attempt,
+                )
+        return await self._route(state, cause)
 
     async def _route(self, state: OrderState, cause: Event) -> Event:
         spec = state.spec
@@ -144,7 +233,7 @@ class Executor:
                     )
                 )
         except VenueError as exc:
-            return self.fail(state, cause, exc.code, str(exc))
+            return self.attempt_failed(state, cause, exc.code, str(exc), transient=exc.transient)
         return TransactionSubmitted(
             **self._envelope(state, cause),
             venue=state.venue,
@@ -158,13 +247,15 @@ class Executor:
         try:
             result = await venue.confirm(state.tx_hash)
         except VenueError as exc:
-            return self.fail(state, cause, exc.code, str(exc))
+            return self.attempt_failed(state, cause, exc.code, str(exc), transient=exc.transient)
         if result.status != "confirmed" or result.amount_out is None:
-            return self.fail(
+            code = result.error_code or "SWAP_FAILED"
+            return self.attempt_failed(
                 state,
                 cause,
-                result.error_code or "SWAP_FAILED",
+                code,
                 result.error or "the venue rejected the swap",
+                transient=code in RETRYABLE_SWAP_CODES,
             )
         price = result.executed_price or (result.amount_out / state.spec.amount)
         return OrderConfirmed(

@@ -38,10 +38,18 @@ from events.messages import (
 from projections.orders import queries
 from services.common.settings import Settings
 from services.domain.lifecycle import IllegalTransition, OrderState, evolve
+from services.engine.routing import NoRoute, choose_route, quote_all
 from services.gateway import errors
 from services.gateway.errors import ApiError
 from services.gateway.hub import EventHub, Logged
-from services.gateway.schemas import ExecuteOrderRequest, camelize, event_view, request_hash
+from services.gateway.schemas import (
+    ExecuteOrderRequest,
+    SwapRequest,
+    camelize,
+    event_view,
+    request_hash,
+)
+from services.venues.client import HttpVenue, http_venues
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +73,7 @@ class Gateway:
             raise RuntimeError("the gateway needs OEE_DATABASE_URL (the read models)")
         self.pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=10, open=False)
         self._key_locks: dict[str, asyncio.Lock] = {}
+        self.venues: list[HttpVenue] = []
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -73,6 +82,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.pool.open(wait=True, timeout=30)
+        self.venues = await http_venues(self.settings)
         # aiokafka binds to the running loop, so it is created here and not in __init__.
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap, acks="all", enable_idempotence=True
@@ -85,6 +95,8 @@ class Gateway:
         await self.hub.stop()
         await self.producer.stop()
         await self.pool.close()
+        for venue in self.venues:
+            await venue.aclose()
 
     async def history(self, order_id: uuid.UUID) -> list[Logged]:
         """Return an order's events known so far, by sequence (first occurrence wins)."""
@@ -287,6 +299,35 @@ def create_app(
         return {
             "orderId": str(order_id),
             "events": [event_view(item.event, item.position) for item in history],
+        }
+
+    @app.get("/api/quotes")
+    async def get_quotes(
+        token_in: Annotated[str, Query(alias="tokenIn")],
+        token_out: Annotated[str, Query(alias="tokenOut")],
+        amount: Annotated[str, Query()],
+    ) -> dict[str, Any]:
+        """Quote every venue now and show the route the engine would take."""
+        try:
+            pair = SwapRequest.model_validate(
+                {"tokenIn": token_in, "tokenOut": token_out, "amount": amount}
+            )
+        except ValidationError as exc:
+            raise errors.from_validation(exc.errors()) from None
+        quotes = await quote_all(
+            gateway.venues, pair.token_in, pair.token_out, pair.amount, settings.venue_timeout_s
+        )
+        try:
+            decision = choose_route(quotes, token_out=pair.token_out)
+            route: dict[str, Any] | None = camelize(decision.model_dump(mode="json"))
+        except NoRoute:
+            route = None
+        return {
+            "tokenIn": pair.token_in,
+            "tokenOut": pair.token_out,
+            "amount": str(pair.amount),
+            "quotes": [camelize(q.model_dump(mode="json")) for q in quotes],
+            "route": route,
         }
 
     @app.get("/health")

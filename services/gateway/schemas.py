@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -16,28 +16,14 @@ from services.domain.tokens import find_token
 MAX_AMOUNT = Decimal("1e15")
 
 
-class ExecuteOrderRequest(BaseModel):
-    """Body of ``POST /api/orders/execute``."""
+class SwapRequest(BaseModel):
+    """A pair and an amount of the token sold: what orders and quotes have in common."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    type: Literal["market"] = Field(description="Order type; only market orders today.")
     token_in: str = Field(alias="tokenIn", description="Symbol or mint of the token sold.")
     token_out: str = Field(alias="tokenOut", description="Symbol or mint of the token bought.")
     amount: Decimal = Field(description="Amount of tokenIn, as a decimal string or number.")
-    slippage_bps: int = Field(
-        default=50, alias="slippageBps", description="Tolerated slippage, 1..5000 basis points."
-    )
-    client_order_id: str | None = Field(default=None, alias="clientOrderId", max_length=64)
-
-    @field_validator("type", mode="before")
-    @classmethod
-    def _known_type(cls, value: Any) -> Any:
-        if value != "market":
-            raise PydanticCustomError(
-                "unknown_order_type", "order type {value!r} is not supported", {"value": value}
-            )
-        return value
 
     @field_validator("token_in", "token_out", mode="before")
     @classmethod
@@ -66,6 +52,31 @@ class ExecuteOrderRequest(BaseModel):
             raise PydanticCustomError("invalid_amount", "amount is too large")
         return amount
 
+    @model_validator(mode="after")
+    def _distinct_tokens(self) -> Self:
+        if self.token_in == self.token_out:
+            raise PydanticCustomError("same_token", "tokenIn and tokenOut must differ")
+        return self
+
+
+class ExecuteOrderRequest(SwapRequest):
+    """Body of ``POST /api/orders/execute``."""
+
+    type: Literal["market"] = Field(description="Order type; only market orders today.")
+    slippage_bps: int = Field(
+        default=50, alias="slippageBps", description="Tolerated slippage, 1..5000 basis points."
+    )
+    client_order_id: str | None = Field(default=None, alias="clientOrderId", max_length=64)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: Any) -> Any:
+        if value != "market":
+            raise PydanticCustomError(
+                "unknown_order_type", "order type {value!r} is not supported", {"value": value}
+            )
+        return value
+
     @field_validator("slippage_bps", mode="before")
     @classmethod
     def _slippage_range(cls, value: Any) -> int:
@@ -74,12 +85,6 @@ class ExecuteOrderRequest(BaseModel):
                 "invalid_slippage", "slippageBps must be an integer from 1 to 5000"
             )
         return value
-
-    @model_validator(mode="after")
-    def _distinct_tokens(self) -> ExecuteOrderRequest:
-        if self.token_in == self.token_out:
-            raise PydanticCustomError("same_token", "tokenIn and tokenOut must differ")
-        return self
 
     def to_spec(self) -> OrderSpec:
         """Return the order as the engine receives it."""

@@ -11,6 +11,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -240,3 +241,24 @@ async def test_replay_rebuilds_identical_read_models(system, client):
         system.start("projector")
     assert len(before[0]) >= 5
     assert after == before
+
+
+async def test_quotes_show_every_venue_and_the_route_the_engine_would_take(client):
+    response = await client.get(
+        "/api/quotes", params={"tokenIn": "SOL", "tokenOut": "USDC", "amount": "2"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert {q["venue"] for q in body["quotes"]} == {"raydium", "meteora"}
+    best = max(body["quotes"], key=lambda q: Decimal(q["amountOut"]))
+    assert body["route"]["venue"] == best["venue"]
+    assert Decimal(body["route"]["expectedOut"]) == Decimal(best["amountOut"])
+    assert body["route"]["reason"]
+
+
+async def test_quotes_for_an_unknown_token_is_422_naming_the_field(client):
+    response = await client.get(
+        "/api/quotes", params={"tokenIn": "SOL", "tokenOut": "WAT", "amount": "2"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "tokenOut"

@@ -7,6 +7,7 @@ it, in order, exactly as the engine's own subscription to the events topic does.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 from events.messages import (
@@ -14,13 +15,15 @@ from events.messages import (
     Event,
     OrderConfirmed,
     OrderFailed,
+    SwapAttemptFailed,
+    TransactionBuilt,
     TransactionSubmitted,
     encode,
 )
 from services.common.settings import Settings
-from services.engine.executor import Executor
+from services.engine.executor import Executor, RetryPolicy
 from services.engine.processor import OrderProcessor, Position
-from services.venues.interface import Quote, SwapRequest, SwapResult
+from services.venues.interface import Quote, SwapRequest, SwapResult, VenueError
 from services.venues.simulator import default_venues
 from tests.unit.factories import T0, confirmed_history, submit_order
 
@@ -35,6 +38,10 @@ class CountingVenue:
         self.name = inner.name
         self.submits = 0
         self.broken = broken
+        self.submit_errors: list[VenueError] = []  # raised by the next submits
+        self.lost_acks = 0  # submits that reach the venue but answer a network error
+        self.landing_failures: list[str] = []  # error codes of the next landings
+        self._failed: dict[str, SwapResult] = {}  # by client_ref, as the venue reports them
 
     async def quote(self, token_in: str, token_out: str, amount_in: Decimal) -> Quote:
         return await self.inner.quote(token_in, token_out, amount_in)
@@ -42,23 +49,40 @@ class CountingVenue:
     async def submit(self, request: SwapRequest) -> SwapResult:
         if self.broken:
             raise RuntimeError("venue adapter bug")
+        if self.submit_errors:
+            raise self.submit_errors.pop(0)
         self.submits += 1
-        return await self.inner.submit(request)
+        result = await self.inner.submit(request)
+        if self.lost_acks:
+            self.lost_acks -= 1
+            raise VenueError("NETWORK_ERROR", "connection reset", transient=True)
+        return result
 
     async def confirm(self, tx_hash: str) -> SwapResult:
-        return await self.inner.confirm(tx_hash)
+        result = await self.inner.confirm(tx_hash)
+        if self.landing_failures:
+            code = self.landing_failures.pop(0)
+            result = result.model_copy(
+                update={"status": "failed", "error_code": code, "amount_out": None}
+            )
+            self._failed[result.client_ref] = result
+        return result
 
     async def find_swap(self, client_ref: str) -> SwapResult | None:
-        return await self.inner.find_swap(client_ref)
+        return self._failed.get(client_ref) or await self.inner.find_swap(client_ref)
 
 
 class Harness:
-    def __init__(self, *, broken: bool = False) -> None:
+    def __init__(self, *, broken: bool = False, max_attempts: int = 3) -> None:
         settings = Settings(venue_profile="instant", venue_seed=11)
         self.venues = {v.name: CountingVenue(v, broken=broken) for v in default_venues(settings)}
         self.table: dict[bytes, bytes] = {}
         self.log: list[Event] = []
         self.dead: list[DeadLetter] = []
+        self.slept: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            self.slept.append(seconds)
 
         async def emit(event: Event) -> None:
             self.log.append(event)
@@ -68,7 +92,13 @@ class Harness:
 
         self.processor = OrderProcessor(
             table=self.table,
-            executor=Executor(self.venues, lambda: T0, quote_timeout_s=1),
+            executor=Executor(
+                self.venues,
+                lambda: T0,
+                quote_timeout_s=1,
+                retry=RetryPolicy(max_attempts=max_attempts, base_s=0.5, factor=2),
+                sleep=sleep,
+            ),
             emit=emit,
             emit_dead_letter=emit_dead,
             clock=lambda: T0,
@@ -194,3 +224,84 @@ async def test_order_with_no_answering_venue_fails_with_no_route():
     last = h.log[-1]
     assert isinstance(last, OrderFailed)
     assert last.code == "NO_ROUTE"
+
+
+def all_venues_fail_submits(h: Harness, *errors: VenueError) -> None:
+    for venue in h.venues.values():
+        venue.submit_errors = list(errors)
+
+
+async def run_order(h: Harness) -> list[Event]:
+    await h.processor.on_command(encode(submit_order()), WHERE)
+    await h.deliver_from(0)
+    return h.log
+
+
+async def test_transient_submit_failure_is_retried_and_confirms_on_attempt_two():
+    h = Harness()
+    all_venues_fail_submits(h, VenueError("NETWORK_ERROR", "timed out", transient=True))
+    log = await run_order(h)
+    assert [e.status for e in log] == [
+        "pending", "routing", "building", "retrying", "routing", "building", "submitted",
+        "confirmed",
+    ]  # fmt: skip
+    retry = log[3]
+    assert isinstance(retry, SwapAttemptFailed)
+    assert (retry.attempt, retry.code) == (1, "NETWORK_ERROR")
+    assert retry.retry_at == T0 + timedelta(seconds=0.5)
+    assert h.slept == [0.5]
+    assert [e.client_ref for e in log if isinstance(e, TransactionBuilt)] == [
+        f"{log[0].order_id}:1",
+        f"{log[0].order_id}:2",
+    ]
+    assert [e.seq for e in log] == list(range(1, 9))
+
+
+async def test_three_transient_failures_end_failed_with_the_reason():
+    h = Harness()
+    busy = VenueError("POOL_BUSY", "pool locked", transient=True)
+    all_venues_fail_submits(h, busy, busy, busy)
+    log = await run_order(h)
+    assert [e.status for e in log].count("retrying") == 2
+    last = log[-1]
+    assert isinstance(last, OrderFailed)
+    assert (last.code, last.attempt) == ("POOL_BUSY", 3)
+    assert last.reason.startswith("gave up after 3 attempts")
+    assert h.slept == [0.5, 1.0]  # exponential backoff
+    assert h.submits == 0
+
+
+async def test_non_transient_failure_fails_at_once():
+    h = Harness()
+    all_venues_fail_submits(h, VenueError("INVALID_AMOUNT", "bad", transient=False))
+    log = await run_order(h)
+    assert [e.status for e in log] == ["pending", "routing", "building", "failed"]
+    assert isinstance(log[-1], OrderFailed) and log[-1].code == "INVALID_AMOUNT"
+    assert h.slept == []
+
+
+async def test_slippage_exceeded_is_retried_with_a_fresh_quote():
+    h = Harness()
+    for venue in h.venues.values():
+        venue.landing_failures = ["SLIPPAGE_EXCEEDED"]
+    log = await run_order(h)
+    statuses = [e.status for e in log]
+    assert statuses[:5] == ["pending", "routing", "building", "submitted", "retrying"]
+    assert statuses[-1] == "confirmed"
+    assert statuses.count("routing") == 2  # re-quoted
+    assert log[4].code == "SLIPPAGE_EXCEEDED"  # type: ignore[union-attr]
+    assert h.submits == 2
+
+
+async def test_submission_that_reached_the_venue_despite_an_error_is_followed_not_repeated():
+    h = Harness()
+    for venue in h.venues.values():
+        venue.lost_acks = 1
+    log = await run_order(h)
+    assert [e.status for e in log] == [
+        "pending", "routing", "building", "retrying", "submitted", "confirmed",
+    ]  # fmt: skip
+    assert h.submits == 1
+    submitted = log[4]
+    assert isinstance(submitted, TransactionSubmitted) and submitted.attempt == 1
+    assert isinstance(log[-1], OrderConfirmed) and log[-1].tx_hash == submitted.tx_hash
