@@ -63,6 +63,20 @@ class Settings(BaseSettings):
     venue_profile: Literal["realistic", "instant"] = "realistic"
     venue_timeout_s: float = Field(default=5.0, gt=0)
     venue_base_price_sol_usdc: Decimal = Decimal("150")
+    # Pool depth is the USD value locked per pool. Raydium's constant-product pools
+    # spread theirs over every price, Meteora's bins concentrate theirs near the
+    # price, so Meteora (lower fee) wins small orders and the deeper Raydium large
+    # ones: the two cross near 60 SOL for SOL/USDC with these defaults.
+    venue_raydium_fee_bps: int = Field(default=25, ge=0, lt=10_000)
+    venue_raydium_depth_usd: Decimal = Field(default=Decimal(20_000_000), gt=0)
+    venue_meteora_base_fee_bps: int = Field(default=10, ge=0, lt=10_000)
+    venue_meteora_bin_step_bps: int = Field(default=10, gt=0)
+    venue_meteora_bins_per_side: int = Field(default=100, ge=1)
+    venue_meteora_depth_usd: Decimal = Field(default=Decimal(400_000), gt=0)
+    # Largest step (bps) of the random walk each pool takes per quote and per landing.
+    venue_walk_bps: Decimal = Field(default=Decimal(2), ge=0)
+    # Probability that a quote or submission fails with a transient error.
+    venue_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
     def as_env(self) -> dict[str, str]:
         """Return the ``OEE_*`` environment variables that recreate these settings."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,6 +31,25 @@ class QuoteRequest(BaseModel):
     token_in: str
     token_out: str
     amount_in: Decimal = Field(gt=0)
+
+
+class FaultScript(BaseModel):
+    """Simulation control: make the next calls of one kind fail with these codes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    call: Literal["quote", "submit", "confirm"]
+    codes: tuple[str, ...] = Field(min_length=1)
+
+
+class PriceMove(BaseModel):
+    """Simulation control: move a pool so 1 token_in buys ``fraction`` more (or less)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    token_in: str
+    token_out: str
+    fraction: Decimal = Field(gt=-1, lt=1)
 
 
 class VenueInfo(BaseModel):
@@ -120,5 +140,14 @@ def create_app(venues: Sequence[SimulatedVenue]) -> FastAPI:
                 "SWAP_NOT_FOUND", f"no swap with client_ref {client_ref!r}", transient=False
             )
         return result
+
+    # Simulation controls, for tests and demos: a real venue has no such door.
+    @app.post("/venues/{name}/faults", status_code=204)
+    async def script_faults(name: str, body: FaultScript) -> None:
+        venue_named(name).script_failures(body.call, body.codes)
+
+    @app.post("/venues/{name}/price-moves", status_code=204)
+    async def move_price(name: str, body: PriceMove) -> None:
+        venue_named(name).move_price(body.token_in, body.token_out, body.fraction)
 
     return app

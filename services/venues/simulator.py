@@ -1,10 +1,13 @@
-"""Simulated DEX venues: seeded prices, latency, slippage and injected failures.
+"""Simulated DEX venues: AMM pools, latency, slippage and injected failures.
 
-Each ``SimulatedVenue`` implements the ``Venue`` protocol in-process. Its numbers
-come from ``random.Random`` streams derived from (seed, venue name, purpose), so
-the same seed and the same call sequence give the same quotes, latencies and
-fills. A swap is recorded under its ``client_ref`` when submitted and executes at
-a freshly drawn price once it lands (2-3 s later in the realistic profile).
+Each ``SimulatedVenue`` implements the ``Venue`` protocol in-process over one pool
+per token pair (``pools.py``: Raydium constant product or Meteora DLMM). Its
+random numbers come from ``random.Random`` streams derived from (seed, venue
+name, purpose), so the same seed and the same call sequence give the same quotes,
+latencies and fills. A swap is recorded under its ``client_ref`` when submitted
+and executes against the pool as it is when the swap lands (2-3 s later in the
+realistic profile): the pool's random walk and other swaps in between are the
+slippage.
 """
 
 from __future__ import annotations
@@ -13,16 +16,29 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
-from typing import Literal, Protocol
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.common.settings import Settings
 from services.domain.tokens import Token, find_token
 from services.venues.interface import Quote, SwapRequest, SwapResult, VenueError
+from services.venues.pools import (
+    ConstantProductSpec,
+    DlmmSpec,
+    InsufficientLiquidity,
+    Pool,
+    PoolQuote,
+    PoolSpec,
+    PriceWalk,
+    build_pools,
+    pair_key,
+    with_price_factor,
+)
 
 BPS = Decimal(10_000)
 
@@ -34,14 +50,6 @@ USD_PRICES: Mapping[str, Decimal] = {
     "JUP": Decimal("0.9"),
     "RAY": Decimal("2.5"),
 }
-
-
-class PriceSource(Protocol):
-    """Where a venue's mid price comes from, before its spread and fee."""
-
-    def reference_price(self, token_in: Token, token_out: Token, amount_in: Decimal) -> Decimal:
-        """Return how many ``token_out`` one ``token_in`` is worth for this trade size."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +108,18 @@ class FailureRates(BaseModel):
             raise ValueError("failure probabilities must sum to at most 1")
         return self
 
+    @classmethod
+    def evenly(cls, rate: float) -> FailureRates:
+        """Return rates under which a quote or a submission fails with probability ``rate``.
+
+        The failures are NETWORK_ERROR and POOL_BUSY in equal parts.
+        """
+        return cls(network_error=rate / 2, pool_busy=rate / 2)
+
 
 NO_FAILURES = FailureRates()
+TRANSIENT_CODES = frozenset({"NETWORK_ERROR", "BLOCKHASH_EXPIRED", "POOL_BUSY"})
+DEFAULT_BAND = (Decimal("0.98"), Decimal("1.02"))
 
 _FAILURE_MESSAGES: Mapping[str, str] = {
     "NETWORK_ERROR": "connection to the RPC node was reset",
@@ -109,16 +127,7 @@ _FAILURE_MESSAGES: Mapping[str, str] = {
     "POOL_BUSY": "pool account is write-locked by other transactions",
 }
 
-
-def swap_amount_out(
-    amount_in: Decimal, price: Decimal, fee_bps: int, out_decimals: int
-) -> tuple[Decimal, Decimal]:
-    """Return (amount_out, fee): the fee in token_in units, amount_out rounded down."""
-    fee = amount_in * fee_bps / BPS
-    amount_out = ((amount_in - fee) * price).quantize(
-        Decimal(1).scaleb(-out_decimals), rounding=ROUND_DOWN
-    )
-    return amount_out, fee
+Call = Literal["quote", "submit", "confirm"]
 
 
 def tx_hash_for(venue: str, client_ref: str) -> str:
@@ -154,30 +163,47 @@ class _Swap:
     result: SwapResult
 
 
+def effective_fee_bps(fee: Decimal, amount_in: Decimal) -> int:
+    """Return ``fee / amount_in`` in whole basis points, rounded half up."""
+    return int((fee / amount_in * BPS).to_integral_value(ROUND_HALF_UP))
+
+
 class SimulatedVenue:
-    """One in-process DEX venue implementing the ``Venue`` protocol."""
+    """One in-process DEX venue implementing the ``Venue`` protocol over AMM pools.
+
+    ``pools`` says how its pools are built (constant product or DLMM); without it
+    the venue runs constant-product pools with fee ``fee_bps``. ``spread`` is the
+    band, relative to the reference price, inside which the pools' random walk
+    keeps their price; ``walk_bps`` is the walk's largest step.
+    """
 
     def __init__(
         self,
         name: str,
         *,
-        fee_bps: int,
-        spread: tuple[Decimal, Decimal],
         seed: int,
-        prices: PriceSource,
+        prices: UsdPriceTable,
+        pools: PoolSpec | None = None,
+        fee_bps: int | None = None,
+        spread: tuple[Decimal, Decimal] = DEFAULT_BAND,
+        walk_bps: Decimal = Decimal(2),
         latency: LatencyProfile = INSTANT,
         failures: FailureRates = NO_FAILURES,
         clock: Callable[[], float] = time.monotonic,
-        execution_drift: Decimal = Decimal("0.002"),
-        walk_step: Decimal = Decimal("0.0005"),
     ) -> None:
         low, high = spread
-        if not Decimal(0) < low <= high:
-            raise ValueError(f"spread must satisfy 0 < low <= high, got {spread}")
+        if not Decimal(0) < low <= 1 <= high:
+            raise ValueError(f"spread must satisfy 0 < low <= 1 <= high, got {spread}")
+        if pools is not None and fee_bps is not None:
+            raise ValueError("give either pools or fee_bps, not both")
+        spec = pools if pools is not None else ConstantProductSpec(fee_bps=fee_bps or 25)
         self.name = name
-        self.fee_bps = fee_bps
+        self.fee_bps = spec.fee_bps if isinstance(spec, ConstantProductSpec) else spec.base_fee_bps
         self.spread = spread
-        self._prices = prices
+        self.pool_spec = spec
+        self._pools: dict[tuple[str, str], Pool] = build_pools(spec, prices.usd)
+        self._reference = {(x, y): prices.usd[x] / prices.usd[y] for x, y in self._pools}
+        self._walk = PriceWalk(step_bps=walk_bps, band=spread)
         self._latency = latency
         self._failures = failures
         self._clock = clock
@@ -185,32 +211,41 @@ class SimulatedVenue:
         self._price_rng = _stream(seed, name, "price")
         self._latency_rng = _stream(seed, name, "latency")
         self._failure_rng = _stream(seed, name, "failure")
+        self._scripted: dict[Call, deque[str]] = {
+            "quote": deque(),
+            "submit": deque(),
+            "confirm": deque(),
+        }
         self._by_ref: dict[str, _Swap] = {}
         self._by_tx: dict[str, _Swap] = {}
-        # The price a swap lands at is the last quoted one, moved by at most this
-        # fraction: a swap lands seconds after its quote, not at an unrelated price.
-        self._execution_drift = execution_drift
-        self._walk_step = walk_step
-        self._last_factor: dict[tuple[str, str], Decimal] = {}
 
     async def quote(self, token_in: str, token_out: str, amount_in: Decimal) -> Quote:
-        """Quote a swap at a freshly drawn price; raise ``VenueError`` when the venue cannot."""
+        """Quote a swap on the pool after one step of its walk; raise ``VenueError`` if unable."""
         await self._delay(self._latency.quote_s)
         self._maybe_fail("quote")
         tin, tout = _pair(token_in, token_out, amount_in)
-        amount_out, fee = swap_amount_out(
-            amount_in, self._draw_price(tin, tout, amount_in), self.fee_bps, tout.decimals
-        )
+        key = self._walk_pool(tin, tout)
+        quoted = self._pool_quote(key, tin, amount_in)
         return Quote(
             venue=self.name,
             token_in=tin.symbol,
             token_out=tout.symbol,
             amount_in=amount_in,
-            amount_out=amount_out,
-            fee=fee,
-            fee_bps=self.fee_bps,
-            price=amount_out / amount_in,
+            amount_out=quoted.amount_out,
+            fee=quoted.fee,
+            fee_bps=effective_fee_bps(quoted.fee, amount_in),
+            price=quoted.amount_out / amount_in,
         )
+
+    def preview(self, token_in: str, token_out: str, amount_in: Decimal) -> PoolQuote:
+        """Return what the pool would give right now (price impact, bins), moving nothing."""
+        tin, tout = _pair(token_in, token_out, amount_in)
+        return self._pool_quote(self._key(tin, tout), tin, amount_in)
+
+    def pool(self, token_a: str, token_b: str) -> Pool:
+        """Return the current state of the pool trading ``token_a`` and ``token_b``."""
+        tin, tout = _pair(token_a, token_b, Decimal(1))
+        return self._pools[self._key(tin, tout)]
 
     async def submit(self, request: SwapRequest) -> SwapResult:
         """Record the swap and return it ``pending``; a known ``client_ref`` returns the first."""
@@ -221,6 +256,7 @@ class SimulatedVenue:
             return existing.result
         self._maybe_fail("submit")
         tin, tout = _pair(request.token_in, request.token_out, request.amount_in)
+        self._key(tin, tout)
         if request.min_amount_out < 0:
             raise VenueError("INVALID_AMOUNT", "min_amount_out must be >= 0", transient=False)
         tx_hash = tx_hash_for(self.name, request.client_ref)
@@ -256,6 +292,30 @@ class SimulatedVenue:
         self._settle_if_landed(swap)
         return swap.result
 
+    def script_failures(self, call: Call, codes: Sequence[str]) -> None:
+        """Make the next calls of kind ``call`` fail with ``codes``, one each, in order.
+
+        Quotes and submissions raise ``VenueError`` (transient for NETWORK_ERROR,
+        BLOCKHASH_EXPIRED and POOL_BUSY); for ``confirm`` the next swaps to land
+        fail with that error code and leave the pool untouched.
+        """
+        if call not in self._scripted:
+            raise ValueError(f"call must be quote, submit or confirm, got {call!r}")
+        self._scripted[call].extend(codes)
+
+    def move_price(self, token_in: str, token_out: str, fraction: Decimal) -> None:
+        """Move the pair's pool at once so one ``token_in`` buys ``1 + fraction`` times as much.
+
+        A DLMM pool moves by the nearest whole number of bins.
+        """
+        if fraction <= -1:
+            raise ValueError(f"fraction must be > -1, got {fraction}")
+        tin, tout = _pair(token_in, token_out, Decimal(1))
+        key = self._key(tin, tout)
+        # The pool's price is X in Y; token_in may be either side.
+        factor = 1 + fraction if tin.symbol == key[0] else 1 / (1 + fraction)
+        self._pools[key] = with_price_factor(self._pools[key], factor)
+
     def _settle_if_landed(self, swap: _Swap) -> None:
         if self._clock() >= swap.land_at:
             self._settle(swap)
@@ -266,54 +326,63 @@ class SimulatedVenue:
         if swap.result.status != "pending":
             return
         request = swap.request
-        price = self._execution_price(swap.token_in, swap.token_out, request.amount_in)
-        amount_out, _ = swap_amount_out(
-            request.amount_in, price, self.fee_bps, swap.token_out.decimals
-        )
-        if amount_out < request.min_amount_out:
-            swap.result = swap.result.model_copy(
-                update={
-                    "status": "failed",
-                    "error_code": "SLIPPAGE_EXCEEDED",
-                    "error": (
-                        f"pool gives {amount_out} {swap.token_out.symbol}, "
-                        f"below min_amount_out {request.min_amount_out}"
-                    ),
-                }
+        scripted = self._scripted["confirm"]
+        if scripted:
+            code = scripted.popleft()
+            self._fail(swap, code, _FAILURE_MESSAGES.get(code, "scripted failure"))
+            return
+        key = self._walk_pool(swap.token_in, swap.token_out)
+        try:
+            quoted = self._pool_quote(key, swap.token_in, request.amount_in)
+        except VenueError as exc:
+            self._fail(swap, exc.code, str(exc))
+            return
+        if quoted.amount_out < request.min_amount_out:
+            self._fail(
+                swap,
+                "SLIPPAGE_EXCEEDED",
+                f"pool gives {quoted.amount_out} {swap.token_out.symbol}, "
+                f"below min_amount_out {request.min_amount_out}",
             )
-        else:
-            swap.result = swap.result.model_copy(
-                update={
-                    "status": "confirmed",
-                    "amount_out": amount_out,
-                    "executed_price": amount_out / request.amount_in,
-                }
-            )
-
-    def _draw_price(self, token_in: Token, token_out: Token, amount_in: Decimal) -> Decimal:
-        # The venue's price for a pair walks inside its spread band, a small step per
-        # quote, so two quotes a moment apart are close, as on a real pool.
-        low, high = self.spread
-        pair = (token_in.symbol, token_out.symbol)
-        factor = self._last_factor.get(pair)
-        if factor is None:
-            factor = self._uniform(low, high)
-        else:
-            factor = min(high, max(low, factor + self._uniform(-self._walk_step, self._walk_step)))
-        self._last_factor[pair] = factor
-        return self._prices.reference_price(token_in, token_out, amount_in) * factor
-
-    def _execution_price(self, token_in: Token, token_out: Token, amount_in: Decimal) -> Decimal:
-        quoted = self._last_factor.get((token_in.symbol, token_out.symbol))
-        if quoted is None:
-            return self._draw_price(token_in, token_out, amount_in)
-        drift = self._uniform(-self._execution_drift, self._execution_drift)
-        return self._prices.reference_price(token_in, token_out, amount_in) * quoted * (1 + drift)
-
-    def _uniform(self, low: Decimal, high: Decimal) -> Decimal:
-        return Decimal(self._price_rng.randint(int(low * 1_000_000), int(high * 1_000_000))) / (
-            1_000_000
+            return
+        pool = self._pools[key]
+        self._pools[key] = pool.apply_swap(request.amount_in, _direction(key, swap.token_in))
+        swap.result = swap.result.model_copy(
+            update={
+                "status": "confirmed",
+                "amount_out": quoted.amount_out,
+                "executed_price": quoted.amount_out / request.amount_in,
+            }
         )
+
+    @staticmethod
+    def _fail(swap: _Swap, code: str, message: str) -> None:
+        swap.result = swap.result.model_copy(
+            update={"status": "failed", "error_code": code, "error": message}
+        )
+
+    def _key(self, token_in: Token, token_out: Token) -> tuple[str, str]:
+        key = pair_key(token_in.symbol, token_out.symbol)
+        if key not in self._pools:
+            raise VenueError(
+                "UNSUPPORTED_PAIR",
+                f"{self.name} has no {token_in.symbol}/{token_out.symbol} pool",
+                transient=False,
+            )
+        return key
+
+    def _walk_pool(self, token_in: Token, token_out: Token) -> tuple[str, str]:
+        # One step per observation (quote or landing) rather than per second, so the
+        # same seed and call sequence give the same prices whatever the wall clock.
+        key = self._key(token_in, token_out)
+        self._pools[key] = self._walk.step(self._pools[key], self._reference[key], self._price_rng)
+        return key
+
+    def _pool_quote(self, key: tuple[str, str], token_in: Token, amount_in: Decimal) -> PoolQuote:
+        try:
+            return self._pools[key].quote(amount_in, _direction(key, token_in))
+        except InsufficientLiquidity as exc:
+            raise VenueError("INSUFFICIENT_LIQUIDITY", str(exc), transient=False) from None
 
     async def _delay(self, bounds: tuple[float, float]) -> None:
         seconds = self._latency_rng.uniform(*bounds)
@@ -321,6 +390,11 @@ class SimulatedVenue:
             await asyncio.sleep(seconds)
 
     def _maybe_fail(self, call: Literal["quote", "submit"]) -> None:
+        scripted = self._scripted[call]
+        if scripted:
+            code = scripted.popleft()
+            message = _FAILURE_MESSAGES.get(code, "scripted failure")
+            raise VenueError(code, f"{self.name}: {message}", transient=code in TRANSIENT_CODES)
         rates = self._failures
         candidates = [("NETWORK_ERROR", rates.network_error), ("POOL_BUSY", rates.pool_busy)]
         if call == "submit":
@@ -331,6 +405,10 @@ class SimulatedVenue:
             threshold += probability
             if draw < threshold:
                 raise VenueError(code, f"{self.name}: {_FAILURE_MESSAGES[code]}", transient=True)
+
+
+def _direction(key: tuple[str, str], token_in: Token) -> Literal["x_to_y", "y_to_x"]:
+    return "x_to_y" if token_in.symbol == key[0] else "y_to_x"
 
 
 def _pair(token_in: str, token_out: str, amount_in: Decimal) -> tuple[Token, Token]:
@@ -349,25 +427,37 @@ def default_venues(
     settings: Settings,
     *,
     failures: Mapping[str, FailureRates] | None = None,
-    prices: PriceSource | None = None,
+    prices: UsdPriceTable | None = None,
 ) -> list[SimulatedVenue]:
-    """Return the two simulated venues, Raydium and Meteora, configured from settings."""
+    """Return the two simulated venues, Raydium (constant product) and Meteora (DLMM)."""
     failures = failures or {}
     prices = prices or default_price_table(settings.venue_base_price_sol_usdc)
-    latency = LATENCY_PROFILES[settings.venue_profile]
-    specs = (
-        ("raydium", 30, (Decimal("0.98"), Decimal("1.02"))),
-        ("meteora", 20, (Decimal("0.97"), Decimal("1.02"))),
+    specs: tuple[tuple[str, PoolSpec], ...] = (
+        (
+            "raydium",
+            ConstantProductSpec(
+                fee_bps=settings.venue_raydium_fee_bps, depth_usd=settings.venue_raydium_depth_usd
+            ),
+        ),
+        (
+            "meteora",
+            DlmmSpec(
+                bin_step_bps=settings.venue_meteora_bin_step_bps,
+                base_fee_bps=settings.venue_meteora_base_fee_bps,
+                depth_usd=settings.venue_meteora_depth_usd,
+                bins_per_side=settings.venue_meteora_bins_per_side,
+            ),
+        ),
     )
     return [
         SimulatedVenue(
             name,
-            fee_bps=fee_bps,
-            spread=spread,
             seed=settings.venue_seed,
             prices=prices,
-            latency=latency,
-            failures=failures.get(name, NO_FAILURES),
+            pools=spec,
+            walk_bps=settings.venue_walk_bps,
+            latency=LATENCY_PROFILES[settings.venue_profile],
+            failures=failures.get(name, FailureRates.evenly(settings.venue_failure_rate)),
         )
-        for name, fee_bps, spread in specs
+        for name, spec in specs
     ]
