@@ -22,13 +22,12 @@ import time
 import uuid
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from services.common.subprocesses import die_with_parent, port_open, stop_process, tail
+from services.common.subprocesses import OwnedProcess, die_with_parent, port_open, tail
 
 KAFKA_VERSION = "4.1.1"
 
@@ -174,8 +173,10 @@ def broker_reachable(bootstrap: str) -> bool:
         return False
 
 
-class KafkaBroker:
+class KafkaBroker(OwnedProcess):
     """One Kafka process acting as both broker and KRaft controller, on loopback."""
+
+    not_started = BrokerError
 
     def __init__(
         self,
@@ -207,17 +208,6 @@ class KafkaBroker:
     def log_file(self) -> Path:
         """Return the broker's own log file (warnings and errors)."""
         return self.data_dir / "broker.log"
-
-    @property
-    def pid(self) -> int | None:
-        """Return the broker's process id while it runs."""
-        process = self._process
-        return process.pid if process is not None and process.poll() is None else None
-
-    @property
-    def running(self) -> bool:
-        """Return whether the broker process is alive."""
-        return self._process is not None and self._process.poll() is None
 
     def server_properties(self) -> str:
         """Return the broker configuration for this data directory and these ports."""
@@ -347,28 +337,3 @@ class KafkaBroker:
         return "\n".join(
             text for text in (tail(self.log_file), tail(self.data_dir / "kafka.out")) if text
         )
-
-    def wait(self) -> int:
-        """Block until the broker process exits and return its exit code."""
-        if self._process is None:
-            raise BrokerError("the broker was never started")
-        return self._process.wait()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Shut the broker down cleanly (SIGTERM), killing it after ``timeout`` seconds."""
-        if self._process is None:
-            return
-        stop_process(self._process, sig=signal.SIGTERM, timeout=timeout)
-        self._process = None
-
-    def __enter__(self) -> KafkaBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

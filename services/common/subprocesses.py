@@ -10,6 +10,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, Self
 
 _PR_SET_PDEATHSIG = 1
 
@@ -73,3 +75,53 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class OwnedProcess:
+    """A server process this program started: its state, waiting for it, stopping it.
+
+    Subclasses start ``self._process`` in ``start`` and say how it shuts down cleanly.
+    """
+
+    stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
+    not_started: ClassVar[type[Exception]] = RuntimeError
+    _process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        """Return the process id while it runs."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    @property
+    def running(self) -> bool:
+        """Return whether the process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def wait(self) -> int:
+        """Block until the process exits and return its exit code."""
+        if self._process is None:
+            raise self.not_started(f"{type(self).__name__} was never started")
+        return self._process.wait()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Shut the process down cleanly, killing it after ``timeout`` seconds."""
+        if self._process is None:
+            return
+        stop_process(self._process, sig=self.stop_signal, timeout=timeout)
+        self._process = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -16,12 +16,11 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import psycopg
 from psycopg import sql
 
-from services.common.subprocesses import die_with_parent, port_open, stop_process, tail
+from services.common.subprocesses import OwnedProcess, die_with_parent, port_open, tail
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +70,12 @@ def _check_traversable(path: Path) -> None:
             )
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(OwnedProcess):
     """One PostgreSQL server on loopback with its data kept in ``data_dir``."""
+
+    # SIGINT is PostgreSQL's "fast" shutdown: roll back sessions, then checkpoint.
+    stop_signal = signal.SIGINT
+    not_started = DatabaseError
 
     def __init__(self, data_dir: Path, *, port: int = 15432, database: str = "oee") -> None:
         self.data_dir = data_dir.resolve()
@@ -98,17 +101,6 @@ class EmbeddedPostgres:
     def url_for(self, database: str) -> str:
         """Return a ``postgresql://`` URL of ``database`` on this server."""
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
-
-    @property
-    def running(self) -> bool:
-        """Return whether the server process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """Return the server's process id while it runs."""
-        process = self._process
-        return process.pid if process is not None and process.poll() is None else None
 
     def initialise(self) -> None:
         """Create the cluster in ``pgdata`` unless it already exists."""
@@ -218,28 +210,3 @@ class EmbeddedPostgres:
             if exists is None:
                 log.info("creating database %s", self.database)
                 conn.execute(sql.SQL("create database {}").format(sql.Identifier(self.database)))
-
-    def wait(self) -> int:
-        """Block until the server exits and return its exit code."""
-        if self._process is None:
-            raise DatabaseError("the database was never started")
-        return self._process.wait()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Shut the server down (fast shutdown), killing it after ``timeout`` seconds."""
-        if self._process is None:
-            return
-        stop_process(self._process, sig=signal.SIGINT, timeout=timeout)
-        self._process = None
-
-    def __enter__(self) -> EmbeddedPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
