@@ -16,11 +16,9 @@ Rules that make the engine safe under at-least-once delivery and crashes:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime
 
 from events.messages import (
@@ -33,6 +31,7 @@ from events.messages import (
     decode_event,
     order_key,
 )
+from services.common.locks import KeyedLocks
 from services.domain.lifecycle import IllegalTransition, OrderState, decide, evolve
 from services.engine.executor import Executor
 
@@ -75,7 +74,7 @@ class OrderProcessor:
         self._emit = emit
         self._emit_dead_letter = emit_dead_letter
         self._clock = clock
-        self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self._locks = KeyedLocks()
 
     def record(self, order_id: uuid.UUID) -> EngineRecord | None:
         """Return what the engine knows of an order, if anything."""
@@ -84,16 +83,6 @@ class OrderProcessor:
 
     def _store(self, record: EngineRecord) -> None:
         self._table[order_key(record.state.order_id)] = record.model_dump_json().encode()
-
-    @asynccontextmanager
-    async def _order_lock(self, order_id: uuid.UUID) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(order_id, asyncio.Lock())
-        try:
-            async with lock:
-                yield
-        finally:
-            if not lock.locked() and self._locks.get(order_id) is lock:
-                del self._locks[order_id]
 
     async def _dead_letter(self, raw: bytes, where: Position, error: str) -> None:
         log.warning(
@@ -121,7 +110,7 @@ class OrderProcessor:
         if not isinstance(command, SubmitOrder):
             await self._dead_letter(raw, where, f"{command.type} is not a command")
             return
-        async with self._order_lock(command.order_id):
+        async with self._locks.hold(command.order_id):
             record = self.record(command.order_id)
             for event in decide(record.state if record else None, command, self._clock()):
                 await self._emit(event)
@@ -133,7 +122,7 @@ class OrderProcessor:
         except DecodeError as exc:
             await self._dead_letter(raw, where, f"undecodable event: {exc}")
             return
-        async with self._order_lock(event.order_id):
+        async with self._locks.hold(event.order_id):
             record = self.record(event.order_id)
             if record is not None and event.seq < record.state.seq:
                 return  # an old event redelivered: its successors are already folded

@@ -36,6 +36,7 @@ from events.messages import (
     order_key,
 )
 from projections.orders import queries
+from services.common.locks import KeyedLocks
 from services.common.settings import Settings
 from services.domain.lifecycle import IllegalTransition, OrderState, evolve
 from services.engine.routing import NoRoute, choose_route, quote_all
@@ -72,7 +73,7 @@ class Gateway:
         if settings.database_url is None:
             raise RuntimeError("the gateway needs OEE_DATABASE_URL (the read models)")
         self.pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=10, open=False)
-        self._key_locks: dict[str, asyncio.Lock] = {}
+        self.key_locks = KeyedLocks()
         self.venues: list[HttpVenue] = []
 
     @property
@@ -124,9 +125,6 @@ class Gateway:
             return True
         async with self.pool.connection() as conn:
             return await queries.get_order(conn, order_id) is not None
-
-    def key_lock(self, key: str) -> asyncio.Lock:
-        return self._key_locks.setdefault(key, asyncio.Lock())
 
 
 def fold(history: list[Logged]) -> OrderState | None:
@@ -233,7 +231,7 @@ def create_app(
                 400, "INVALID_IDEMPOTENCY_KEY", "must be 1 to 128 characters", "Idempotency-Key"
             )
         order_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, idempotency_key)
-        async with gateway.key_lock(idempotency_key):
+        async with gateway.key_locks.hold(idempotency_key):
             prior_hash = await earlier_submission(idempotency_key, order_id)
             if prior_hash is None:
                 return await submit(order_id, spec, digest, idempotency_key)
