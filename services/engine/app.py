@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +44,17 @@ def _crash(exc: BaseException) -> None:
     log.critical("engine cannot continue, exiting for a restart: %r", exc)
     logging.shutdown()
     os._exit(70)
+
+
+async def _drive(
+    stream: faust.StreamT[bytes], handle: Callable[[bytes, Position], Awaitable[None]]
+) -> None:
+    """Feed every message of ``stream`` to ``handle``; an error there ends the worker."""
+    async for event in stream.events():
+        try:
+            await handle(event.value, _position(event))
+        except Exception as exc:
+            _crash(exc)
 
 
 def build_app(
@@ -108,20 +119,12 @@ def build_app(
 
     @app.agent(commands, name="commands")
     async def handle_commands(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            try:
-                await processor.on_command(event.value, _position(event))
-            except Exception as exc:
-                _crash(exc)
+        await _drive(stream, processor.on_command)
 
     # Many actors share the stream, so slow venue calls of one order do not hold
     # up others; the per-order lock in the processor keeps each order in order.
     @app.agent(order_events, name="lifecycle", concurrency=settings.engine_concurrency)
     async def handle_events(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            try:
-                await processor.on_event(event.value, _position(event))
-            except Exception as exc:
-                _crash(exc)
+        await _drive(stream, processor.on_event)
 
     return app

@@ -88,8 +88,6 @@ class ExecuteOrderRequest(SwapRequest):
 
     def to_spec(self) -> OrderSpec:
         """Return the order as the engine receives it."""
-        token_out = find_token(self.token_out)
-        assert token_out is not None  # validated above
         return OrderSpec(
             order_type=self.type,
             token_in=self.token_in,
