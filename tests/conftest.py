@@ -129,7 +129,6 @@ def isolated_settings(infra: Infra) -> Callable[..., Settings]:
             "broker_session_timeout_s": 6.0,
             "gateway_port": free_port(),
             "venues_port": free_port(),
-            "engine_web_port": free_port(),
             "data_dir": data_dir / f"oee-{suffix}",
         }
         values.update(overrides)

@@ -46,7 +46,6 @@ class Settings(BaseSettings):
     engine_id: str = "oee-engine"
     engine_concurrency: int = Field(default=256, ge=1)
     broker_session_timeout_s: float = Field(default=10.0, gt=0)
-    engine_web_port: int = 6066
 
     # Retries of failed swap attempts: attempts in total, then base·factor^(n-1) apart.
     retry_max_attempts: int = Field(default=3, ge=1)

@@ -7,7 +7,6 @@ The service runs under uvicorn on a free port in a background thread; swaps on
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +16,7 @@ import pytest
 import uvicorn
 
 from services.common.settings import Settings
+from services.common.subprocesses import free_port
 from services.venues.client import HttpVenue, http_venues
 from services.venues.interface import SwapRequest, VenueError
 from services.venues.service import create_app
@@ -29,13 +29,6 @@ from services.venues.simulator import (
 )
 
 LANDING = LatencyProfile(quote_s=(0.0, 0.0), submit_s=(0.0, 0.0), land_s=(0.3, 0.3))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
