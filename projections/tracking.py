@@ -109,6 +109,8 @@ class Projection(Protocol):
     """A read model built from the log."""
 
     name: str
+    # Its tables, in the order they can be dropped (a replay swaps exactly these).
+    tables: tuple[str, ...]
 
     def ddl(self) -> str:
         """Return idempotent DDL creating the read-model tables."""

@@ -240,12 +240,13 @@ class OrdersProjection:
     """The ``orders`` and ``order_events`` read models."""
 
     name = "orders"
+    tables = ("order_events", "orders")
 
     def ddl(self) -> str:
         return files(__package__).joinpath("schema.sql").read_text()
 
     def drop_ddl(self) -> str:
-        return "DROP TABLE IF EXISTS order_events, orders"
+        return f"DROP TABLE IF EXISTS {', '.join(self.tables)}"
 
     async def apply(self, conn: Connection, records: Sequence[LogRecord]) -> BatchResult:
         """Fold ``records`` into the read models inside the caller's transaction."""
