@@ -4,14 +4,20 @@ Commands are imperative (``SubmitOrder``), events past tense (``OrderConfirmed``
 Every message carries an envelope: its id, the order id, a per-order sequence
 number, a UTC timestamp, a schema version and correlation/causation ids.
 ``decode`` is the one way bytes from the log become a message.
+
+Schemas evolve by version, per message type: a type whose shape changes bumps
+its ``schema_version`` default and registers an upcaster from the version before.
+Decoding upcasts an old message step by step to the current shape, so the log
+never needs rewriting. Version-1 fixtures in ``tests/fixtures/events/v1`` pin this.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,7 +30,9 @@ from pydantic import (
     field_validator,
 )
 
+# The version a message type starts at; types that changed override it (see UPCASTERS).
 SCHEMA_VERSION = 1
+BPS = Decimal(10_000)
 
 # Event ids are derived from (order id, seq): a re-emitted event after a crash gets
 # the id of the first one, so "same id" and "same seq" mean the same thing to consumers.
@@ -112,14 +120,52 @@ class OrderAccepted(Envelope):
 
 
 class OrderRouted(Envelope):
-    """Every venue was quoted and one was chosen."""
+    """Every venue was quoted and one was chosen.
+
+    Version 2 added ``runner_up`` and ``improvement_bps``: the best other usable
+    quote and how much more the chosen venue gives, in basis points.
+    """
 
     type: Literal["OrderRouted"] = "OrderRouted"
     status: Literal["routing"] = "routing"
+    schema_version: Literal[2] = 2
     quotes: tuple[VenueQuote, ...]
     venue: str
     expected_out: Decimal
     reason: str
+    runner_up: str | None
+    improvement_bps: Decimal | None
+
+
+def price_improvement(
+    quotes: tuple[VenueQuote, ...], venue: str
+) -> tuple[str | None, Decimal | None]:
+    """Return the best usable quote other than ``venue``'s and ``venue``'s gain over it in bps.
+
+    Both are None when ``venue`` gave no usable quote or no other venue did.
+    """
+    usable = {q.venue: q.amount_out for q in quotes if q.ok and q.amount_out and q.amount_out > 0}
+    chosen = usable.pop(venue, None)
+    if chosen is None or not usable:
+        return None, None
+    # Highest output first, then the name, so the answer never depends on quote order.
+    runner_up, other = min(usable.items(), key=lambda item: (-item[1], item[0]))
+    gain = ((chosen - other) / other * BPS).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return runner_up, gain
+
+
+_QUOTES: TypeAdapter[tuple[VenueQuote, ...]] = TypeAdapter(tuple[VenueQuote, ...])
+
+
+def _routed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    quotes = _QUOTES.validate_python(data.get("quotes", ()))
+    runner_up, gain = price_improvement(quotes, str(data.get("venue")))
+    return {
+        **data,
+        "schema_version": 2,
+        "runner_up": runner_up,
+        "improvement_bps": None if gain is None else str(gain),
+    }
 
 
 class TransactionBuilt(Envelope):
@@ -211,6 +257,33 @@ class DeadLetter(Frozen):
     occurred_at: AwareDatetime
 
 
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+# (type, version) -> the function turning that version's JSON object into the next.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {("OrderRouted", 1): _routed_v1_to_v2}
+
+
+def upcast(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring a message's JSON object to its type's current version (unchanged if current)."""
+    kind = data.get("type")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    while isinstance(kind, str) and isinstance(version, int) and (kind, version) in UPCASTERS:
+        data = UPCASTERS[kind, version](data)
+        version += 1
+    return data
+
+
+def _upcast_json(raw: bytes | str, error: ValidationError) -> dict[str, Any]:
+    """Return the upcast JSON object of ``raw``, or raise ``DecodeError`` when none applies."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise DecodeError(str(error)) from error
+    upcasted = upcast(data) if isinstance(data, dict) else data
+    if upcasted is data:  # nothing to upcast: the original error stands
+        raise DecodeError(str(error)) from error
+    return upcasted
+
+
 def encode(message: Envelope | DeadLetter) -> bytes:
     """Serialise a message for the log (UTF-8 JSON, decimals as strings)."""
     return message.model_dump_json().encode()
@@ -219,7 +292,12 @@ def encode(message: Envelope | DeadLetter) -> bytes:
 def decode(raw: bytes | str) -> Command | Event:
     """Decode bytes from the log into a message, or raise ``DecodeError``."""
     try:
+        # The fast path: a current message validates straight from JSON.
         return MESSAGE_ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        data = _upcast_json(raw, exc)
+    try:
+        return MESSAGE_ADAPTER.validate_python(data)
     except ValidationError as exc:
         raise DecodeError(str(exc)) from exc
 
@@ -229,13 +307,17 @@ def decode_event(raw: bytes | str) -> Event:
     try:
         return EVENT_ADAPTER.validate_json(raw)
     except ValidationError as exc:
+        data = _upcast_json(raw, exc)
+    try:
+        return EVENT_ADAPTER.validate_python(data)
+    except ValidationError as exc:
         raise DecodeError(str(exc)) from exc
 
 
 def decode_stored_event(stored: Mapping[str, Any]) -> Event:
     """Decode an event kept as a JSON object (e.g. a jsonb column), or raise ``DecodeError``."""
     try:
-        return EVENT_ADAPTER.validate_python(stored)
+        return EVENT_ADAPTER.validate_python(upcast(dict(stored)))
     except ValidationError as exc:
         raise DecodeError(str(exc)) from exc
 

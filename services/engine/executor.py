@@ -192,6 +192,8 @@ class Executor:
             venue=decision.venue,
             expected_out=decision.expected_out,
             reason=decision.reason,
+            runner_up=decision.runner_up,
+            improvement_bps=decision.improvement_bps,
         )
 
     def _build(self, state: OrderState, cause: Event) -> Event:

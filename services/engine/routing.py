@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
-from events.messages import Frozen, VenueQuote
+from events.messages import Frozen, VenueQuote, price_improvement
 from services.venues.interface import Venue, VenueError
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,8 @@ class RouteDecision(Frozen):
     venue: str
     expected_out: Decimal
     reason: str
+    runner_up: str | None = None
+    improvement_bps: Decimal | None = None
 
 
 def _rank_key(quote: VenueQuote) -> tuple[Decimal, Decimal, str]:
@@ -84,7 +86,14 @@ def choose_route(quotes: Sequence[VenueQuote], *, token_out: str | None = None) 
             reason += f" vs {runner.venue} {_fmt(runner.amount_out)} (+{gain}%)"
     if skipped:
         reason += "; " + "; ".join(skipped)
-    return RouteDecision(venue=best.venue, expected_out=best.amount_out, reason=reason)
+    runner_up, improvement = price_improvement(tuple(quotes), best.venue)
+    return RouteDecision(
+        venue=best.venue,
+        expected_out=best.amount_out,
+        reason=reason,
+        runner_up=runner_up,
+        improvement_bps=improvement,
+    )
 
 
 def min_amount_out(expected_out: Decimal, slippage_bps: int, decimals: int) -> Decimal:

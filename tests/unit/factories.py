@@ -57,6 +57,8 @@ def confirmed_history(order_id: uuid.UUID | None = None) -> list[Event]:
             venue="raydium",
             expected_out=Decimal("224.3"),
             reason="raydium gives the most",
+            runner_up="meteora",
+            improvement_bps=Decimal("17.86"),
         ),
         lambda e: TransactionBuilt(
             **e,

@@ -69,7 +69,14 @@ def order_history(order_id: uuid.UUID | None = None, start: datetime = T0) -> li
         state = evolve(state, event)
 
     nxt(
-        OrderRouted, 1, quotes=QUOTES, venue="raydium", expected_out=Decimal("224.1"), reason="best"
+        OrderRouted,
+        1,
+        quotes=QUOTES,
+        venue="raydium",
+        expected_out=Decimal("224.1"),
+        reason="best",
+        runner_up=None,  # meteora timed out
+        improvement_bps=None,
     )
     nxt(
         TransactionBuilt,

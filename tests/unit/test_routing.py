@@ -42,6 +42,8 @@ def test_choose_route_equal_gross_output_picks_lower_fee_venue() -> None:
         venue="meteora",
         expected_out=Decimal("99.8"),
         reason="meteora: 99.8 USDC out vs raydium 99.7 (+0.10%)",
+        runner_up="raydium",
+        improvement_bps=Decimal("10.03"),  # 0.1 / 99.7 * 10^4
     )
 
 
@@ -66,6 +68,7 @@ def test_choose_route_failed_quote_is_skipped_and_reported() -> None:
     assert (
         decision.reason == "raydium: 199.4 USDC out (only usable quote); meteora skipped (TIMEOUT)"
     )
+    assert (decision.runner_up, decision.improvement_bps) == (None, None)
 
 
 def test_choose_route_better_quote_from_failed_venue_is_ignored() -> None:
