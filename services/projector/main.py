@@ -1,4 +1,9 @@
-"""The projector process (``oee projector``): the event log into PostgreSQL read models."""
+"""The projector process (``oee projector``): the event log into PostgreSQL read models.
+
+One ``ProjectionRunner`` per read model, run concurrently, each in a consumer group
+of its own: each keeps its own offsets and progress, so a slow or rebuilt read
+model never holds the others back.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,50 @@ import logging
 import signal
 
 from projections.orders.handler import OrdersProjection
-from projections.tracking import ProjectionRunner, Stats
+from projections.registry import PROJECTIONS
+from projections.tracking import Projection, ProjectionRunner, Stats
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+def projections() -> tuple[Projection, ...]:
+    """Return every read model the projector maintains, the orders one first."""
+    return tuple(make() for make in PROJECTIONS.values())
+
+
+def runner_for(settings: Settings, projection: Projection) -> ProjectionRunner:
+    """Return the live runner of ``projection``."""
+    if isinstance(projection, OrdersProjection):
+        # The group id the orders projection has always used: renaming it would
+        # orphan its committed offsets (lag monitoring) in every deployment.
+        return ProjectionRunner(settings, projection, group_id=settings.projector_group)
+    return ProjectionRunner(
+        settings,
+        projection,
+        group_id=f"{settings.projector_group}.{projection.name}",
+        # The orders projection dead-letters what no read model can take; this one
+        # applies the same decoding and transition rules, so it would publish
+        # copies. Its rejections are still logged.
+        publish_dead_letters=False,
+    )
+
+
+async def project_all(settings: Settings, stop: asyncio.Event) -> dict[str, Stats]:
+    """Project the events topic into every read model until ``stop`` is set.
+
+    Return each projection's totals by name. If one runner fails the others are
+    stopped too and the error propagates: the supervisor restarts the process.
+    """
+    runners = [runner_for(settings, p) for p in projections()]
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(r.run(stop), name=r.projection.name) for r in runners]
+    return {r.projection.name: t.result() for r, t in zip(runners, tasks, strict=True)}
+
+
 async def project(settings: Settings, stop: asyncio.Event) -> Stats:
-    """Create the schema if missing, then project the events topic until ``stop`` is set."""
-    runner = ProjectionRunner(settings, OrdersProjection(), group_id=settings.projector_group)
-    return await runner.run(stop)
+    """Project into every read model until ``stop`` is set; return the orders totals."""
+    return (await project_all(settings, stop))[OrdersProjection.name]
 
 
 async def _main(settings: Settings) -> None:
@@ -25,13 +64,14 @@ async def _main(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("projector consuming %s into PostgreSQL", settings.events_topic)
-    stats = await project(settings, stop)
-    log.info(
-        "projector stopped: %d applied, %d skipped, %d dead-lettered",
-        stats.applied,
-        stats.skipped,
-        stats.dead_lettered,
-    )
+    for name, stats in (await project_all(settings, stop)).items():
+        log.info(
+            "projection %s stopped: %d applied, %d skipped, %d rejected",
+            name,
+            stats.applied,
+            stats.skipped,
+            stats.dead_lettered,
+        )
 
 
 def run(settings: Settings) -> None:

@@ -1,0 +1,242 @@
+"""The analytics projection: fold order events into one fact row per order.
+
+Each row (``OrderFacts``) keeps what the execution figures need: the order's pair,
+what it sold, the venue of its latest routing and that routing's price improvement,
+when the confirming attempt was submitted and confirmed, and the final failure
+code. ``projections.analytics.queries`` aggregates the rows per venue and per pair
+at query time, so a row never depends on another order and every value derives
+from the events alone (no clock): a replay rebuilds identical rows.
+
+The fold accepts exactly what ``services.domain.lifecycle.evolve`` accepts (the same
+transition table, the same gap-free sequence), so this read model and the orders
+one agree on which events count. A redelivered or stale event (its seq at or below
+the row's) is a no-op; an illegal or undecodable one is rejected.
+
+Definitions, per group (a venue or a pair):
+
+* pair: the two symbols sorted alphabetically and joined by "/" ("SOL/USDC" for
+  both directions);
+* a venue's orders are those routed at least once, attributed to the venue of
+  their latest ``OrderRouted``; an order that failed before any routing
+  (``NO_ROUTE``) counts in its pair's figures and in no venue's;
+* orders routed: orders with at least one ``OrderRouted``;
+* fill rate: confirmed / (confirmed + failed) over the group's finished orders,
+  null when none finished; in-flight orders count in neither;
+* volume in: the sum of ``amount`` (in ``token_in`` units) of confirmed orders,
+  per ``token_in`` symbol;
+* confirm latency: ``OrderConfirmed.occurred_at`` minus the ``occurred_at`` of the
+  first ``TransactionSubmitted`` of the attempt that confirmed, in ms, with its
+  mean and its 50th/99th percentiles (linear interpolation) over confirmed orders;
+* price improvement: the mean ``improvement_bps`` of the latest ``OrderRouted`` of
+  the group's routed orders, over those where it is not null (a single usable
+  quote has nothing to improve on);
+* failure reasons: the count of final ``OrderFailed`` codes; a ``SwapAttemptFailed``
+  that was retried is not a failure of the order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from decimal import Decimal
+from importlib.resources import files
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from events.messages import (
+    Event,
+    OrderAccepted,
+    OrderConfirmed,
+    OrderFailed,
+    OrderRouted,
+    Status,
+    SwapAttemptFailed,
+    TransactionBuilt,
+    TransactionSubmitted,
+)
+from projections.orders.handler import Decoded, decode_records
+from projections.tracking import BatchResult, Connection, LogRecord, Rejection
+from services.domain.lifecycle import TRANSITIONS, IllegalTransition
+
+
+def pair_of(token_a: str, token_b: str) -> str:
+    """Return the pair two tokens trade in, the same for both directions."""
+    return "/".join(sorted((token_a, token_b)))
+
+
+@dataclass(frozen=True)
+class OrderFacts:
+    """One order as the analytics need it: a row of ``analytics_orders``."""
+
+    order_id: uuid.UUID
+    seq: int
+    status: Status
+    pair: str
+    token_in: str
+    amount_in: Decimal
+    venue: str | None = None
+    improvement_bps: Decimal | None = None
+    submitted_attempt: int | None = None
+    submitted_at: datetime | None = None
+    confirmed_at: datetime | None = None
+    amount_out: Decimal | None = None
+    failure_code: str | None = None
+
+    @property
+    def routed(self) -> bool:
+        return self.venue is not None
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(OrderFacts))
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM analytics_orders"
+_UPSERT = (
+    f"INSERT INTO analytics_orders ({', '.join(COLUMNS)})"
+    f" VALUES ({', '.join(f'%({c})s' for c in COLUMNS)})"
+    " ON CONFLICT (order_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "order_id")
+    # Never move an order backwards, whatever reaches this statement.
+    + " WHERE analytics_orders.seq < EXCLUDED.seq"
+)
+
+
+# The pure fold ---------------------------------------------------------------------
+
+
+def is_stale(facts: OrderFacts | None, event: Event) -> bool:
+    """Tell whether ``event`` was already folded into ``facts`` (a redelivery)."""
+    return facts is not None and event.seq <= facts.seq
+
+
+def _check(facts: OrderFacts | None, event: Event) -> None:
+    """Raise ``IllegalTransition`` exactly where ``lifecycle.evolve`` would."""
+    current = facts.status if facts else None
+    if event.status not in TRANSITIONS[current]:
+        raise IllegalTransition(f"{current} -> {event.status} is not a legal transition")
+    expected_seq = facts.seq + 1 if facts else 1
+    if event.seq != expected_seq:
+        raise IllegalTransition(f"expected seq {expected_seq}, got {event.seq}")
+
+
+def fold(facts: OrderFacts | None, event: Event) -> OrderFacts:
+    """Fold one event into an order's facts, or raise ``IllegalTransition``."""
+    _check(facts, event)
+    if isinstance(event, OrderAccepted):
+        return OrderFacts(
+            order_id=event.order_id,
+            seq=event.seq,
+            status=event.status,
+            pair=pair_of(event.spec.token_in, event.spec.token_out),
+            token_in=event.spec.token_in,
+            amount_in=event.spec.amount,
+        )
+    assert facts is not None  # the table admits only OrderAccepted from None
+    common: dict[str, Any] = {"seq": event.seq, "status": event.status}
+    match event:
+        case OrderRouted():
+            # Each routing replaces the last: the order is attributed to where it went.
+            changes: dict[str, Any] = {
+                "venue": event.venue,
+                "improvement_bps": event.improvement_bps,
+            }
+        case TransactionSubmitted() if event.attempt == facts.submitted_attempt:
+            # The same attempt submitted again: the engine found, after a failed
+            # confirmation, that the swap had reached the venue. It was sent at the
+            # first submission, so that time stands.
+            changes = {}
+        case TransactionSubmitted():
+            changes = {"submitted_attempt": event.attempt, "submitted_at": event.occurred_at}
+        case OrderConfirmed():
+            changes = {
+                "venue": event.venue,
+                "confirmed_at": event.occurred_at,
+                "amount_out": event.amount_out,
+            }
+        case OrderFailed():
+            changes = {"failure_code": event.code}
+        case TransactionBuilt() | SwapAttemptFailed():
+            changes = {}
+        case _:
+            raise IllegalTransition(f"unhandled event {type(event).__name__}")
+    return replace(facts, **common, **changes)
+
+
+# Pure planning of a batch --------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """The writes a batch causes: the final facts of each changed order, and the rest."""
+
+    facts: dict[uuid.UUID, OrderFacts] = field(default_factory=dict)
+    applied: int = 0
+    skipped: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def plan(decoded: Sequence[Decoded], stored: Mapping[uuid.UUID, OrderFacts]) -> Plan:
+    """Fold a batch into the stored facts, skipping redeliveries and rejecting the illegal."""
+    result = Plan()
+    current = dict(stored)
+    for record, item in decoded:
+        if isinstance(item, str):
+            result.rejected.append(Rejection(record, item))
+            continue
+        facts = current.get(item.order_id)
+        if is_stale(facts, item):
+            result.skipped += 1
+            continue
+        try:
+            new_facts = fold(facts, item)
+        except IllegalTransition as exc:
+            result.rejected.append(Rejection(record, f"IllegalTransition: {exc}"))
+            continue
+        current[item.order_id] = result.facts[item.order_id] = new_facts
+        result.applied += 1
+    return result
+
+
+def facts_to_row(facts: OrderFacts) -> dict[str, Any]:
+    """Return the ``analytics_orders`` row of an order's facts."""
+    return {c: getattr(facts, c) for c in COLUMNS}
+
+
+def row_to_facts(row: Mapping[str, Any]) -> OrderFacts:
+    """Rebuild the facts an ``analytics_orders`` row was written from."""
+    return OrderFacts(**{c: row[c] for c in COLUMNS})
+
+
+# The projection -------------------------------------------------------------------
+
+
+class AnalyticsProjection:
+    """The ``analytics_orders`` read model."""
+
+    name = "analytics"
+    tables = ("analytics_orders",)
+
+    def ddl(self) -> str:
+        return files(__package__).joinpath("schema.sql").read_text()
+
+    def drop_ddl(self) -> str:
+        return f"DROP TABLE IF EXISTS {', '.join(self.tables)}"
+
+    async def apply(self, conn: Connection, records: Sequence[LogRecord]) -> BatchResult:
+        """Fold ``records`` into the read model inside the caller's transaction."""
+        decoded = decode_records(records)
+        order_ids = sorted({item.order_id for _, item in decoded if not isinstance(item, str)})
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                # FOR UPDATE: a concurrent projector (mid-rebalance) waits, then re-reads.
+                f"{_SELECT} WHERE order_id = ANY(%s) ORDER BY order_id FOR UPDATE",
+                (order_ids,),
+            )
+            stored = {row["order_id"]: row_to_facts(row) for row in await cur.fetchall()}
+            batch = plan(decoded, stored)
+            if batch.facts:
+                await cur.executemany(
+                    _UPSERT, [facts_to_row(batch.facts[k]) for k in sorted(batch.facts)]
+                )
+        return BatchResult(batch.applied, batch.skipped, tuple(batch.rejected))

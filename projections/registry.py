@@ -1,0 +1,14 @@
+"""Every read model by name, for commands that take a projection's name (``oee replay``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from projections.analytics.handler import AnalyticsProjection
+from projections.orders.handler import OrdersProjection
+from projections.tracking import Projection
+
+PROJECTIONS: dict[str, Callable[[], Projection]] = {
+    "orders": OrdersProjection,
+    "analytics": AnalyticsProjection,
+}
