@@ -8,13 +8,21 @@ courtesy for lag monitoring; the ``projection_offsets`` table is the truth.
 Records a projection rejects (undecodable, illegal transition, unstorable) are
 published to the dead-letter topic and skipped: a poison message never blocks
 its partition.
+
+Two advisory locks per projection coordinate live projectors with a replay
+(``projections.replay``): every live batch transaction first takes the batch lock
+(``lock_key``) shared, so a replay's swap, which takes it exclusively, waits for
+the batches in flight and holds new ones back only while it swaps; and a live
+projector holds the presence lock (``presence_key``) shared for its whole life,
+so a replay can tell whether one is running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -23,6 +31,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from psycopg import sql
 
 from events.messages import DeadLetter, encode
 from services.common.settings import Settings
@@ -109,8 +118,13 @@ class Projection(Protocol):
     """A read model built from the log."""
 
     name: str
-    # Its tables, in the order they can be dropped (a replay swaps exactly these).
-    tables: tuple[str, ...]
+
+    # Read-only, so a class attribute such as ``tables = ("a", "b")`` satisfies it.
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """Return every table ``ddl`` creates, in the order they can be dropped: a
+        replay swaps (or checks) exactly these."""
+        ...
 
     def ddl(self) -> str:
         """Return idempotent DDL creating the read-model tables."""
@@ -138,14 +152,30 @@ def database_url(settings: Settings) -> str:
 
 
 def lock_key(projection: Projection) -> str:
-    """Return the advisory-lock name that keeps a replay and live projectors apart."""
+    """Return the advisory-lock name of a projection's batches: shared per live batch,
+    exclusive while a replay swaps its tables."""
     return f"oee.projection.{projection.name}"
 
 
-async def connect(settings: Settings) -> Connection:
-    """Open an autocommit connection in UTC; callers open explicit transactions."""
+def presence_key(projection: Projection) -> str:
+    """Return the advisory-lock name a live projector holds shared for its whole life."""
+    return f"oee.projector.{projection.name}"
+
+
+async def connect(settings: Settings, *, search_path: str | None = None) -> Connection:
+    """Open an autocommit connection in UTC; callers open explicit transactions.
+
+    With ``search_path`` (one schema name), unqualified names resolve in that schema
+    alone, so a projection's DDL and SQL, and its ``projection_offsets``, land there.
+    """
     conn = await psycopg.AsyncConnection.connect(database_url(settings), autocommit=True)
-    await conn.execute("SET TIME ZONE 'UTC'")
+    try:
+        await conn.execute("SET TIME ZONE 'UTC'")
+        if search_path is not None:
+            await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(search_path)))
+    except BaseException:
+        await conn.close()
+        raise
     return conn
 
 
@@ -155,18 +185,6 @@ async def ensure_schema(conn: Connection, projection: Projection) -> None:
         # Two processes starting together would race on CREATE ... IF NOT EXISTS.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('oee.schema'))")
         await conn.execute(TRACKING_DDL)
-        await conn.execute(projection.ddl())
-
-
-async def reset(conn: Connection, projection: Projection) -> None:
-    """Drop and recreate the projection's tables and forget its stored offsets."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('oee.schema'))")
-        await conn.execute(TRACKING_DDL)
-        await conn.execute(projection.drop_ddl())
-        await conn.execute(
-            "DELETE FROM projection_offsets WHERE projection = %s", (projection.name,)
-        )
         await conn.execute(projection.ddl())
 
 
@@ -223,13 +241,16 @@ class ProjectionRunner:
 
     With ``group_id`` the partitions come from a consumer group (several live
     projectors share the work); without it every partition is assigned (replay).
+    With ``search_path`` the projection's tables and offsets live in that schema.
     """
 
     settings: Settings
     projection: Projection
     group_id: str | None = None
-    # A live projector holds a shared advisory lock; a replay holds it exclusively.
-    hold_shared_lock: bool = True
+    # A live runner announces itself and takes the batch lock shared in every batch;
+    # a rebuild into a schema of its own does neither.
+    live: bool = True
+    search_path: str | None = None
     publish_dead_letters: bool = True
     max_records: int = 500
     stats: Stats = field(default_factory=Stats, init=False)
@@ -259,19 +280,53 @@ class ProjectionRunner:
 
     async def catch_up(self) -> Stats:
         """Project every partition from its stored offset up to the end offsets taken now."""
+        async with self.catching_up():
+            await self.project_until(await self.end_offsets())
+        return self.stats
+
+    @asynccontextmanager
+    async def catching_up(self) -> AsyncIterator[None]:
+        """Connect for ``project_until`` calls; a broken batch raises instead of retrying."""
         self._fail_fast = True
         try:
             await self._start()
-            partitions = sorted(self._consumer.assignment())
-            ends: dict[TopicPartition, int] = await self._consumer.end_offsets(partitions)
-            while True:
-                positions = [await self._consumer.position(tp) for tp in partitions]
-                if all(pos >= ends[tp] for tp, pos in zip(partitions, positions, strict=True)):
-                    break
-                await self._step(ends)
+            yield
         finally:
             await self._close()
-        return self.stats
+
+    async def end_offsets(self) -> dict[TopicPartition, int]:
+        """Return the log end offset of every assigned partition, as of now."""
+        partitions = sorted(self._consumer.assignment())
+        ends: dict[TopicPartition, int] = await self._consumer.end_offsets(partitions)
+        return ends
+
+    async def project_until(self, until: Mapping[TopicPartition, int]) -> None:
+        """Project every assigned partition up to (excluding) its offset in ``until``.
+
+        A partition missing from ``until`` is not projected. Only inside ``catching_up``.
+        """
+        partitions = sorted(self._consumer.assignment())
+        while True:
+            positions = [await self._consumer.position(tp) for tp in partitions]
+            if all(pos >= until.get(tp, 0) for tp, pos in zip(partitions, positions, strict=True)):
+                break
+            await self._step(until)
+        # A fetch may have read past ``until`` and dropped the rest: rewind so that a
+        # later call projects those records instead of skipping them.
+        for tp, pos in zip(partitions, positions, strict=True):
+            projected = self._positions.get(tp, 0)
+            if pos > projected:
+                self._consumer.seek(tp, projected)
+
+    @property
+    def positions(self) -> dict[TopicPartition, int]:
+        """Return the next offset to project per owned partition, as committed."""
+        return dict(self._positions)
+
+    async def connection(self) -> Connection:
+        """Return the runner's connection: batches projected while the caller holds a
+        transaction open on it become savepoints of that transaction."""
+        return await self._db()
 
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Drop the positions of partitions this process no longer owns."""
@@ -341,12 +396,13 @@ class ProjectionRunner:
         """Return the open connection, reconnecting (and re-locking) after a loss."""
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        conn = await connect(self.settings)
+        conn = await connect(self.settings, search_path=self.search_path)
         try:
-            if self.hold_shared_lock:
-                # Blocks while a replay rebuilds the tables, then finds them recreated.
+            if self.live:
+                # Held while connected: how a replay knows a live projector runs.
                 await conn.execute(
-                    "SELECT pg_advisory_lock_shared(hashtext(%s))", (lock_key(self.projection),)
+                    "SELECT pg_advisory_lock_shared(hashtext(%s))",
+                    (presence_key(self.projection),),
                 )
             await ensure_schema(conn, self.projection)
         except BaseException:
@@ -355,7 +411,7 @@ class ProjectionRunner:
         self._conn = conn
         return conn
 
-    async def _step(self, ends: dict[TopicPartition, int] | None = None) -> None:
+    async def _step(self, ends: Mapping[TopicPartition, int] | None = None) -> None:
         if self._resync_pending:
             async with self.lock:
                 await self._resync()
@@ -384,7 +440,7 @@ class ProjectionRunner:
             await self._commit_to_kafka(batch)
 
     def _fresh(
-        self, fetched: dict[TopicPartition, list[Any]], ends: dict[TopicPartition, int] | None
+        self, fetched: dict[TopicPartition, list[Any]], ends: Mapping[TopicPartition, int] | None
     ) -> dict[TopicPartition, list[LogRecord]]:
         """Keep the records of owned partitions that are not yet projected (nor past ``ends``)."""
         batch: dict[TopicPartition, list[LogRecord]] = {}
@@ -392,7 +448,7 @@ class ProjectionRunner:
             position = self._positions.get(tp)
             if position is None:
                 continue  # revoked while the batch was in flight
-            end = ends[tp] if ends is not None else None
+            end = ends.get(tp, 0) if ends is not None else None
             kept = [
                 LogRecord(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
                 for r in records
@@ -408,6 +464,12 @@ class ProjectionRunner:
         records = [r for tp in sorted(batch) for r in batch[tp]]
         ends = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
         async with conn.transaction():
+            if self.live:
+                # Waits while a replay swaps the tables; released with the transaction.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock_shared(hashtext(%s))",
+                    (lock_key(self.projection),),
+                )
             for tp in sorted(ends):
                 await self._claim(conn, tp, ends[tp])
             try:

@@ -31,7 +31,7 @@ from events.messages import (
 )
 from projections.orders.handler import OrdersProjection
 from projections.orders.queries import get_order, list_events
-from projections.replay import ProjectorRunningError, replay
+from projections.replay import replay
 from projections.tracking import ProjectionRunner, Stats, connect
 from services.common.settings import Settings
 from services.common.topics import ensure_topics
@@ -51,7 +51,7 @@ Positions = list[tuple[int, int]]
 async def settings(settings_factory: Callable[..., Settings], fresh_database_url: str) -> Settings:
     """Return settings with fresh topics and a fresh database of their own.
 
-    Overrides the shared ``settings``: a replay drops the read-model tables, so each
+    Overrides the shared ``settings``: a replay swaps the read-model tables, so each
     test needs a database nobody else projects into.
     """
     made = settings_factory(database_url=fresh_database_url, partitions=3)
@@ -391,7 +391,7 @@ async def test_replay_after_projection_yields_identical_rows(
     projector = Projector(settings)
     await wait_for_events(settings, len(events))
     await eventually(
-        lambda: _offsets_reach_end(settings), what="the projector to pass the last record"
+        lambda: offsets_reach_end(settings), what="the projector to pass the last record"
     )
     await projector.close()
     before = await snapshot(settings)
@@ -406,7 +406,8 @@ async def test_replay_after_projection_yields_identical_rows(
     assert len(await dead_letters(settings, 1)) == 1
 
 
-async def _offsets_reach_end(settings: Settings) -> bool:
+async def offsets_reach_end(settings: Settings) -> bool:
+    """Tell whether the stored offsets of ``settings``' events topic are at its end."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
     await consumer.start()
     try:
@@ -424,18 +425,26 @@ async def _offsets_reach_end(settings: Settings) -> bool:
     return all(stored.get(tp.partition, 0) >= end for tp, end in ends.items())
 
 
-async def test_replay_while_projector_runs_is_refused(
+async def test_replay_while_projector_runs_swaps_tables_and_projector_carries_on(
     settings: Settings, producer: AIOKafkaProducer
 ) -> None:
-    await produce(producer, settings.events_topic, order_history())
+    first, second = order_history(), order_history()
+    await produce(producer, settings.events_topic, first)
     projector = Projector(settings)
     await wait_for_events(settings, 5)
     try:
-        with pytest.raises(ProjectorRunningError):
-            await replay(settings)
+        report = await replay(settings)
+        await produce(producer, settings.events_topic, second)
+        await wait_for_events(settings, 10)
     finally:
-        await projector.close()
-    assert await event_count(settings) == 5
+        stats = await projector.close()
+
+    assert report.live_projector
+    assert report.stats.applied == 5
+    # Its positions were the stored ones after the swap: no conflict, no resync.
+    assert (stats.applied, stats.errors) == (10, 0)
+    rows = await fetch(settings, "SELECT order_id, status FROM orders")
+    assert set(rows) == {(first[0].order_id, "confirmed"), (second[0].order_id, "confirmed")}
 
 
 async def test_projector_two_in_one_group_share_partitions_without_double_applying(
@@ -447,7 +456,7 @@ async def test_projector_two_in_one_group_share_partitions_without_double_applyi
     await produce(producer, settings.events_topic, events)
 
     await wait_for_events(settings, len(events))
-    await eventually(lambda: _offsets_reach_end(settings), what="all partitions projected")
+    await eventually(lambda: offsets_reach_end(settings), what="all partitions projected")
     a, b = await first.close(), await second.close()
 
     assert a.dead_lettered + b.dead_lettered == 0
