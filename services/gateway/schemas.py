@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 from events.messages import Envelope, Event, OrderSpec
+from services.domain.lifecycle import OrderState
 from services.domain.tokens import find_token
 
 MAX_AMOUNT = Decimal("1e15")
@@ -137,3 +138,11 @@ def event_view(event: Event, position: dict[str, Any] | None = None) -> dict[str
     if position is not None:
         view["position"] = position
     return view
+
+
+def order_view(state: OrderState) -> dict[str, Any]:
+    """Return the JSON a client sees for an order's current state."""
+    data = state.model_dump(mode="json", exclude={"spec", "last_event_id", "correlation_id"})
+    spec = state.spec.model_dump(mode="json")
+    spec["type"] = spec.pop("order_type")
+    return {"orderId": data.pop("order_id"), **camelize(spec), **camelize(data)}

@@ -1,0 +1,392 @@
+// The web page: submit orders, follow them live, browse past orders, watch the venues.
+// Plain ES modules on top of the gateway's JSON and WebSocket API; no build step.
+
+import { barChart } from "./charts.js";
+import { amount, clock, dateTime, h, shortId, summary, wsUrl } from "./dom.js";
+import { OrderTimeline } from "./timeline.js";
+
+// The order types the form offers, and the extra fields each one sends. Limit and
+// sniper orders are not accepted by the API yet: set `available` once they are.
+const ORDER_TYPES = {
+  market: { label: "Market", fields: [], available: true },
+  limit: { label: "Limit (soon)", fields: ["limitPrice", "expiresAt"], available: false },
+  sniper: { label: "Sniper (soon)", fields: ["maxPrice", "expiresAt"], available: false },
+};
+const COMMON_FIELDS = ["type", "tokenIn", "tokenOut", "amount", "slippageBps"];
+const PAGE_SIZE = 50;
+const MAX_CARDS = 8;
+const ANALYTICS_EVERY_MS = 5000;
+const HEALTH_EVERY_MS = 10000;
+const FEED_RETRY_MS = 5000;
+const FEED_MAX_LINES = 100;
+
+const $ = (selector) => document.querySelector(selector);
+
+// New order ------------------------------------------------------------------------
+
+const form = $("#order-form");
+const typeSelect = $("#f-type");
+
+function setUpTypes() {
+  for (const [value, type] of Object.entries(ORDER_TYPES)) {
+    typeSelect.append(h("option", { value, disabled: !type.available }, type.label));
+  }
+  typeSelect.addEventListener("change", showTypeFields);
+  showTypeFields();
+}
+
+/** Show the extra fields of the chosen type only; hidden fields are disabled so they are never sent. */
+function showTypeFields() {
+  for (const field of form.querySelectorAll("[data-for-types]")) {
+    const shown = field.dataset.forTypes.split(" ").includes(typeSelect.value);
+    field.hidden = !shown;
+    for (const input of field.querySelectorAll("input")) input.disabled = !shown;
+  }
+}
+
+function requestBody() {
+  const data = new FormData(form);
+  const type = String(data.get("type"));
+  const body = {};
+  for (const name of [...COMMON_FIELDS, ...(ORDER_TYPES[type]?.fields ?? [])]) {
+    const raw = String(data.get(name) ?? "").trim();
+    if (name === "slippageBps") {
+      // An integer goes as a number; anything else as typed, for the API to explain.
+      body[name] = /^\d+$/.test(raw) ? Number(raw) : raw;
+    } else if (name === "expiresAt") {
+      if (raw) body[name] = new Date(raw).toISOString();
+    } else {
+      body[name] = raw; // amounts and prices stay decimal strings
+    }
+  }
+  return body;
+}
+
+function clearErrors() {
+  for (const slot of form.querySelectorAll("[data-error-for]")) slot.textContent = "";
+  for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+  $("#form-error").textContent = "";
+}
+
+/** Show an API error next to the field it names, or under the form. */
+function showError(error) {
+  const slot = error.field ? form.querySelector(`[data-error-for="${CSS.escape(error.field)}"]`) : null;
+  if (slot && !slot.closest("[hidden]")) {
+    slot.textContent = error.message;
+    const input = form.elements.namedItem(error.field);
+    input?.setAttribute("aria-invalid", "true");
+    input?.focus();
+  } else {
+    $("#form-error").textContent = error.message;
+  }
+}
+
+async function submitOrder(event) {
+  event.preventDefault();
+  clearErrors();
+  const button = $("#submit");
+  button.disabled = true;
+  try {
+    const response = await fetch("/api/orders/execute", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(requestBody()),
+    });
+    const answer = await response.json().catch(() => null);
+    if (response.ok && answer?.orderId) {
+      follow(answer.orderId);
+    } else {
+      showError(answer?.error ?? { message: `The gateway answered ${response.status}.` });
+    }
+  } catch (error) {
+    showError({ message: `Could not reach the gateway: ${error.message}` });
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// Live orders ------------------------------------------------------------------------
+
+const cards = $("#order-cards");
+const followed = new Map(); // order id -> OrderTimeline
+
+/** Show an order's timeline on top, opening its WebSocket unless it is already shown. */
+function follow(orderId, order = null) {
+  const known = followed.get(orderId);
+  if (known) {
+    cards.prepend(known.element);
+    known.element.scrollIntoView({ block: "nearest" });
+    return;
+  }
+  const timeline = new OrderTimeline(orderId, {
+    order,
+    onDone: () => schedulePastRefresh(),
+    onRemove: () => {
+      followed.delete(orderId);
+      showEmpty();
+    },
+  });
+  followed.set(orderId, timeline);
+  cards.prepend(timeline.element);
+  timeline.follow();
+  timeline.element.scrollIntoView({ block: "nearest" });
+  // Keep the newest cards: drop the oldest finished ones beyond the cap (a Map keeps
+  // insertion order, so the oldest come first).
+  for (const old of [...followed.values()]) {
+    if (followed.size <= MAX_CARDS) break;
+    if (old.finished) {
+      old.element.remove();
+      followed.delete(old.orderId);
+    }
+  }
+  showEmpty();
+}
+
+function showEmpty() {
+  $("#followed-empty").hidden = followed.size > 0;
+}
+
+// Past orders ------------------------------------------------------------------------
+
+const pastBody = $("#past-orders tbody");
+let pastNext = null;
+let pastPages = 0;
+let pastTimer = null;
+
+async function loadPast({ older = false } = {}) {
+  const status = $("#past-status");
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  if (older && pastNext) query.set("before", pastNext);
+  let page;
+  try {
+    const response = await fetch(`/api/orders?${query}`);
+    if (!response.ok) throw new Error(`the gateway answered ${response.status}`);
+    page = await response.json();
+  } catch (error) {
+    status.textContent = `Past orders unavailable: ${error.message}`;
+    return;
+  }
+  if (!older) {
+    pastBody.replaceChildren();
+    pastPages = 0;
+  }
+  pastPages += 1;
+  pastBody.append(...page.orders.map(pastRow));
+  pastNext = page.next;
+  $("#past-more").hidden = !pastNext;
+  status.textContent = pastBody.children.length ? "" : "No orders yet.";
+}
+
+function pastRow(order) {
+  const open = () => follow(order.orderId, order);
+  return h(
+    "tr",
+    {
+      class: "clickable",
+      tabindex: 0,
+      title: "Show this order's timeline",
+      dataset: { orderId: order.orderId, status: order.status },
+      onclick: open,
+      onkeydown: (event) => (event.key === "Enter" || event.key === " ") && (event.preventDefault(), open()),
+    },
+    h("td", {}, h("time", { datetime: order.createdAt }, dateTime(order.createdAt))),
+    h("td", {}, h("code", { title: order.orderId }, shortId(order.orderId))),
+    h("td", {}, `${order.tokenIn} → ${order.tokenOut}`),
+    h("td", { class: "num" }, amount(order.amount)),
+    h("td", {}, h("span", { class: "badge", dataset: { status: order.status } }, order.status)),
+    h("td", {}, order.venue ?? "–"),
+    h("td", { class: "num" }, amount(order.amountOut)),
+    h("td", { class: "num" }, amount(order.executedPrice)),
+  );
+}
+
+/** Reload the first page soon after orders finish, unless the reader paged further back. */
+function schedulePastRefresh() {
+  if (pastPages > 1) return;
+  clearTimeout(pastTimer);
+  // The read model trails the live stream by the projector's lag.
+  pastTimer = setTimeout(() => loadPast(), 1000);
+}
+
+// Analytics --------------------------------------------------------------------------
+
+const count = (v) => String(Math.round(v));
+const ms = (v) => `${Math.round(v)} ms`;
+
+async function loadAnalytics() {
+  const status = $("#analytics-status");
+  let data;
+  try {
+    const response = await fetch("/api/analytics", { headers: { accept: "application/json" } });
+    if (response.status === 404) {
+      status.textContent = "analytics not available yet";
+      return;
+    }
+    if (!response.ok) throw new Error(`the gateway answered ${response.status}`);
+    data = await response.json();
+  } catch (error) {
+    status.textContent = `analytics unavailable: ${error.message}`;
+    return;
+  }
+  status.textContent = `updated ${clock(new Date().toISOString())}`;
+  renderAnalytics(data ?? {});
+}
+
+function renderAnalytics(data) {
+  const venues = Array.isArray(data.venues) ? data.venues : [];
+  const pairs = Array.isArray(data.pairs) ? data.pairs : [];
+  const charts = $("#charts");
+  if (!venues.length) {
+    charts.replaceChildren(h("p", { class: "muted" }, "No orders routed yet."));
+    $("#pairs").replaceChildren();
+    return;
+  }
+  const rates = venues.map((v) => v.fillRate).filter((r) => typeof r === "number");
+  // A fill rate may come as a fraction (0..1) or as a percentage; show both as percent.
+  const fraction = rates.every((r) => r <= 1);
+  const failures = {};
+  for (const venue of venues) {
+    for (const [code, n] of Object.entries(venue.failureReasons ?? {})) failures[code] = (failures[code] ?? 0) + n;
+  }
+  charts.replaceChildren(
+    barChart({
+      title: "Orders routed",
+      series: [{ name: "orders", cls: "s-orders" }],
+      rows: venues.map((v) => ({ label: v.venue, values: [v.ordersRouted] })),
+      format: count,
+    }),
+    barChart({
+      title: "Fill rate",
+      series: [{ name: "fill rate", cls: "s-fill" }],
+      rows: venues.map((v) => ({ label: v.venue, values: [v.fillRate] })),
+      format: (r) => `${(fraction ? r * 100 : r).toFixed(1)}%`,
+      max: fraction ? 1 : 100,
+    }),
+    barChart({
+      title: "Confirmation latency",
+      series: [{ name: "p50", cls: "s-p50" }, { name: "p99", cls: "s-p99" }],
+      rows: venues.map((v) => ({ label: v.venue, values: [v.confirmLatencyMs?.p50, v.confirmLatencyMs?.p99] })),
+      format: ms,
+    }),
+    barChart({
+      title: "Failure reasons",
+      series: [{ name: "orders", cls: "s-fail" }],
+      rows: Object.entries(failures).sort((a, b) => b[1] - a[1]).map(([code, n]) => ({ label: code, values: [n] })),
+      format: count,
+    }),
+  );
+  $("#pairs").replaceChildren(pairs.length ? pairsTable(pairs, fraction) : "");
+}
+
+function pairsTable(pairs, fraction) {
+  const percent = (r) => (typeof r === "number" ? `${(fraction ? r * 100 : r).toFixed(1)}%` : "–");
+  const number = (v, unit = "") => (typeof v === "number" ? `${Math.round(v * 100) / 100}${unit}` : "–");
+  return h("div", { class: "table-wrap" }, h("table", { class: "pairs" },
+    h("thead", {}, h("tr", {},
+      ["Pair", "Routed", "Confirmed", "Failed", "Fill rate", "Volume in", "p50", "Improvement"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, pairs.map((p) => h("tr", { dataset: { pair: p.pair } },
+      h("td", {}, p.pair),
+      h("td", { class: "num" }, p.ordersRouted ?? "–"),
+      h("td", { class: "num" }, p.confirmed ?? "–"),
+      h("td", { class: "num" }, p.failed ?? "–"),
+      h("td", { class: "num" }, percent(p.fillRate)),
+      h("td", {}, Object.entries(p.volumeIn ?? {}).map(([token, v]) => `${amount(v, 2)} ${token}`).join(", ") || "–"),
+      h("td", { class: "num" }, number(p.confirmLatencyMs?.p50, " ms")),
+      h("td", { class: "num" }, number(p.priceImprovementBps?.avg, " bps")))))));
+}
+
+// Live feed --------------------------------------------------------------------------
+
+const feedList = $("#feed-list");
+
+function setFeed(state, text) {
+  const status = $("#feed-status");
+  status.dataset.feed = state;
+  status.textContent = text;
+}
+
+// Every firehose message carries the cursor just after it: reconnecting from the last
+// one receives exactly what was missed.
+const WS_BAD_REQUEST = 4400;
+const WS_POSITION_GONE = 4410;
+let feedCursor = null;
+
+function connectFeed() {
+  let opened = false;
+  let socket;
+  try {
+    const query = feedCursor ? `?${new URLSearchParams({ from: feedCursor })}` : "";
+    socket = new WebSocket(wsUrl(`/api/stream${query}`));
+  } catch {
+    setFeed("unavailable", "feed unavailable");
+    return;
+  }
+  socket.addEventListener("open", () => {
+    opened = true;
+    setFeed("live", "live");
+  });
+  socket.addEventListener("message", (message) => {
+    try {
+      addFeedLine(JSON.parse(message.data));
+    } catch (error) {
+      console.error("bad feed message", error, message.data);
+    }
+  });
+  socket.addEventListener("close", (close) => {
+    if (close.code === WS_BAD_REQUEST || close.code === WS_POSITION_GONE) feedCursor = null;
+    // A socket refused before it opened means the stream is not served (yet).
+    setFeed(opened ? "reconnecting" : "unavailable", opened ? "reconnecting…" : "feed unavailable");
+    setTimeout(connectFeed, FEED_RETRY_MS);
+  });
+}
+
+function addFeedLine(event) {
+  if (event.cursor) feedCursor = event.cursor;
+  const line = h(
+    "li",
+    {
+      class: "clickable",
+      tabindex: 0,
+      dataset: { orderId: event.orderId, status: event.status },
+      onclick: () => follow(event.orderId),
+      onkeydown: (e) => e.key === "Enter" && follow(event.orderId),
+    },
+    h("time", { datetime: event.timestamp }, clock(event.timestamp)),
+    h("code", {}, shortId(event.orderId)),
+    h("span", { class: "badge", dataset: { status: event.status } }, event.status),
+    h("span", { class: "what" }, summary(event)),
+  );
+  feedList.prepend(line);
+  while (feedList.children.length > FEED_MAX_LINES) feedList.lastElementChild.remove();
+  if (event.status === "confirmed" || event.status === "failed") schedulePastRefresh();
+}
+
+// Health -----------------------------------------------------------------------------
+
+async function checkHealth() {
+  const badge = $("#health");
+  try {
+    const response = await fetch("/health");
+    const body = await response.json();
+    badge.dataset.health = body.status;
+    badge.textContent = Object.entries(body.checks ?? {})
+      .map(([name, ok]) => `${name} ${ok ? "✓" : "✗"}`)
+      .join("  ");
+  } catch {
+    badge.dataset.health = "down";
+    badge.textContent = "gateway unreachable";
+  }
+}
+
+// Start ------------------------------------------------------------------------------
+
+setUpTypes();
+form.addEventListener("submit", submitOrder);
+$("#past-refresh").addEventListener("click", () => loadPast());
+$("#past-more").addEventListener("click", () => loadPast({ older: true }));
+loadPast();
+loadAnalytics();
+setInterval(loadAnalytics, ANALYTICS_EVERY_MS);
+checkHealth();
+setInterval(checkHealth, HEALTH_EVERY_MS);
+connectFeed();
