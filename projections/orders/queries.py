@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -29,5 +30,43 @@ async def list_events(conn: Connection, order_id: uuid.UUID) -> list[dict[str, A
             ORDER BY seq
             """,
             (order_id,),
+        )
+        return await cur.fetchall()
+
+
+async def list_orders(
+    conn: Connection, limit: int, before: tuple[datetime, uuid.UUID] | None = None
+) -> list[dict[str, Any]]:
+    """Return up to ``limit`` orders, newest first, created before the ``before`` key.
+
+    Keyset pagination on ``(created_at, order_id)``: the order id breaks ties between
+    orders created in the same microsecond, so no page repeats or skips a row.
+    """
+    async with conn.cursor(row_factory=dict_row) as cur:
+        if before is None:
+            await cur.execute(
+                "SELECT * FROM orders ORDER BY created_at DESC, order_id DESC LIMIT %s",
+                (limit,),
+            )
+        else:
+            await cur.execute(
+                """
+                SELECT * FROM orders
+                WHERE (created_at, order_id) < (%s, %s)
+                ORDER BY created_at DESC, order_id DESC
+                LIMIT %s
+                """,
+                (*before, limit),
+            )
+        return await cur.fetchall()
+
+
+async def order_facts(conn: Connection, order_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+    """Return the type, tokens and venue of each known order among ``order_ids``."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT order_id, order_type, token_in, token_out, venue FROM orders"
+            " WHERE order_id = ANY(%s)",
+            (order_ids,),
         )
         return await cur.fetchall()

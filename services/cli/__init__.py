@@ -75,8 +75,13 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from projections.replay import main as replay_main
 
-    replay_main(settings)
-    return 0
+    return replay_main(settings, args.projection, check_only=args.check)
+
+
+def _analytics(args: argparse.Namespace, settings: Settings) -> int:
+    from projections.analytics.report import main as analytics_main
+
+    return analytics_main(settings)
 
 
 def _test(args: argparse.Namespace, settings: Settings) -> int:
@@ -96,10 +101,24 @@ def _parser() -> argparse.ArgumentParser:
         "broker": ("run the embedded Kafka broker in the foreground", _broker),
         "database": ("run the embedded PostgreSQL in the foreground", _database),
         "topics": ("create the topics (idempotent) and exit", _topics),
-        "replay": ("rebuild the read models from the event log", _replay),
+        "analytics": ("print execution figures per venue and per pair", _analytics),
     }
     for name, (help_text, handler) in commands.items():
         sub.add_parser(name, help=help_text).set_defaults(handler=handler)
+    replay = sub.add_parser(
+        "replay",
+        help="rebuild a read model from the event log and swap it in (or --check it)",
+        description="Rebuild a read model from offset zero into fresh tables while the "
+        "system runs, then swap it in; with --check, compare it with the live one instead "
+        "(exit code 1 when they differ).",
+    )
+    replay.add_argument(
+        "projection", nargs="?", default="orders", help="orders (default) or analytics"
+    )
+    replay.add_argument(
+        "--check", action="store_true", help="compare with the live read model; change nothing"
+    )
+    replay.set_defaults(handler=_replay)
     for name in SERVICES:
         sub.add_parser(name, help=f"run the {name} service in the foreground").set_defaults(
             handler=lambda _args, settings, name=name: _run_service(name, settings)

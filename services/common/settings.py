@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
     # How long a WebSocket for a not-yet-seen order waits for its first message.
     unknown_order_grace_s: float = Field(default=2.0, ge=0)
+    # How long an order's WebSocket waits for a missing event before giving up (4503).
+    stream_gap_timeout_s: float = Field(default=30.0, gt=0)
+    # Events a firehose socket may fall behind before it is dropped (close code 4408).
+    stream_buffer: int = Field(default=1000, ge=1)
+    # Bytes the kernel and the event loop may each buffer per WebSocket peer.
+    ws_send_buffer_bytes: int = Field(default=256 * 1024, ge=4096)
+    # WebSocket heartbeats: a ping every interval; no pong within the timeout closes (1011).
+    ws_ping_interval_s: float = Field(default=20.0, gt=0)
+    ws_ping_timeout_s: float = Field(default=20.0, gt=0)
 
     # Engine (faust worker).
     engine_id: str = "oee-engine"

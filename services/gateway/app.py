@@ -35,19 +35,21 @@ from events.messages import (
     encode,
     order_key,
 )
+from projections.analytics.queries import analytics
 from projections.orders import queries
 from services.common.locks import KeyedLocks
 from services.common.settings import Settings
 from services.domain.lifecycle import IllegalTransition, OrderState, evolve
 from services.engine.routing import NoRoute, choose_route, quote_all
-from services.gateway import errors
+from services.gateway import browse, errors, stream
 from services.gateway.errors import ApiError
-from services.gateway.hub import EventHub, Logged
+from services.gateway.hub import EventHub, Logged, OrderFacts
 from services.gateway.schemas import (
     ExecuteOrderRequest,
     SwapRequest,
     camelize,
     event_view,
+    order_view,
     request_hash,
 )
 from services.venues.client import HttpVenue, http_venues
@@ -68,7 +70,8 @@ class Gateway:
     def __init__(self, settings: Settings, clock: Callable[[], datetime]) -> None:
         self.settings = settings
         self.clock = clock
-        self.hub = EventHub(settings)
+        self.hub = EventHub(settings, resolve=self.lookup_facts)
+        self.hub.render = stream.render
         self._producer: AIOKafkaProducer | None = None
         if settings.database_url is None:
             raise RuntimeError("the gateway needs OEE_DATABASE_URL (the read models)")
@@ -120,6 +123,17 @@ class Gateway:
             by_seq.setdefault(logged.event.seq, logged)
         return [by_seq[s] for s in sorted(by_seq)]
 
+    async def lookup_facts(self, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, OrderFacts]:
+        """Return what the read models know of orders' types, tokens and venues."""
+        async with self.pool.connection() as conn:
+            rows = await queries.order_facts(conn, order_ids)
+        return {
+            row["order_id"]: OrderFacts(
+                row["order_type"], row["token_in"], row["token_out"], row["venue"]
+            )
+            for row in rows
+        }
+
     async def exists(self, order_id: uuid.UUID) -> bool:
         if self.hub.knows(order_id):
             return True
@@ -136,14 +150,6 @@ def fold(history: list[Logged]) -> OrderState | None:
         except IllegalTransition:
             break  # a gap: the rest is not known yet
     return state
-
-
-def order_view(state: OrderState) -> dict[str, Any]:
-    """Return the JSON a client sees for an order's current state."""
-    data = state.model_dump(mode="json", exclude={"spec", "last_event_id", "correlation_id"})
-    spec = state.spec.model_dump(mode="json")
-    spec["type"] = spec.pop("order_type")
-    return {"orderId": data.pop("order_id"), **camelize(spec), **camelize(data)}
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -195,7 +201,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.add_middleware(stream.ExposeTransport)
     errors.install(app)
+    app.include_router(browse.router)
 
     body_schema = ExecuteOrderRequest.model_json_schema(by_alias=True)
 
@@ -328,6 +336,12 @@ def create_app(
             "route": route,
         }
 
+    @app.get("/api/analytics")
+    async def get_analytics() -> dict[str, Any]:
+        """Return execution figures per venue and per pair (see docs/architecture.md)."""
+        async with gateway.pool.connection() as conn:
+            return await analytics(conn)
+
     @app.get("/health")
     async def health() -> JSONResponse:
         """Report whether the log tail and the read models are reachable."""
@@ -341,24 +355,41 @@ def create_app(
         ok = all(checks.values())
         return JSONResponse(
             status_code=200 if ok else 503,
-            content={"status": "ok" if ok else "degraded", "checks": checks},
+            content={
+                "status": "ok" if ok else "degraded",
+                "checks": checks,
+                "sockets": gateway.hub.listeners,
+            },
         )
+
+    @app.websocket("/api/stream")
+    async def firehose(socket: WebSocket) -> None:
+        """Stream every order event matching the filters: live, or from a log position."""
+        await socket.accept()
+        stream.limit_send_buffer(socket, settings.ws_send_buffer_bytes)
+        await stream.serve_firehose(socket, gateway.hub, settings, socket.query_params)
 
     @app.websocket("/api/orders/execute")
     async def follow(
-        socket: WebSocket, order_id: Annotated[str | None, Query(alias="orderId")] = None
+        socket: WebSocket,
+        order_id: Annotated[str | None, Query(alias="orderId")] = None,
+        last_seq: Annotated[str | None, Query(alias="lastSeq")] = None,
     ) -> None:
-        """Stream an order's events: all that already happened, then live, then close."""
+        """Stream an order's events after ``lastSeq`` (all by default), then live, then close."""
         await socket.accept()
+        stream.limit_send_buffer(socket, settings.ws_send_buffer_bytes)
         try:
             parsed = uuid.UUID(order_id or "")
         except ValueError:
             await socket.close(WS_UNKNOWN_ORDER, "orderId is not a valid order id")
             return
+        if last_seq is not None and not last_seq.isdigit():
+            await socket.close(stream.WS_BAD_REQUEST, "lastSeq: must be a whole number")
+            return
         with contextlib.suppress(WebSocketDisconnect):
-            await stream_order(socket, parsed)
+            await stream_order(socket, parsed, int(last_seq or 0))
 
-    async def stream_order(socket: WebSocket, order_id: uuid.UUID) -> None:
+    async def stream_order(socket: WebSocket, order_id: uuid.UUID, last_seq: int) -> None:
         # Subscribe before reading history: an event that lands in between is then
         # in the queue, and the sequence numbers drop whatever is seen twice.
         async with gateway.hub.subscribe(order_id) as live:
@@ -370,11 +401,17 @@ def create_app(
                 if not await gateway.exists(order_id):
                     await socket.close(WS_UNKNOWN_ORDER, "unknown order")
                     return
+            state = fold(history)
+            if state is not None and state.terminal and state.seq <= last_seq:
+                # A reconnecting client that already saw the end has missed nothing.
+                await socket.close(1000, state.status)
+                return
             for item in history:
-                pending.setdefault(item.event.seq, item.event)
+                if item.event.seq > last_seq:
+                    pending.setdefault(item.event.seq, item.event)
             disconnected = asyncio.ensure_future(socket.receive())
             try:
-                await pump(socket, order_id, live, pending, disconnected)
+                await pump(socket, order_id, live, pending, disconnected, last_seq)
             finally:
                 disconnected.cancel()
 
@@ -384,8 +421,10 @@ def create_app(
         live: asyncio.Queue[Logged],
         pending: dict[int, Event],
         disconnected: asyncio.Future[Any],
+        sent: int,
     ) -> None:
-        sent = 0
+        gap_since: float | None = None
+        loop = asyncio.get_running_loop()
         while True:
             while sent + 1 in pending:
                 event = pending.pop(sent + 1)
@@ -394,8 +433,16 @@ def create_app(
                 if event.status in TERMINAL_STATUSES:
                     await socket.close(1000, event.status)
                     return
-            # Missing events are fetched again from the read models while waiting.
+            # Missing events are fetched again from the read models while waiting,
+            # for a bounded time: a read model that never catches up ends the stream.
             gap = bool(pending)
+            if not gap:
+                gap_since = None
+            elif gap_since is None:
+                gap_since = loop.time()
+            elif loop.time() - gap_since > settings.stream_gap_timeout_s:
+                await socket.close(WS_HISTORY_UNAVAILABLE, f"event {sent + 1} is unavailable")
+                return
             getter = asyncio.ensure_future(live.get())
             done, _ = await asyncio.wait(
                 {getter, disconnected},

@@ -15,6 +15,6 @@ def run(settings: Settings) -> None:
         host=settings.gateway_host,
         port=settings.gateway_port,
         log_level="warning",
-        ws_ping_interval=20,
-        ws_ping_timeout=20,
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_timeout_s,
     )

@@ -1,0 +1,375 @@
+"""The firehose (``GET /api/stream``, WebSocket): order events matching a filter.
+
+A client may start from now, from the earliest event still on the log, or from a
+cursor: every firehose message carries the cursor just after it, so a client that
+reconnects with the last cursor it saw receives exactly what it missed, from any
+gateway. The past is read from the log by a short-lived reader of this socket's
+own; once it has caught up, the socket joins the hub's single tail of the log.
+
+Close codes: 4400 for a bad parameter (the reason names it), 4408 when the client
+fell more than ``stream_buffer`` events behind, 4410 when the cursor points before
+the start of the log (retention removed those events), 1001 when the gateway stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from socket import SO_SNDBUF, SOL_SOCKET
+from typing import Any, get_args
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from events.messages import DecodeError, Event, OrderAccepted, OrderType, Status, decode_event
+from services.common.settings import Settings
+from services.domain.tokens import find_token
+from services.gateway.hub import (
+    Cursor,
+    EventHub,
+    Feed,
+    Logged,
+    OrderFacts,
+    StreamFilter,
+    facts_of,
+    format_cursor,
+)
+from services.gateway.schemas import event_view
+
+log = logging.getLogger(__name__)
+
+WS_BAD_REQUEST = 4400
+WS_SLOW_CONSUMER = 4408
+WS_POSITION_GONE = 4410
+_CLOSE_WAIT_S = 5.0
+# A backfill keeps chasing the live tail without queueing until it is this close.
+_CHASE_ROUNDS = 5
+
+
+class StreamParamError(ValueError):
+    """A firehose parameter that cannot be honoured."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    """A parsed firehose request: what to pass, and where on the log to start."""
+
+    filter: StreamFilter
+    start: Cursor | None  # None: from now
+    earliest: bool = False
+
+
+def _values(params: Mapping[str, str], name: str) -> list[str]:
+    raw = params.get(name)
+    if raw is None:
+        return []
+    values = [v.strip() for v in raw.split(",") if v.strip()]
+    if not values:
+        raise StreamParamError(name, "must not be empty")
+    return values
+
+
+def _one_of(params: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> frozenset[str]:
+    values = _values(params, name)
+    for value in values:
+        if value not in allowed:
+            raise StreamParamError(name, f"{value!r} is not one of {', '.join(allowed)}")
+    return frozenset(values)
+
+
+def parse_cursor(text: str) -> Cursor:
+    """Parse ``partition:offset,...`` into a cursor, or raise ``StreamParamError``."""
+    cursor: Cursor = {}
+    for part in text.split(","):
+        partition, sep, offset = part.strip().partition(":")
+        if not sep or not partition.isdigit() or not offset.isdigit() or partition in cursor:
+            raise StreamParamError("from", "must be now, earliest or a cursor like 0:12,1:40")
+        cursor[int(partition)] = int(offset)
+    return cursor
+
+
+def parse_stream_request(params: Mapping[str, str]) -> StreamRequest:
+    """Validate the firehose query parameters, or raise ``StreamParamError``."""
+    unknown = set(params) - {"status", "token", "venue", "type", "from"}
+    if unknown:
+        raise StreamParamError(sorted(unknown)[0], "is not a firehose parameter")
+    tokens = set()
+    for value in _values(params, "token"):
+        token = find_token(value)
+        # An unlisted token may still appear (a new pool); match it as written.
+        tokens.add(token.symbol if token is not None else value)
+    stream_filter = StreamFilter(
+        statuses=_one_of(params, "status", get_args(Status)),
+        tokens=frozenset(tokens),
+        venues=frozenset(v.lower() for v in _values(params, "venue")),
+        order_types=_one_of(params, "type", get_args(OrderType)),
+    )
+    start = params.get("from", "now").strip()
+    if start == "now":
+        return StreamRequest(stream_filter, None)
+    if start == "earliest":
+        return StreamRequest(stream_filter, {}, earliest=True)
+    return StreamRequest(stream_filter, parse_cursor(start))
+
+
+class PositionGoneError(RuntimeError):
+    """The requested cursor points before the first event still on the log."""
+
+
+class LogReader:
+    """Read one socket's past events from the log, between two cursors."""
+
+    def __init__(self, settings: Settings, hub: EventHub, stream_filter: StreamFilter) -> None:
+        self._settings = settings
+        self._hub = hub
+        self._filter = stream_filter
+        self._consumer: AIOKafkaConsumer | None = None
+        self._facts: dict[uuid.UUID, OrderFacts] = {}
+        # Events of an order arrive in sequence order (one partition), so a sequence
+        # number not above the last one is a re-emitted duplicate: first one wins.
+        self._last_seq: dict[uuid.UUID, int] = {}
+
+    async def open(self, start: Cursor, partitions: list[int], earliest: bool) -> Cursor:
+        """Return ``start`` completed with every partition (clamped to the log's start)."""
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="none",
+        )
+        await self._consumer.start()
+        tps = [TopicPartition(self._settings.events_topic, p) for p in partitions]
+        self._consumer.assign(tps)
+        firsts = await self._consumer.beginning_offsets(tps)
+        cursor: Cursor = {}
+        for tp in tps:
+            wanted = start.get(tp.partition, 0)
+            if wanted < firsts[tp] and not earliest:
+                raise PositionGoneError(
+                    f"partition {tp.partition} starts at {firsts[tp]}, after {wanted}"
+                )
+            cursor[tp.partition] = max(wanted, firsts[tp])
+        return cursor
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def read(
+        self, position: Cursor, until: Cursor, send: Callable[[str], Awaitable[None]]
+    ) -> Cursor:
+        """Send every matching event from ``position`` up to ``until``; return the new position."""
+        assert self._consumer is not None
+        position = dict(position)
+        topic = self._settings.events_topic
+        behind = [p for p in sorted(until) if position.get(p, 0) < until[p]]
+        for p in behind:
+            self._consumer.seek(TopicPartition(topic, p), position[p])
+        while any(position[p] < until[p] for p in behind):
+            wanted = [TopicPartition(topic, p) for p in behind if position[p] < until[p]]
+            batches = await self._consumer.getmany(*wanted, timeout_ms=500, max_records=500)
+            records = [
+                (tp.partition, record)
+                for tp, rs in batches.items()
+                for record in rs
+                if record.offset < until[tp.partition]
+            ]
+            events = [(p, r.offset, _decode(r.value)) for p, r in records]
+            await self._learn([e for _, _, e in events if e is not None])
+            for partition, offset, event in events:
+                position[partition] = offset + 1
+                if event is None or not self._first(event):
+                    continue
+                facts = self._advance(event)
+                if self._filter.matches(event, facts):
+                    position_view = {"topic": topic, "partition": partition, "offset": offset}
+                    await send(render(Logged(event, position_view), format_cursor(position)))
+        return position
+
+    def _first(self, event: Event) -> bool:
+        if event.seq <= self._last_seq.get(event.order_id, 0):
+            return False
+        self._last_seq[event.order_id] = event.seq
+        return True
+
+    def _advance(self, event: Event) -> OrderFacts | None:
+        if isinstance(event, OrderAccepted):
+            facts: OrderFacts | None = facts_of(event)
+        else:
+            facts = self._facts.get(event.order_id)
+            facts = facts.after(event) if facts is not None else None
+        if facts is not None:
+            self._facts[event.order_id] = facts
+        return facts
+
+    async def _learn(self, events: list[Event]) -> None:
+        """Find the facts of orders whose acceptance lies before the start position."""
+        if not self._filter.needs_facts:
+            return
+        unknown = set()
+        for event in events:
+            if isinstance(event, OrderAccepted) or event.order_id in self._facts:
+                continue
+            known = self._hub.facts(event.order_id)
+            if known is not None:
+                self._facts[event.order_id] = known
+            else:
+                unknown.add(event.order_id)
+        self._facts.update(await self._hub.resolve(sorted(unknown)))
+
+
+def _decode(raw: bytes | None) -> Event | None:
+    if raw is None:
+        return None
+    try:
+        return decode_event(raw)
+    except DecodeError:
+        return None
+
+
+def render(logged: Logged, cursor: str) -> str:
+    """Return the firehose message of an event: its view, log position and the cursor after it."""
+    return json.dumps({**event_view(logged.event, logged.position), "cursor": cursor})
+
+
+_TRANSPORT_KEY = "oee.transport"
+
+
+class ExposeTransport:
+    """ASGI middleware handing WebSocket handlers their connection's transport.
+
+    ASGI hides the connection, but bounding what a slow peer may buffer and cutting
+    off one that stopped reading both need it. uvicorn's ``send`` is a method of its
+    protocol object, which holds the transport; elsewhere nothing is exposed and the
+    handlers fall back to what ASGI allows (polite closes, default buffers).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            protocol = getattr(send, "__self__", None)
+            scope[_TRANSPORT_KEY] = getattr(protocol, "transport", None)
+        await self.app(scope, receive, send)
+
+
+def _transport(socket: WebSocket) -> Any:
+    # Duck-typed: uvloop's transports do not derive from asyncio's classes.
+    transport = socket.scope.get(_TRANSPORT_KEY)
+    return transport if hasattr(transport, "abort") else None
+
+
+def limit_send_buffer(socket: WebSocket, size: int) -> None:
+    """Bound what the kernel and the event loop buffer for a peer to about ``size`` each.
+
+    Left alone, Linux grows a socket's send buffer up to megabytes for a peer that
+    does not read, which hides a stalled client and holds that memory per socket.
+    """
+    transport = _transport(socket)
+    if transport is None:
+        return
+    transport.set_write_buffer_limits(high=size)
+    raw = transport.get_extra_info("socket")
+    if raw is not None:
+        raw.setsockopt(SOL_SOCKET, SO_SNDBUF, size)
+
+
+def abort_connection(socket: WebSocket) -> None:
+    """Drop the connection under ``socket`` at once, unsent data and all.
+
+    ASGI can only close politely, and a polite close waits until the peer has read
+    everything queued before it, which a peer that stopped reading never does.
+    """
+    transport = _transport(socket)
+    if transport is not None:
+        transport.abort()
+
+
+async def close(socket: WebSocket, code: int, reason: str) -> None:
+    """Close ``socket`` with ``code``, aborting the connection if the peer does not read."""
+    try:
+        await asyncio.wait_for(socket.close(code, reason), _CLOSE_WAIT_S)
+    except TimeoutError:
+        abort_connection(socket)
+    except (RuntimeError, WebSocketDisconnect):
+        pass  # already closed by the peer
+
+
+async def serve_firehose(
+    socket: WebSocket, hub: EventHub, settings: Settings, params: Mapping[str, str]
+) -> None:
+    """Stream the firehose to an accepted ``socket`` until the client leaves or falls behind."""
+    try:
+        request = parse_stream_request(params)
+    except StreamParamError as exc:
+        await close(socket, WS_BAD_REQUEST, str(exc)[:120])
+        return
+    capacity = settings.stream_buffer
+    feed: Feed | None = None
+    reader = LogReader(settings, hub, request.filter)
+    try:
+        if request.start is not None:
+            try:
+                position = await reader.open(request.start, sorted(hub.cursor()), request.earliest)
+            except PositionGoneError as exc:
+                await close(socket, WS_POSITION_GONE, str(exc)[:120])
+                return
+            # Catch up without queueing live events, then join the tail for the rest.
+            for _ in range(_CHASE_ROUNDS):
+                target = hub.cursor()
+                if sum(target[p] - position.get(p, 0) for p in target) <= capacity // 2:
+                    break
+                position = await reader.read(position, target, socket.send_text)
+            feed, joined_at = hub.open_feed(request.filter, capacity)
+            await reader.read(position, joined_at, socket.send_text)
+            await reader.close()
+        else:
+            feed, _ = hub.open_feed(request.filter, capacity)
+        await _relay(socket, feed)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await reader.close()
+        if feed is not None:
+            hub.close_feed(feed)
+
+
+async def _relay(socket: WebSocket, feed: Feed) -> None:
+    """Send the feed's queue until the client leaves; close with 4408 when it falls behind."""
+
+    async def send_all() -> None:
+        while True:
+            await socket.send_text(await feed.queue.get())
+
+    sender = asyncio.create_task(send_all())
+    leaving = asyncio.create_task(_until_disconnect(socket))
+    dropped = asyncio.create_task(feed.dropped.wait())
+    try:
+        done, _ = await asyncio.wait({sender, leaving, dropped}, return_when="FIRST_COMPLETED")
+    finally:
+        for task in (sender, leaving, dropped):
+            task.cancel()
+        await asyncio.gather(sender, leaving, dropped, return_exceptions=True)
+    if dropped in done:
+        log.info("firehose client fell %d events behind; dropped", feed.queue.maxsize)
+        await close(socket, WS_SLOW_CONSUMER, "client fell behind the event stream")
+    elif sender in done and not sender.cancelled():
+        sender.result()  # a disconnect surfaces here as WebSocketDisconnect
+
+
+async def _until_disconnect(socket: WebSocket) -> Any:
+    """Return when the client disconnects (firehose clients send nothing else)."""
+    while True:
+        message = await socket.receive()
+        if message["type"] == "websocket.disconnect":
+            return message
