@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 
 CREATE INDEX IF NOT EXISTS orders_status_idx ON orders (status);
+-- The newest-first listing (GET /api/orders) pages on this key.
+CREATE INDEX IF NOT EXISTS orders_created_idx ON orders (created_at DESC, order_id DESC);
 CREATE INDEX IF NOT EXISTS orders_client_order_id_idx ON orders (client_order_id)
     WHERE client_order_id IS NOT NULL;
 

@@ -159,6 +159,12 @@ async def test_web_page_market_order_confirms_live_and_is_listed_after_reload(
     await replayed.locator(".entry[data-status=confirmed]").wait_for(timeout=CONFIRM_MS)
     assert await replayed.locator(".entry").count() == 5
 
+    # And the analytics panel charts the venue it confirmed on (refreshed every 5 s)
+    fill = page.locator('figure[data-chart="Fill rate"] text.value')
+    await fill.filter(has_text="100.0%").wait_for(timeout=20_000)
+    labels = page.locator('figure[data-chart="Orders routed"] text.label')
+    assert order["venue"] in await labels.all_text_contents()
+
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "web-page.png"), full_page=True)
 
@@ -201,6 +207,7 @@ async def test_web_page_feed_goes_live_or_says_it_is_unavailable(
     await line.wait_for(timeout=CONFIRM_MS)
 
 
+# Shaped as GET /api/analytics answers: counts are ints, other figures decimal strings.
 ANALYTICS = {
     "venues": [
         {
@@ -208,10 +215,10 @@ ANALYTICS = {
             "ordersRouted": 12,
             "confirmed": 11,
             "failed": 1,
-            "fillRate": 0.9167,
+            "fillRate": "0.9167",
             "volumeIn": {"SOL": "18.5"},
-            "confirmLatencyMs": {"avg": 2400, "p50": 2300, "p99": 2950},
-            "priceImprovementBps": {"avg": 4.9},
+            "confirmLatencyMs": {"avg": "2400", "p50": "2300", "p99": "2950"},
+            "priceImprovementBps": {"avg": "4.9"},
             "failureReasons": {"SLIPPAGE_EXCEEDED": 1},
         },
         {
@@ -219,9 +226,9 @@ ANALYTICS = {
             "ordersRouted": 3,
             "confirmed": 1,
             "failed": 2,
-            "fillRate": 0.3333,
+            "fillRate": "0.3333",
             "volumeIn": {"USDC": "750"},
-            "confirmLatencyMs": {"avg": None, "p50": 2100, "p99": None},
+            "confirmLatencyMs": {"avg": None, "p50": "2100", "p99": None},
             "priceImprovementBps": {"avg": None},
             "failureReasons": {"SLIPPAGE_EXCEEDED": 1, "VENUE_UNAVAILABLE": 1},
         },
@@ -232,10 +239,10 @@ ANALYTICS = {
             "ordersRouted": 15,
             "confirmed": 12,
             "failed": 3,
-            "fillRate": 0.8,
+            "fillRate": "0.8",
             "volumeIn": {"SOL": "18.5", "USDC": "750"},
-            "confirmLatencyMs": {"avg": 2350, "p50": 2250, "p99": 2950},
-            "priceImprovementBps": {"avg": 4.1},
+            "confirmLatencyMs": {"avg": "2350", "p50": "2250", "p99": "2950"},
+            "priceImprovementBps": {"avg": "4.1"},
             "failureReasons": {},
         }
     ],

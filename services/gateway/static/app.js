@@ -232,9 +232,22 @@ async function loadAnalytics() {
   renderAnalytics(data ?? {});
 }
 
+// The API sends every figure but counts as an exact decimal string; charts need numbers.
+const toNumber = (v) => (v === null || v === undefined || v === "" ? null : Number(v));
+
+function numeric(group) {
+  const latency = group.confirmLatencyMs ?? {};
+  return {
+    ...group,
+    fillRate: toNumber(group.fillRate),
+    confirmLatencyMs: { avg: toNumber(latency.avg), p50: toNumber(latency.p50), p99: toNumber(latency.p99) },
+    priceImprovementBps: { avg: toNumber(group.priceImprovementBps?.avg) },
+  };
+}
+
 function renderAnalytics(data) {
-  const venues = Array.isArray(data.venues) ? data.venues : [];
-  const pairs = Array.isArray(data.pairs) ? data.pairs : [];
+  const venues = (Array.isArray(data.venues) ? data.venues : []).map(numeric);
+  const pairs = (Array.isArray(data.pairs) ? data.pairs : []).map(numeric);
   const charts = $("#charts");
   if (!venues.length) {
     charts.replaceChildren(h("p", { class: "muted" }, "No orders routed yet."));
