@@ -28,6 +28,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 # The version a message type starts at; types that changed override it (see UPCASTERS).
@@ -38,8 +39,20 @@ BPS = Decimal(10_000)
 # the id of the first one, so "same id" and "same seq" mean the same thing to consumers.
 _EVENT_NAMESPACE = uuid.UUID("6f1d3c8e-2b4a-4f7e-9a51-0c8e7d2b1a90")
 
-OrderType = Literal["market"]
-Status = Literal["pending", "routing", "building", "submitted", "retrying", "confirmed", "failed"]
+OrderType = Literal["market", "limit", "sniper"]
+Status = Literal[
+    "pending",
+    "armed",
+    "triggered",
+    "routing",
+    "building",
+    "submitted",
+    "retrying",
+    "confirmed",
+    "failed",
+    "cancelled",
+    "expired",
+]
 
 
 class Frozen(BaseModel):
@@ -68,7 +81,13 @@ class Envelope(Frozen):
 
 
 class OrderSpec(Frozen):
-    """What the client asked for, as validated by the gateway."""
+    """What the client asked for, as validated by the gateway.
+
+    Prices are in the pair's quote token per one base token (see
+    ``services.domain.pricing``): ``limit_price`` is the worst price a limit order
+    accepts, ``max_price`` the most a sniper pays. Fields added after version 1 are
+    optional, so version-1 payloads still decode unchanged.
+    """
 
     order_type: OrderType = "market"
     token_in: str
@@ -76,6 +95,24 @@ class OrderSpec(Frozen):
     amount: Decimal = Field(gt=0)
     slippage_bps: int = Field(ge=1, le=5000)
     client_order_id: str | None = None
+    limit_price: Decimal | None = Field(default=None, gt=0)
+    max_price: Decimal | None = Field(default=None, gt=0)
+    expires_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_its_type(self) -> OrderSpec:
+        if (self.order_type == "limit") != (self.limit_price is not None):
+            raise ValueError("limit_price is required for limit orders and only for them")
+        if self.max_price is not None and self.order_type != "sniper":
+            raise ValueError("max_price is only for sniper orders")
+        if self.expires_at is not None and self.order_type == "market":
+            raise ValueError("expires_at is not for market orders")
+        return self
+
+    @property
+    def waits(self) -> bool:
+        """Tell whether the order is armed until a condition holds (limit, sniper)."""
+        return self.order_type != "market"
 
 
 class VenueQuote(Frozen):
@@ -107,6 +144,29 @@ class SubmitOrder(Envelope):
     request_hash: str
 
 
+class TriggerOrder(Envelope):
+    """Fire an armed order: its condition held (``seq`` is the armed version it saw)."""
+
+    type: Literal["TriggerOrder"] = "TriggerOrder"
+    reason: str
+    # The executable price and venue that met the condition, for the audit trail.
+    price: Decimal | None = None
+    venue: str | None = None
+
+
+class CancelOrder(Envelope):
+    """Cancel an order if it is still armed."""
+
+    type: Literal["CancelOrder"] = "CancelOrder"
+    reason: str = "cancelled by the client"
+
+
+class ExpireOrder(Envelope):
+    """Expire an armed order whose ``expires_at`` has passed (``seq``: the armed version)."""
+
+    type: Literal["ExpireOrder"] = "ExpireOrder"
+
+
 # Events -----------------------------------------------------------------------
 
 
@@ -117,6 +177,40 @@ class OrderAccepted(Envelope):
     status: Literal["pending"] = "pending"
     spec: OrderSpec
     request_hash: str
+
+
+class OrderArmed(Envelope):
+    """A limit or sniper order waits for its condition (again, if the price moved away)."""
+
+    type: Literal["OrderArmed"] = "OrderArmed"
+    status: Literal["armed"] = "armed"
+    reason: str
+
+
+class OrderTriggered(Envelope):
+    """An armed order's condition held: it is executed like a market order from here."""
+
+    type: Literal["OrderTriggered"] = "OrderTriggered"
+    status: Literal["triggered"] = "triggered"
+    reason: str
+    price: Decimal | None = None
+    venue: str | None = None
+
+
+class OrderCancelled(Envelope):
+    """An armed order was cancelled: terminal."""
+
+    type: Literal["OrderCancelled"] = "OrderCancelled"
+    status: Literal["cancelled"] = "cancelled"
+    reason: str
+
+
+class OrderExpired(Envelope):
+    """An armed order reached its ``expires_at`` unfilled: terminal."""
+
+    type: Literal["OrderExpired"] = "OrderExpired"
+    status: Literal["expired"] = "expired"
+    expires_at: AwareDatetime
 
 
 class OrderRouted(Envelope):
@@ -223,9 +317,13 @@ class OrderFailed(Envelope):
     attempt: int | None = None
 
 
-Command = SubmitOrder
+Command = SubmitOrder | TriggerOrder | CancelOrder | ExpireOrder
 Event = (
     OrderAccepted
+    | OrderArmed
+    | OrderTriggered
+    | OrderCancelled
+    | OrderExpired
     | OrderRouted
     | TransactionBuilt
     | TransactionSubmitted
@@ -238,7 +336,7 @@ EventUnion = Annotated[Event, Field(discriminator="type")]
 
 MESSAGE_ADAPTER: TypeAdapter[Command | Event] = TypeAdapter(Message)
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(EventUnion)
-TERMINAL_STATUSES: frozenset[str] = frozenset({"confirmed", "failed"})
+TERMINAL_STATUSES: frozenset[str] = frozenset({"confirmed", "failed", "cancelled", "expired"})
 
 
 class DecodeError(ValueError):

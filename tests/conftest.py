@@ -123,6 +123,10 @@ def isolated_settings(infra: Infra) -> Callable[..., Settings]:
             "commands_topic": f"orders.commands.{suffix}",
             "events_topic": f"orders.events.{suffix}",
             "dead_letter_topic": f"orders.deadletter.{suffix}",
+            "market_topic": f"market.events.{suffix}",
+            # Prices move only when a test moves them; tokens launch only on demand.
+            "market_drift_bps": 0,
+            "market_launch_every_s": 0,
             "engine_id": f"oee-engine-{suffix}",
             "projector_group": f"oee-projector-{suffix}",
             "venue_profile": "instant",

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     commands_topic: str = "orders.commands"
     events_topic: str = "orders.events"
     dead_letter_topic: str = "orders.deadletter"
+    # Pool states (price ticks, new pools, liquidity), keyed by pool; compacted.
+    market_topic: str = "market.events"
 
     # PostgreSQL: an external URL wins; otherwise the embedded server is used.
     database_url: str | None = None
@@ -85,6 +87,22 @@ class Settings(BaseSettings):
     venue_walk_bps: Decimal = Field(default=Decimal(2), ge=0)
     # Probability that a quote or submission fails with a transient error.
     venue_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    # Market service: how often it reads the venues' pools, and the simulated activity
+    # of other traders (a random price step per pool every drift interval; 0 = none).
+    market_poll_s: float = Field(default=0.25, gt=0)
+    market_drift_bps: Decimal = Field(default=Decimal(5), ge=0)
+    market_drift_every_s: float = Field(default=1.0, gt=0)
+    # A new token launches this often (0 = only on demand, POST /api/simulate/launch).
+    market_launch_every_s: float = Field(default=120.0, ge=0)
+    launch_liquidity_usd: Decimal = Field(default=Decimal(50_000), gt=0)
+
+    # Triggers of limit and sniper orders.
+    # A sniper fires only on a pool holding at least this much liquidity.
+    sniper_min_liquidity_usd: Decimal = Field(default=Decimal(10_000), ge=0)
+    # Triggered orders executing at once; more wait their turn, so that a burst of
+    # triggers cannot crowd out market orders.
+    trigger_max_in_flight: int = Field(default=200, ge=1)
 
     def as_env(self) -> dict[str, str]:
         """Return the ``OEE_*`` environment variables that recreate these settings."""

@@ -26,7 +26,21 @@ class TopicMismatchError(RuntimeError):
 
 def topic_names(settings: Settings) -> tuple[str, ...]:
     """Return every topic the system uses."""
-    return (settings.commands_topic, settings.events_topic, settings.dead_letter_topic)
+    return (
+        settings.commands_topic,
+        settings.events_topic,
+        settings.dead_letter_topic,
+        settings.market_topic,
+    )
+
+
+def topic_config(settings: Settings, name: str) -> dict[str, str]:
+    """Return the broker settings of a topic: the market topic keeps each pool's last state."""
+    if name != settings.market_topic:
+        return {}
+    # Compacted: the last message of every pool survives, older ones are cleaned up
+    # soon after (short segments), so a reader from the start sees today's market.
+    return {"cleanup.policy": "compact", "segment.ms": "60000", "min.cleanable.dirty.ratio": "0.1"}
 
 
 async def _describe(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
@@ -46,7 +60,7 @@ async def _describe(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, i
 
 
 async def ensure_topics(settings: Settings, *, wait_s: float = 30.0) -> None:
-    """Create the commands, events and dead-letter topics unless they exist.
+    """Create the commands, events, dead-letter and market topics unless they exist.
 
     Idempotent. Raise ``TopicMismatchError`` if a topic exists with a partition count
     other than ``settings.partitions``. Return once every partition has a leader.
@@ -66,6 +80,7 @@ async def ensure_topics(settings: Settings, *, wait_s: float = 30.0) -> None:
                         name=name,
                         num_partitions=settings.partitions,
                         replication_factor=settings.replication_factor,
+                        topic_configs=topic_config(settings, name),
                     )
                     for name in missing
                 ]

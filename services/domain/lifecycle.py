@@ -14,19 +14,27 @@ from decimal import Decimal
 from typing import Any, TypedDict
 
 from events.messages import (
+    CancelOrder,
+    Command,
     Envelope,
     Event,
+    ExpireOrder,
     Frozen,
     OrderAccepted,
+    OrderArmed,
+    OrderCancelled,
     OrderConfirmed,
+    OrderExpired,
     OrderFailed,
     OrderRouted,
     OrderSpec,
+    OrderTriggered,
     Status,
     SubmitOrder,
     SwapAttemptFailed,
     TransactionBuilt,
     TransactionSubmitted,
+    TriggerOrder,
     VenueQuote,
     event_id,
 )
@@ -34,8 +42,15 @@ from events.messages import (
 # Legal status changes. The key None is "the order does not exist yet".
 TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     None: frozenset({"pending"}),
-    # Failing before routing: no venue answered a quote.
-    "pending": frozenset({"routing", "failed"}),
+    # Failing before routing: no venue answered a quote. Limit and sniper orders
+    # are armed instead of routed.
+    "pending": frozenset({"routing", "armed", "failed"}),
+    # Armed orders wait for their condition (or a cancel, or their expiry). Like every
+    # live status it may fail: the engine fails an order visibly rather than stall it.
+    "armed": frozenset({"triggered", "cancelled", "expired", "failed"}),
+    # Routed like a market order; but when the price moved away between the trigger
+    # and the quotes, the order is armed again rather than filled beyond its limit.
+    "triggered": frozenset({"routing", "armed", "failed"}),
     "routing": frozenset({"building", "failed"}),
     # A build can be refused (e.g. slippage bound below dust) before submission;
     # a submission can fail transiently (network, busy pool) and be retried.
@@ -46,9 +61,12 @@ TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     # After the backoff the order is routed again: the pool has moved since. But a
     # submission that looked failed (a network error) may have reached the venue
     # after all: then the order follows that transaction instead of swapping again.
-    "retrying": frozenset({"routing", "submitted", "failed"}),
+    # A limit order whose re-quote misses its limit is armed again.
+    "retrying": frozenset({"routing", "submitted", "armed", "failed"}),
     "confirmed": frozenset(),
     "failed": frozenset(),
+    "cancelled": frozenset(),
+    "expired": frozenset(),
 }
 
 
@@ -160,6 +178,8 @@ def evolve(state: OrderState | None, event: Event) -> OrderState:
             }
         case OrderFailed():
             changes = {"failure_code": event.code, "failure_reason": event.reason}
+        case OrderArmed() | OrderTriggered() | OrderCancelled() | OrderExpired():
+            changes = {}
         case _:
             raise IllegalTransition(f"unhandled event {type(event).__name__}")
     return state.model_copy(update={**common, **changes})
@@ -179,17 +199,40 @@ def envelope_after(state: OrderState | None, cause: Envelope, now: datetime) -> 
     }
 
 
-def decide(state: OrderState | None, command: SubmitOrder, now: datetime) -> list[Event]:
-    """Turn a command into the events it causes; a repeated submission causes none."""
-    if state is not None:
-        # Same order id again: a client retry or a redelivered command. The first
-        # submission won; a different body under the same key is a conflict the
-        # gateway already answered with 409, so nothing happens here either way.
-        return []
-    return [
-        OrderAccepted(
-            **envelope_after(None, command, now),
-            spec=command.spec,
-            request_hash=command.request_hash,
-        )
-    ]
+def decide(state: OrderState | None, command: Command, now: datetime) -> list[Event]:
+    """Turn a command into the events it causes; a repeated or stale command causes none."""
+    if isinstance(command, SubmitOrder):
+        if state is not None:
+            # Same order id again: a client retry or a redelivered command. The first
+            # submission won; a different body under the same key is a conflict the
+            # gateway already answered with 409, so nothing happens here either way.
+            return []
+        return [
+            OrderAccepted(
+                **envelope_after(None, command, now),
+                spec=command.spec,
+                request_hash=command.request_hash,
+            )
+        ]
+    if state is None or state.status != "armed":
+        return []  # only an armed order can be triggered, cancelled or expired
+    match command:
+        case CancelOrder():
+            return [OrderCancelled(**envelope_after(state, command, now), reason=command.reason)]
+        case TriggerOrder() if command.seq == state.seq:
+            return [
+                OrderTriggered(
+                    **envelope_after(state, command, now),
+                    reason=command.reason,
+                    price=command.price,
+                    venue=command.venue,
+                )
+            ]
+        case ExpireOrder() if command.seq == state.seq and state.spec.expires_at is not None:
+            return [
+                OrderExpired(
+                    **envelope_after(state, command, now), expires_at=state.spec.expires_at
+                )
+            ]
+    # A trigger or expiry meant for an earlier arming (the order was re-armed since).
+    return []

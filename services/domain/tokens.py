@@ -37,3 +37,14 @@ _BY_MINT = {t.mint: t for t in TOKENS.values()}
 def find_token(symbol_or_mint: str) -> Token | None:
     """Return the token named by symbol (case-insensitive) or mint, if listed."""
     return TOKENS.get(symbol_or_mint.upper()) or _BY_MINT.get(symbol_or_mint)
+
+
+# Tokens launched after start-up (new pools) are not in the list; they trade with
+# this many decimals, as most newly minted SPL tokens do.
+LAUNCH_DECIMALS = 6
+
+
+def decimals_of(symbol_or_mint: str) -> int:
+    """Return a token's decimals: the listed ones, else those of a launched token."""
+    token = find_token(symbol_or_mint)
+    return token.decimals if token is not None else LAUNCH_DECIMALS

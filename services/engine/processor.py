@@ -22,11 +22,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime
 
 from events.messages import (
+    Command,
     DeadLetter,
     DecodeError,
     Event,
     Frozen,
-    SubmitOrder,
     decode,
     decode_event,
     order_key,
@@ -107,7 +107,7 @@ class OrderProcessor:
         except DecodeError as exc:
             await self._dead_letter(raw, where, f"undecodable command: {exc}")
             return
-        if not isinstance(command, SubmitOrder):
+        if not isinstance(command, Command):
             await self._dead_letter(raw, where, f"{command.type} is not a command")
             return
         async with self._locks.hold(command.order_id):

@@ -29,6 +29,7 @@ from events.messages import (
     DecodeError,
     Event,
     OrderAccepted,
+    Command,
     SubmitOrder,
     decode,
 )
@@ -213,14 +214,14 @@ class EventHub:
             async with self._progress:
                 self._progress.notify_all()
 
-    async def _resolve_facts(self, messages: list[Event | SubmitOrder]) -> None:
+    async def _resolve_facts(self, messages: list[Event | Command]) -> None:
         """Look up the facts of orders from before start-up, when a feed may need them."""
         if self._resolve is None or not any(f.filter.needs_facts for f in self._feeds):
             return
         unknown = set()
         for message in messages:
             order = self._orders.get(message.order_id)
-            if not isinstance(message, SubmitOrder | OrderAccepted) and (
+            if isinstance(message, Event) and not isinstance(message, OrderAccepted) and (
                 order is None or order.facts is None
             ):
                 unknown.add(message.order_id)
@@ -234,11 +235,12 @@ class EventHub:
         for order_id, facts in found.items():
             self._touch(order_id).facts = facts
 
-    def _ingest(self, tp: TopicPartition, offset: int, message: Event | SubmitOrder) -> None:
-        if isinstance(message, SubmitOrder):
-            self._touch(message.order_id).seen = True
-            if message.idempotency_key is not None:
-                self.remember(message.idempotency_key, message.order_id, message.request_hash)
+    def _ingest(self, tp: TopicPartition, offset: int, message: Event | Command) -> None:
+        if isinstance(message, Command):
+            if isinstance(message, SubmitOrder):
+                self._touch(message.order_id).seen = True
+                if message.idempotency_key is not None:
+                    self.remember(message.idempotency_key, message.order_id, message.request_hash)
             return
         order = self._touch(message.order_id)
         order.seen = True
@@ -363,7 +365,7 @@ class EventHub:
         return True
 
 
-def _decode(raw: bytes | None) -> Event | SubmitOrder | None:
+def _decode(raw: bytes | None) -> Event | Command | None:
     if raw is None:
         return None
     try:
