@@ -18,6 +18,7 @@ from decimal import Decimal
 
 from events.messages import (
     Event,
+    OrderArmed,
     OrderConfirmed,
     OrderFailed,
     OrderRouted,
@@ -26,8 +27,15 @@ from events.messages import (
     TransactionSubmitted,
 )
 from services.domain.lifecycle import EnvelopeFields, OrderState, envelope_after
-from services.domain.tokens import find_token
-from services.engine.routing import NoRoute, choose_route, min_amount_out, quote_all
+from services.domain.pricing import executable_price, market_of, min_out_at, reaches, side_of
+from services.domain.tokens import decimals_of
+from services.engine.routing import (
+    NoRoute,
+    RouteDecision,
+    choose_route,
+    min_amount_out,
+    quote_all,
+)
 from services.venues.interface import SwapRequest, Venue, VenueError
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,37 @@ class RetryPolicy:
 def client_ref(state: OrderState, attempt: int) -> str:
     """Return the venue-side reference of one swap attempt of an order."""
     return f"{state.order_id}:{attempt}"
+
+
+def waiting_for(state: OrderState) -> str:
+    """Describe what an armed order waits for."""
+    spec = state.spec
+    if spec.order_type == "sniper":
+        cap = f" at {spec.max_price} {spec.token_in} or less" if spec.max_price else ""
+        return f"waiting for a {spec.token_out} pool to launch{cap}"
+    side = side_of(spec.token_in, spec.token_out)
+    market = market_of(spec.token_in, spec.token_out)
+    bound = "or more" if side == "sell" else "or less"
+    return (
+        f"waiting for {market.name} to reach {spec.limit_price} {bound} "
+        f"for {spec.amount} {spec.token_in}"
+    )
+
+
+def limit_missed(state: OrderState, decision: RouteDecision) -> str | None:
+    """Return why the routed price breaks the order's limit, or None when it honours it."""
+    spec = state.spec
+    limit = spec.limit_price or spec.max_price
+    if limit is None:
+        return None
+    side = side_of(spec.token_in, spec.token_out)
+    price = executable_price(side, spec.amount, decision.expected_out)
+    if reaches(side, price, limit):
+        return None
+    return (
+        f"price moved away: {decision.venue} gives {price.normalize():f}, "
+        f"limit {limit.normalize():f}; waiting again"
+    )
 
 
 def build_steps(token_in: str, token_out: str, venue: str) -> tuple[str, ...]:
@@ -90,7 +129,9 @@ class Executor:
     async def react(self, state: OrderState, cause: Event) -> Event | None:
         """Return the event that follows ``state``, or None when the order is done."""
         match state.status:
-            case "pending":
+            case "pending" if state.spec.waits:
+                return self._arm(state, cause, waiting_for(state))
+            case "pending" | "triggered":
                 return await self._route(state, cause)
             case "routing":
                 return self._build(state, cause)
@@ -173,6 +214,9 @@ class Executor:
                 )
         return await self._route(state, cause)
 
+    def _arm(self, state: OrderState, cause: Event, reason: str) -> Event:
+        return OrderArmed(**self._envelope(state, cause), reason=reason)
+
     async def _route(self, state: OrderState, cause: Event) -> Event:
         spec = state.spec
         quotes = await quote_all(
@@ -185,7 +229,15 @@ class Executor:
         try:
             decision = choose_route(quotes)
         except NoRoute as exc:
+            if spec.order_type == "sniper" and state.status == "triggered":
+                # The pool that fired the sniper is gone or cannot quote: keep waiting.
+                return self._arm(state, cause, f"no venue can quote it yet: {exc}")
             return self.fail(state, cause, "NO_ROUTE", str(exc))
+        missed = limit_missed(state, decision)
+        if missed is not None:
+            # Between the trigger and these quotes the price moved away: filling now
+            # would break the order's limit, so it waits again instead.
+            return self._arm(state, cause, missed)
         return OrderRouted(
             **self._envelope(state, cause),
             quotes=quotes,
@@ -198,10 +250,14 @@ class Executor:
 
     def _build(self, state: OrderState, cause: Event) -> Event:
         assert state.venue is not None and state.expected_out is not None
-        token_out = find_token(state.spec.token_out)
-        if token_out is None:
-            return self.fail(state, cause, "UNKNOWN_TOKEN", state.spec.token_out)
-        bound = min_amount_out(state.expected_out, state.spec.slippage_bps, token_out.decimals)
+        spec = state.spec
+        decimals = decimals_of(spec.token_out)
+        bound = min_amount_out(state.expected_out, spec.slippage_bps, decimals)
+        limit = spec.limit_price or spec.max_price
+        if limit is not None:
+            # Never fill beyond the limit, whatever the slippage tolerance allows.
+            side = side_of(spec.token_in, spec.token_out)
+            bound = max(bound, min_out_at(side, spec.amount, limit, decimals))
         if bound <= 0:
             return self.fail(state, cause, "AMOUNT_TOO_SMALL", "minimum output rounds to zero")
         attempt = state.attempt + 1
