@@ -99,6 +99,11 @@ class OrderSpec(Frozen):
     max_price: Decimal | None = Field(default=None, gt=0)
     expires_at: AwareDatetime | None = None
 
+    @field_validator("expires_at")
+    @classmethod
+    def _expiry_in_utc(cls, value: datetime | None) -> datetime | None:
+        return value.astimezone(UTC) if value is not None else None
+
     @model_validator(mode="after")
     def _fields_of_its_type(self) -> OrderSpec:
         if (self.order_type == "limit") != (self.limit_price is not None):

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
     # How long a WebSocket for a not-yet-seen order waits for its first message.
     unknown_order_grace_s: float = Field(default=2.0, ge=0)
+    # How long POST /cancel waits for the outcome on the log before answering 202.
+    cancel_timeout_s: float = Field(default=10.0, gt=0)
     # How long an order's WebSocket waits for a missing event before giving up (4503).
     stream_gap_timeout_s: float = Field(default=30.0, gt=0)
     # Events a firehose socket may fall behind before it is dropped (close code 4408).

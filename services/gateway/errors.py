@@ -25,26 +25,54 @@ _CODES = {
     "string_type": "INVALID_FIELD",
     "string_too_long": "INVALID_FIELD",
     "uuid_parsing": "INVALID_ORDER_ID",
+    "invalid_limitPrice": "INVALID_PRICE",
+    "invalid_maxPrice": "INVALID_PRICE",
+    "missing_limit_price": "MISSING_FIELD",
+    "limit_price_not_allowed": "INVALID_FIELD",
+    "max_price_not_allowed": "INVALID_FIELD",
+    "expires_at_not_allowed": "INVALID_FIELD",
+    "unlisted_token": "UNKNOWN_TOKEN",
+    "invalid_symbol": "INVALID_SYMBOL",
+    "invalid_price": "INVALID_PRICE",
+    "invalid_liquidityUsd": "INVALID_AMOUNT",
+    "timezone_aware": "INVALID_EXPIRY",
+    "datetime_from_date_parsing": "INVALID_EXPIRY",
+    "datetime_parsing": "INVALID_EXPIRY",
+    "datetime_type": "INVALID_EXPIRY",
 }
-# A rule that involves two fields is reported on the first of them.
-_FIELD_OF = {"same_token": "tokenOut"}
+# A rule that involves two fields is reported on the field to change.
+_FIELD_OF = {
+    "same_token": "tokenOut",
+    "missing_limit_price": "limitPrice",
+    "limit_price_not_allowed": "limitPrice",
+    "max_price_not_allowed": "maxPrice",
+    "expires_at_not_allowed": "expiresAt",
+    "unlisted_token": "tokenOut",
+}
 
 
 class ApiError(Exception):
     """An error answered to the client as JSON with an HTTP status."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        # Machine-readable context beside the message, e.g. an order's current status.
+        self.details = details or {}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(
-            status_code=self.status,
-            content={"error": {"code": self.code, "message": self.message, "field": self.field}},
-        )
+        error = {"code": self.code, "message": self.message, "field": self.field, **self.details}
+        return JSONResponse(status_code=self.status, content={"error": error})
 
 
 def from_validation(errors: list[ErrorDetails] | list[Any]) -> ApiError:

@@ -26,10 +26,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events.messages import (
+    Command,
     DecodeError,
     Event,
     OrderAccepted,
-    Command,
     SubmitOrder,
     decode,
 )
@@ -221,8 +221,10 @@ class EventHub:
         unknown = set()
         for message in messages:
             order = self._orders.get(message.order_id)
-            if isinstance(message, Event) and not isinstance(message, OrderAccepted) and (
-                order is None or order.facts is None
+            if (
+                isinstance(message, Event)
+                and not isinstance(message, OrderAccepted)
+                and (order is None or order.facts is None)
             ):
                 unknown.add(message.order_id)
         if not unknown:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from events.messages import Envelope, Event, OrderSpec
@@ -15,6 +17,25 @@ from services.domain.lifecycle import OrderState
 from services.domain.tokens import find_token
 
 MAX_AMOUNT = Decimal("1e15")
+# A token that is not listed yet (a sniper's target) is named by its symbol.
+_NEW_SYMBOL = re.compile(r"^[A-Za-z][A-Za-z0-9]{1,9}$")
+
+
+def _positive_decimal(value: Any, name: str) -> Decimal:
+    """Return ``value`` as a positive finite decimal, or raise a pydantic error about ``name``."""
+    # Floats are turned into their shortest repr first, so 1.1 means 1.1 and not
+    # 1.100000000000000088817841970012523.
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise PydanticCustomError(f"invalid_{name}", f"{name} must be a decimal number")
+    try:
+        number = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+    except InvalidOperation:
+        raise PydanticCustomError(f"invalid_{name}", f"{name} must be a decimal number") from None
+    if not number.is_finite() or number <= 0:
+        raise PydanticCustomError(f"invalid_{name}", f"{name} must be greater than zero")
+    if number > MAX_AMOUNT:
+        raise PydanticCustomError(f"invalid_{name}", f"{name} is too large")
+    return number
 
 
 class SwapRequest(BaseModel):
@@ -39,19 +60,7 @@ class SwapRequest(BaseModel):
     @field_validator("amount", mode="before")
     @classmethod
     def _decimal_amount(cls, value: Any) -> Decimal:
-        # Floats are turned into their shortest repr first, so 1.1 means 1.1 and not
-        # 1.100000000000000088817841970012523.
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise PydanticCustomError("invalid_amount", "amount must be a decimal number")
-        try:
-            amount = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
-        except InvalidOperation:
-            raise PydanticCustomError("invalid_amount", "amount must be a decimal number") from None
-        if not amount.is_finite() or amount <= 0:
-            raise PydanticCustomError("invalid_amount", "amount must be greater than zero")
-        if amount > MAX_AMOUNT:
-            raise PydanticCustomError("invalid_amount", "amount is too large")
-        return amount
+        return _positive_decimal(value, "amount")
 
     @model_validator(mode="after")
     def _distinct_tokens(self) -> Self:
@@ -60,21 +69,104 @@ class SwapRequest(BaseModel):
         return self
 
 
-class ExecuteOrderRequest(SwapRequest):
-    """Body of ``POST /api/orders/execute``."""
+class LaunchRequest(BaseModel):
+    """Body of ``POST /api/simulate/launch``: list a new token in a new pool."""
 
-    type: Literal["market"] = Field(description="Order type; only market orders today.")
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    symbol: str = Field(description="The new token's symbol, 2 to 10 letters or digits.")
+    venue: str = Field(default="raydium", description="The venue that opens the pool.")
+    quote: str = Field(default="SOL", description="The token it is paired with.")
+    price: Decimal | None = Field(
+        default=None, description="Launch price in the quote token (default: the venue's)."
+    )
+    liquidity_usd: Decimal | None = Field(
+        default=None, alias="liquidityUsd", description="USD value locked in the new pool."
+    )
+
+    @field_validator("symbol", mode="before")
+    @classmethod
+    def _new_symbol(cls, value: Any) -> str:
+        if not isinstance(value, str) or not _NEW_SYMBOL.match(value):
+            raise PydanticCustomError(
+                "invalid_symbol", "symbol must be 2 to 10 letters or digits, starting with a letter"
+            )
+        return value.upper()
+
+    @field_validator("price", mode="before")
+    @classmethod
+    def _price(cls, value: Any) -> Decimal | None:
+        return None if value is None else _positive_decimal(value, "price")
+
+    @field_validator("liquidity_usd", mode="before")
+    @classmethod
+    def _liquidity(cls, value: Any) -> Decimal | None:
+        return None if value is None else _positive_decimal(value, "liquidityUsd")
+
+
+ORDER_TYPES = ("market", "limit", "sniper")
+
+
+class ExecuteOrderRequest(SwapRequest):
+    """Body of ``POST /api/orders/execute``: a market, limit or sniper order."""
+
+    type: Literal["market", "limit", "sniper"] = Field(
+        description="market: now; limit: when the price reaches limitPrice; "
+        "sniper: when a pool for tokenOut launches."
+    )
     slippage_bps: int = Field(
         default=50, alias="slippageBps", description="Tolerated slippage, 1..5000 basis points."
     )
     client_order_id: str | None = Field(default=None, alias="clientOrderId", max_length=64)
+    limit_price: Decimal | None = Field(
+        default=None,
+        alias="limitPrice",
+        description="limit only: the worst price accepted, in the pair's quote token per base "
+        "token (SOL/USDC: USDC per SOL), whichever way the order trades.",
+    )
+    max_price: Decimal | None = Field(
+        default=None,
+        alias="maxPrice",
+        description="sniper only: the most it pays, in tokenIn per tokenOut.",
+    )
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        alias="expiresAt",
+        description="limit and sniper: when an order still armed expires (ISO 8601 with zone).",
+    )
+
+    @field_validator("token_out", mode="before")
+    @classmethod
+    def _listed_token(cls, value: Any) -> str:
+        # Overrides the base check for tokenOut only: a sniper may name a token that is
+        # not listed yet; every other type is held to the list after the type is known.
+        token = find_token(value) if isinstance(value, str) else None
+        if token is not None:
+            return token.symbol
+        if isinstance(value, str) and _NEW_SYMBOL.match(value):
+            return value.upper()
+        raise PydanticCustomError(
+            "unknown_token", "token {value!r} is not listed", {"value": value}
+        )
+
+    @field_validator("token_in", mode="before")
+    @classmethod
+    def _listed_token_in(cls, value: Any) -> str:
+        token = find_token(value) if isinstance(value, str) else None
+        if token is None:
+            raise PydanticCustomError(
+                "unknown_token", "token {value!r} is not listed", {"value": value}
+            )
+        return token.symbol
 
     @field_validator("type", mode="before")
     @classmethod
     def _known_type(cls, value: Any) -> Any:
-        if value != "market":
+        if value not in ORDER_TYPES:
             raise PydanticCustomError(
-                "unknown_order_type", "order type {value!r} is not supported", {"value": value}
+                "unknown_order_type",
+                "order type {value!r} is not supported (market, limit, sniper)",
+                {"value": value},
             )
         return value
 
@@ -87,6 +179,42 @@ class ExecuteOrderRequest(SwapRequest):
             )
         return value
 
+    @field_validator("limit_price", mode="before")
+    @classmethod
+    def _limit_price(cls, value: Any) -> Decimal | None:
+        return None if value is None else _positive_decimal(value, "limitPrice")
+
+    @field_validator("max_price", mode="before")
+    @classmethod
+    def _max_price(cls, value: Any) -> Decimal | None:
+        return None if value is None else _positive_decimal(value, "maxPrice")
+
+    @model_validator(mode="after")
+    def _fields_of_its_type(self) -> Self:
+        if self.type == "limit" and self.limit_price is None:
+            raise PydanticCustomError("missing_limit_price", "limitPrice: a limit order needs it")
+        if self.type != "limit" and self.limit_price is not None:
+            raise PydanticCustomError(
+                "limit_price_not_allowed", "limitPrice: only for limit orders"
+            )
+        if self.type != "sniper" and self.max_price is not None:
+            raise PydanticCustomError("max_price_not_allowed", "maxPrice: only for sniper orders")
+        if self.type == "market" and self.expires_at is not None:
+            raise PydanticCustomError(
+                "expires_at_not_allowed", "expiresAt: only for limit and sniper orders"
+            )
+        if self.type != "sniper" and find_token(self.token_out) is None:
+            raise PydanticCustomError(
+                "unlisted_token",
+                "token {value!r} is not listed (only a sniper order may target a new token)",
+                {"value": self.token_out},
+            )
+        return self
+
+    def expired_by(self, now: datetime) -> bool:
+        """Tell whether ``expiresAt`` is already past at ``now``."""
+        return self.expires_at is not None and self.expires_at <= now
+
     def to_spec(self) -> OrderSpec:
         """Return the order as the engine receives it."""
         return OrderSpec(
@@ -96,6 +224,9 @@ class ExecuteOrderRequest(SwapRequest):
             amount=self.amount,
             slippage_bps=self.slippage_bps,
             client_order_id=self.client_order_id,
+            limit_price=self.limit_price,
+            max_price=self.max_price,
+            expires_at=self.expires_at,
         )
 
 

@@ -53,12 +53,55 @@ def test_parse_token_by_mint_resolves_to_its_symbol():
         ({"type": "stop"}, 422, "UNKNOWN_ORDER_TYPE", "type"),
         ({"amount": ...}, 422, "MISSING_FIELD", "amount"),
         ({"colour": "red"}, 422, "UNKNOWN_FIELD", "colour"),
+        ({"type": "limit"}, 422, "MISSING_FIELD", "limitPrice"),
+        ({"type": "limit", "limitPrice": "0"}, 422, "INVALID_PRICE", "limitPrice"),
+        ({"type": "limit", "limitPrice": "cheap"}, 422, "INVALID_PRICE", "limitPrice"),
+        ({"limitPrice": "150"}, 422, "INVALID_FIELD", "limitPrice"),
+        ({"type": "limit", "limitPrice": "1", "maxPrice": "2"}, 422, "INVALID_FIELD", "maxPrice"),
+        ({"expiresAt": "2030-01-01T00:00:00Z"}, 422, "INVALID_FIELD", "expiresAt"),
+        (
+            {"type": "limit", "limitPrice": "1", "expiresAt": "2030-01-01T00:00:00"},
+            422,
+            "INVALID_EXPIRY",
+            "expiresAt",
+        ),
+        (
+            {"type": "limit", "limitPrice": "1", "expiresAt": "soon"},
+            422,
+            "INVALID_EXPIRY",
+            "expiresAt",
+        ),
+        ({"tokenOut": "PEPE"}, 422, "UNKNOWN_TOKEN", "tokenOut"),
+        ({"type": "sniper", "tokenOut": "not a token!"}, 422, "UNKNOWN_TOKEN", "tokenOut"),
+        (
+            {"type": "sniper", "tokenOut": "PEPE", "maxPrice": "-1"},
+            422,
+            "INVALID_PRICE",
+            "maxPrice",
+        ),
     ],
 )
 def test_parse_bad_field_names_code_and_field(changes, status, code, field):
     error = error_of(body(**changes))
     assert (error.status, error.code, error.field) == (status, code, field)
     assert error.message
+
+
+def test_parse_limit_order_keeps_its_limit_and_expiry():
+    order = parse_order_request(
+        body(type="limit", limitPrice="150.5", expiresAt="2026-11-24T12:00:00+01:00")
+    )
+    spec = order.to_spec()
+    assert (spec.order_type, spec.limit_price) == ("limit", Decimal("150.5"))
+    assert (
+        spec.expires_at is not None and spec.expires_at.isoformat() == "2026-11-24T11:00:00+00:00"
+    )
+
+
+def test_parse_sniper_order_may_target_a_token_not_listed_yet():
+    order = parse_order_request(body(type="sniper", tokenIn="SOL", tokenOut="pepe", maxPrice=0.001))
+    spec = order.to_spec()
+    assert (spec.order_type, spec.token_out, spec.max_price) == ("sniper", "PEPE", Decimal("0.001"))
 
 
 def test_parse_malformed_json_is_400_invalid_json():
