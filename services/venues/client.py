@@ -1,8 +1,13 @@
-"""The engine's adapter to the venue service: the ``Venue`` protocol over HTTP."""
+"""The adapter to the venue service: the ``Venue`` protocol over HTTP, plus pools.
+
+The engine quotes and swaps through it; the market service reads the pools and
+drives the simulated market (drift, launches) through the same client.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import TypeVar
 
@@ -10,7 +15,14 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from services.common.settings import Settings
-from services.venues.interface import Quote, SwapRequest, SwapResult, VenueError
+from services.venues.interface import (
+    PoolInfo,
+    PoolList,
+    Quote,
+    SwapRequest,
+    SwapResult,
+    VenueError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +85,50 @@ class HttpVenue:
         if response.status_code == 404 and _error_code(response) == "SWAP_NOT_FOUND":
             return None
         return _parse(SwapResult, self._ok(response))
+
+    async def pools(self) -> tuple[PoolInfo, ...]:
+        """Return every pool of the venue as it is now."""
+        response = await self._request("GET", f"{self._prefix}/pools")
+        return _parse(PoolList, self._ok(response)).pools
+
+    async def launch(
+        self,
+        symbol: str,
+        *,
+        quote: str = "SOL",
+        price: Decimal | None = None,
+        liquidity_usd: Decimal | None = None,
+    ) -> PoolInfo:
+        """List a new token and open its pool; the service picks what is not given.
+
+        Raise ``VenueError`` ``TOKEN_EXISTS`` or ``POOL_EXISTS`` when it exists.
+        """
+        body: dict[str, str] = {"symbol": symbol, "quote": quote}
+        if price is not None:
+            body["price"] = str(price)
+        if liquidity_usd is not None:
+            body["liquidity_usd"] = str(liquidity_usd)
+        response = await self._request("POST", f"{self._prefix}/pools", json=body)
+        return _parse(PoolInfo, self._ok(response))
+
+    async def add_liquidity(self, token_a: str, token_b: str, usd: Decimal) -> PoolInfo:
+        """Deepen the pair's pool by ``usd`` at its current price; return the pool."""
+        body = {"token_a": token_a, "token_b": token_b, "usd": str(usd)}
+        response = await self._request("POST", f"{self._prefix}/pools/liquidity", json=body)
+        return _parse(PoolInfo, self._ok(response))
+
+    async def drift(self, moves: Iterable[tuple[str, str, Decimal]]) -> None:
+        """Move pools a little, as other traders would: (token_in, token_out, fraction) each.
+
+        One ``token_in`` then buys ``1 + fraction`` times as much of ``token_out``.
+        """
+        body = {
+            "moves": [
+                {"token_in": token_in, "token_out": token_out, "fraction": str(fraction)}
+                for token_in, token_out, fraction in moves
+            ]
+        }
+        self._ok(await self._request("POST", f"{self._prefix}/drift", json=body))
 
     async def _request(
         self,

@@ -49,6 +49,34 @@ class SwapResult(Frozen):
     error: str | None = None
 
 
+class PoolInfo(Frozen):
+    """One pool of a venue as the market sees it: priced in quote per base.
+
+    ``base``/``quote`` follow ``services.domain.pricing.market_of``; ``price`` is
+    the pool's spot price (10 significant digits) in quote per one base, whichever
+    token the pool holds as its X; ``liquidity_usd`` is the USD value locked at the
+    venue's reference prices, which moves with deposits (and fees kept in the pool)
+    but not with the price. ``launched`` says the base is a token the venue listed
+    after start-up.
+    """
+
+    venue: str
+    pool_id: str  # "<venue>:<X>-<Y>"
+    base: str
+    quote: str
+    price: Decimal
+    liquidity_usd: Decimal
+    launched: bool
+    base_mint: str
+    base_decimals: int
+
+
+class PoolList(Frozen):
+    """Every pool of one venue."""
+
+    pools: tuple[PoolInfo, ...]
+
+
 class VenueError(Exception):
     """A venue call that failed; ``transient`` ones may succeed if retried."""
 

@@ -11,8 +11,15 @@ from services.venues.simulator import default_venues
 
 def run(settings: Settings) -> None:
     """Serve the simulated venues on ``venues_host:venues_port`` until interrupted."""
-    app = create_app(default_venues(settings))
-    uvicorn.run(app, host=settings.venues_host, port=settings.venues_port, log_level="info")
+    app = create_app(default_venues(settings), launch_liquidity_usd=settings.launch_liquidity_usd)
+    # No access log: the market service reads every venue's pools several times a second.
+    uvicorn.run(
+        app,
+        host=settings.venues_host,
+        port=settings.venues_port,
+        log_level="info",
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

@@ -131,6 +131,16 @@ class ConstantProductPool:
             reserve_y=round_down(self.reserve_y * root, self.token_y),
         )
 
+    def deepened(self, factor: Decimal) -> ConstantProductPool:
+        """Return the pool with both reserves times ``factor`` (> 1): more depth, same price."""
+        if factor <= 0:
+            raise ValueError(f"factor must be > 0, got {factor}")
+        return replace(
+            self,
+            reserve_x=round_down(self.reserve_x * factor, self.token_x),
+            reserve_y=round_down(self.reserve_y * factor, self.token_y),
+        )
+
     def _sides(self, direction: Direction) -> tuple[Token, Token, Decimal, Decimal]:
         if direction == "x_to_y":
             return self.token_x, self.token_y, self.reserve_x, self.reserve_y
@@ -227,6 +237,19 @@ class DlmmPool:
         """
         return replace(self, lowest_id=self.lowest_id + bins, active_id=self.active_id + bins)
 
+    def deepened(self, factor: Decimal) -> DlmmPool:
+        """Return the pool with every bin's reserves times ``factor``: same shape and price."""
+        if factor <= 0:
+            raise ValueError(f"factor must be > 0, got {factor}")
+        bins = tuple(
+            Bin(
+                round_down(b.reserve_x * factor, self.token_x),
+                round_down(b.reserve_y * factor, self.token_y),
+            )
+            for b in self.bins
+        )
+        return replace(self, bins=bins)
+
     def _swap(self, amount_in: Decimal, direction: Direction) -> tuple[PoolQuote, DlmmPool]:
         selling_x = direction == "x_to_y"
         tin, tout = (self.token_x, self.token_y) if selling_x else (self.token_y, self.token_x)
@@ -317,10 +340,18 @@ PoolSpec = ConstantProductSpec | DlmmSpec
 
 
 def pair_key(a: str, b: str) -> tuple[str, str]:
-    """Return the (X, Y) symbols of the pool trading ``a`` and ``b``, in token-list order."""
-    order = list(TOKENS)
-    first, second = sorted((a, b), key=order.index)
+    """Return the (X, Y) symbols of the pool trading ``a`` and ``b``, in token-list order.
+
+    Tokens that are not in the list (launched ones) come after the listed ones, by
+    symbol: SOL and a launched token make the pool SOL/<token>.
+    """
+    first, second = sorted((a, b), key=_list_rank)
     return first, second
+
+
+def _list_rank(symbol: str) -> tuple[int, str]:
+    order = list(TOKENS)
+    return (order.index(symbol) if symbol in TOKENS else len(order), symbol)
 
 
 def build_pool(spec: PoolSpec, x: Token, y: Token, usd: Mapping[str, Decimal]) -> Pool:
@@ -375,6 +406,20 @@ def build_pools(
 def _ordered(a: Token, b: Token) -> tuple[Token, Token]:
     first, _ = pair_key(a.symbol, b.symbol)
     return (a, b) if first == a.symbol else (b, a)
+
+
+def value_usd(pool: Pool, usd_x: Decimal, usd_y: Decimal) -> Decimal:
+    """Return the USD value locked in ``pool`` at the USD prices of its two tokens.
+
+    A DLMM pool's bins are valued at those prices token by token. A constant-product
+    pool is valued as if it stood at the price usd_x / usd_y (2·√(x·y·usd_x·usd_y)),
+    which a price move (k kept) leaves unchanged; only deposits and the fees that
+    stay in the pool make it grow. Moving a DLMM pool's bins changes no amounts, so
+    its value does not move with the price either.
+    """
+    if isinstance(pool, ConstantProductPool):
+        return 2 * (pool.reserve_x * pool.reserve_y * usd_x * usd_y).sqrt()
+    return sum((b.reserve_x * usd_x + b.reserve_y * usd_y for b in pool.bins), start=Decimal(0))
 
 
 def with_price_factor(pool: Pool, factor: Decimal) -> Pool:

@@ -3,7 +3,8 @@
 Venue state lives here, outside the engine, so a restarted engine can still ask
 whether its swap with a given ``client_ref`` already happened. Errors answer
 ``{"error": {"code", "message", "transient", "field"}}``: 503 for transient
-failures (retry may succeed), 404 for unknown venues/swaps, 422 otherwise.
+failures (retry may succeed), 404 for unknown venues/swaps, 409 for a launch of
+a token or pool that exists, 422 otherwise.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.venues.interface import Quote, SwapRequest, SwapResult, VenueError
-from services.venues.simulator import SimulatedVenue
+from services.venues.interface import PoolInfo, PoolList, Quote, SwapRequest, SwapResult, VenueError
+from services.venues.simulator import SYMBOL_PATTERN, SimulatedVenue
 
 NOT_FOUND_CODES = frozenset({"UNKNOWN_VENUE", "UNKNOWN_TX", "SWAP_NOT_FOUND"})
+CONFLICT_CODES = frozenset({"TOKEN_EXISTS", "POOL_EXISTS"})
+DEFAULT_LAUNCH_LIQUIDITY_USD = Decimal(50_000)
 
 
 class QuoteRequest(BaseModel):
@@ -52,6 +55,35 @@ class PriceMove(BaseModel):
     fraction: Decimal = Field(gt=-1, lt=1)
 
 
+class Drift(BaseModel):
+    """Simulation control: other traders' activity, one small move per pool (``drift``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    moves: tuple[PriceMove, ...]
+
+
+class LaunchRequest(BaseModel):
+    """Body of ``POST /venues/{name}/pools``: list a token and open its pool."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbol: str = Field(pattern=SYMBOL_PATTERN)  # upper-cased by the venue
+    quote: str = "SOL"
+    price: Decimal | None = Field(default=None, gt=0)  # quote per token
+    liquidity_usd: Decimal | None = Field(default=None, gt=0)
+
+
+class LiquidityRequest(BaseModel):
+    """Body of ``POST /venues/{name}/pools/liquidity``: deepen a pool at its price."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    token_a: str
+    token_b: str
+    usd: Decimal = Field(gt=0)
+
+
 class VenueInfo(BaseModel):
     """One entry of ``GET /venues``."""
 
@@ -73,6 +105,8 @@ def error_status(error: VenueError) -> int:
     """Return the HTTP status a ``VenueError`` is answered with."""
     if error.code in NOT_FOUND_CODES:
         return 404
+    if error.code in CONFLICT_CODES:
+        return 409
     return 503 if error.transient else 422
 
 
@@ -82,8 +116,15 @@ def _error_body(
     return {"error": {"code": code, "message": message, "transient": transient, "field": field}}
 
 
-def create_app(venues: Sequence[SimulatedVenue]) -> FastAPI:
-    """Return the FastAPI app serving ``venues``."""
+def create_app(
+    venues: Sequence[SimulatedVenue],
+    *,
+    launch_liquidity_usd: Decimal = DEFAULT_LAUNCH_LIQUIDITY_USD,
+) -> FastAPI:
+    """Return the FastAPI app serving ``venues``.
+
+    A launch that names no liquidity opens its pool with ``launch_liquidity_usd``.
+    """
     by_name = {venue.name: venue for venue in venues}
     app = FastAPI(title="Simulated DEX venues")
 
@@ -141,7 +182,31 @@ def create_app(venues: Sequence[SimulatedVenue]) -> FastAPI:
             )
         return result
 
+    @app.get("/venues/{name}/pools")
+    async def pools(name: str) -> PoolList:
+        return PoolList(pools=venue_named(name).pools())
+
     # Simulation controls, for tests and demos: a real venue has no such door.
+    @app.post("/venues/{name}/pools", status_code=201)
+    async def launch(name: str, body: LaunchRequest) -> PoolInfo:
+        venue = venue_named(name)
+        return venue.launch(
+            body.symbol,
+            quote=body.quote,
+            price=body.price if body.price is not None else venue.default_launch_price(body.quote),
+            liquidity_usd=body.liquidity_usd or launch_liquidity_usd,
+        )
+
+    @app.post("/venues/{name}/pools/liquidity")
+    async def add_liquidity(name: str, body: LiquidityRequest) -> PoolInfo:
+        return venue_named(name).add_liquidity(body.token_a, body.token_b, body.usd)
+
+    @app.post("/venues/{name}/drift", status_code=204)
+    async def drift(name: str, body: Drift) -> None:
+        venue = venue_named(name)
+        for move in body.moves:
+            venue.drift(move.token_in, move.token_out, move.fraction)
+
     @app.post("/venues/{name}/faults", status_code=204)
     async def script_faults(name: str, body: FaultScript) -> None:
         venue_named(name).script_failures(body.call, body.codes)

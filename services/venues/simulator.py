@@ -7,7 +7,8 @@ name, purpose), so the same seed and the same call sequence give the same quotes
 latencies and fills. A swap is recorded under its ``client_ref`` when submitted
 and executes against the pool as it is when the swap lands (2-3 s later in the
 realistic profile): the pool's random walk and other swaps in between are the
-slippage.
+slippage. A venue can also list a new token and open its pool (``launch``),
+deepen a pool (``add_liquidity``) and describe every pool (``pools``).
 """
 
 from __future__ import annotations
@@ -15,28 +16,33 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from dataclasses import dataclass, replace
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.common.settings import Settings
-from services.domain.tokens import Token, find_token
-from services.venues.interface import Quote, SwapRequest, SwapResult, VenueError
+from services.domain.pricing import market_of
+from services.domain.tokens import LAUNCH_DECIMALS, Token, find_token
+from services.venues.interface import PoolInfo, Quote, SwapRequest, SwapResult, VenueError
 from services.venues.pools import (
     ConstantProductSpec,
+    DlmmPool,
     DlmmSpec,
     InsufficientLiquidity,
     Pool,
     PoolQuote,
     PoolSpec,
     PriceWalk,
+    build_pool,
     build_pools,
     pair_key,
+    value_usd,
     with_price_factor,
 )
 
@@ -129,6 +135,27 @@ _FAILURE_MESSAGES: Mapping[str, str] = {
 
 Call = Literal["quote", "submit", "confirm"]
 
+# A launched token's symbol: a letter, then 1 to 9 letters or digits (kept upper case).
+SYMBOL_PATTERN = r"^[A-Za-z][A-Za-z0-9]{1,9}$"
+# Without a price, a launched token is worth this much SOL (in any quote token).
+DEFAULT_LAUNCH_PRICE_SOL = Decimal("0.0001")
+# Pool snapshots give prices to this many significant digits: the rounding of
+# reserves to token decimals (a deposit, say) must not read as a price move.
+PRICE_DIGITS = 10
+_PRICE_CONTEXT = Context(prec=PRICE_DIGITS, rounding=ROUND_HALF_EVEN)
+CENT = Decimal("0.01")
+
+
+def significant(value: Decimal) -> Decimal:
+    """Return ``value`` rounded to ``PRICE_DIGITS`` significant digits, all of them shown."""
+    rounded = _PRICE_CONTEXT.plus(value)
+    return rounded.quantize(Decimal(1).scaleb(min(0, rounded.adjusted() - PRICE_DIGITS + 1)))
+
+
+def launched_mint(symbol: str) -> str:
+    """Return the deterministic, address-like (base58, 32 bytes) mint of a launched token."""
+    return _base58(hashlib.sha256(f"launch:{symbol.upper()}".encode()).digest())
+
 
 def tx_hash_for(venue: str, client_ref: str) -> str:
     """Return the deterministic, signature-like (base58, 64 bytes) hash of a swap."""
@@ -203,6 +230,12 @@ class SimulatedVenue:
         self.pool_spec = spec
         self._pools: dict[tuple[str, str], Pool] = build_pools(spec, prices.usd)
         self._reference = {(x, y): prices.usd[x] / prices.usd[y] for x, y in self._pools}
+        # USD reference prices, launched tokens included (launch price x quote's USD price).
+        self._usd: dict[str, Decimal] = dict(prices.usd)
+        self._launched: dict[str, Token] = {}
+        self._launched_by_mint: dict[str, Token] = {}
+        # The part of a bin a DLMM pool's drift could not move yet, per pool.
+        self._bin_carry: dict[tuple[str, str], Decimal] = {}
         self._walk = PriceWalk(step_bps=walk_bps, band=spread)
         self._latency = latency
         self._failures = failures
@@ -223,7 +256,7 @@ class SimulatedVenue:
         """Quote a swap on the pool after one step of its walk; raise ``VenueError`` if unable."""
         await self._delay(self._latency.quote_s)
         self._maybe_fail("quote")
-        tin, tout = _pair(token_in, token_out, amount_in)
+        tin, tout = self._pair(token_in, token_out, amount_in)
         key = self._walk_pool(tin, tout)
         quoted = self._pool_quote(key, tin, amount_in)
         return Quote(
@@ -239,12 +272,12 @@ class SimulatedVenue:
 
     def preview(self, token_in: str, token_out: str, amount_in: Decimal) -> PoolQuote:
         """Return what the pool would give right now (price impact, bins), moving nothing."""
-        tin, tout = _pair(token_in, token_out, amount_in)
+        tin, tout = self._pair(token_in, token_out, amount_in)
         return self._pool_quote(self._key(tin, tout), tin, amount_in)
 
     def pool(self, token_a: str, token_b: str) -> Pool:
         """Return the current state of the pool trading ``token_a`` and ``token_b``."""
-        tin, tout = _pair(token_a, token_b, Decimal(1))
+        tin, tout = self._pair(token_a, token_b, Decimal(1))
         return self._pools[self._key(tin, tout)]
 
     async def submit(self, request: SwapRequest) -> SwapResult:
@@ -255,7 +288,7 @@ class SimulatedVenue:
             self._settle_if_landed(existing)
             return existing.result
         self._maybe_fail("submit")
-        tin, tout = _pair(request.token_in, request.token_out, request.amount_in)
+        tin, tout = self._pair(request.token_in, request.token_out, request.amount_in)
         self._key(tin, tout)
         if request.min_amount_out < 0:
             raise VenueError("INVALID_AMOUNT", "min_amount_out must be >= 0", transient=False)
@@ -310,11 +343,149 @@ class SimulatedVenue:
         """
         if fraction <= -1:
             raise ValueError(f"fraction must be > -1, got {fraction}")
-        tin, tout = _pair(token_in, token_out, Decimal(1))
+        tin, tout = self._pair(token_in, token_out, Decimal(1))
         key = self._key(tin, tout)
         # The pool's price is X in Y; token_in may be either side.
         factor = 1 + fraction if tin.symbol == key[0] else 1 / (1 + fraction)
         self._pools[key] = with_price_factor(self._pools[key], factor)
+
+    def drift(self, token_in: str, token_out: str, fraction: Decimal) -> None:
+        """Move the pair's pool as ``move_price`` does, as other traders would, a little at a time.
+
+        A DLMM pool moves whole bins only: the part of a bin a step could not move
+        is kept and added to the next step, so steps smaller than a bin add up.
+        """
+        if fraction <= -1:
+            raise ValueError(f"fraction must be > -1, got {fraction}")
+        tin, tout = self._pair(token_in, token_out, Decimal(1))
+        key = self._key(tin, tout)
+        factor = 1 + fraction if tin.symbol == key[0] else 1 / (1 + fraction)
+        pool = self._pools[key]
+        if not isinstance(pool, DlmmPool):
+            self._pools[key] = with_price_factor(pool, factor)
+            return
+        growth = 1 + Decimal(pool.bin_step_bps) / BPS
+        exact = factor.ln() / growth.ln() + self._bin_carry.get(key, Decimal(0))
+        bins = int(exact.to_integral_value(ROUND_HALF_EVEN))
+        self._bin_carry[key] = exact - bins
+        if bins:
+            self._pools[key] = pool.shifted(bins)
+
+    def launch(
+        self, symbol: str, *, quote: str = "SOL", price: Decimal, liquidity_usd: Decimal
+    ) -> PoolInfo:
+        """List a new token and open its pool against ``quote``; return the pool.
+
+        The pool is of the venue's kind, priced at ``price`` (``quote`` per token)
+        and holding ``liquidity_usd``. The token gets a mint derived from its symbol
+        and ``LAUNCH_DECIMALS``. A listed symbol or an existing pool is refused
+        (``TOKEN_EXISTS``, ``POOL_EXISTS``). No random stream is drawn from.
+        """
+        symbol = symbol.upper()
+        if not re.fullmatch(SYMBOL_PATTERN, symbol):
+            raise VenueError(
+                "INVALID_SYMBOL",
+                f"symbol {symbol!r} must be a letter then 1 to 9 letters or digits",
+                transient=False,
+            )
+        if find_token(symbol) is not None:
+            raise VenueError("TOKEN_EXISTS", f"{symbol} is a listed token", transient=False)
+        quote_token = self._launch_quote(quote)
+        if price <= 0:
+            raise VenueError("INVALID_PRICE", "price must be > 0", transient=False)
+        if liquidity_usd <= 0:
+            raise VenueError("INVALID_LIQUIDITY", "liquidity_usd must be > 0", transient=False)
+        token = self._launched.get(symbol) or Token(symbol, launched_mint(symbol), LAUNCH_DECIMALS)
+        key = pair_key(symbol, quote_token.symbol)
+        if key in self._pools:
+            raise VenueError(
+                "POOL_EXISTS",
+                f"{self.name} already has a {symbol}/{quote_token.symbol} pool",
+                transient=False,
+            )
+        quote_usd = self._usd[quote_token.symbol]
+        usd = {symbol: price * quote_usd, quote_token.symbol: quote_usd}
+        spec = replace(self.pool_spec, depth_usd=liquidity_usd)
+        x, y = (token, quote_token) if key[0] == symbol else (quote_token, token)
+        try:
+            pool = build_pool(spec, x, y, usd)
+        except ValueError as exc:
+            raise VenueError(
+                "INVALID_PRICE", f"no {symbol} pool at that price: {exc}", transient=False
+            ) from None
+        self._launched[symbol] = token
+        self._launched_by_mint[token.mint] = token
+        # A second pool of the same token keeps the USD price of its first launch.
+        self._usd.setdefault(symbol, usd[symbol])
+        self._pools[key] = pool
+        self._reference[key] = usd[key[0]] / usd[key[1]]
+        return self._info(key)
+
+    def default_launch_price(self, quote: str = "SOL") -> Decimal:
+        """Return the price, in ``quote`` per token, of a launch that names none."""
+        token = self._launch_quote(quote)
+        return DEFAULT_LAUNCH_PRICE_SOL * self._usd["SOL"] / self._usd[token.symbol]
+
+    def _launch_quote(self, quote: str) -> Token:
+        # Only a listed token can quote a launch: the market never quotes in a launched one.
+        token = find_token(quote)
+        if token is None or token.symbol not in self._usd:
+            code = "INVALID_QUOTE" if self._find(quote) is not None else "UNKNOWN_TOKEN"
+            raise VenueError(code, f"{quote} cannot quote a launch", transient=False)
+        return token
+
+    def add_liquidity(self, token_a: str, token_b: str, usd: Decimal) -> PoolInfo:
+        """Deepen the pair's pool by ``usd`` at its current price; return the pool."""
+        if usd <= 0:
+            raise VenueError("INVALID_AMOUNT", "usd must be > 0", transient=False)
+        tin, tout = self._pair(token_a, token_b, Decimal(1))
+        key = self._key(tin, tout)
+        pool = self._pools[key]
+        value = value_usd(pool, self._usd[key[0]], self._usd[key[1]])
+        self._pools[key] = pool.deepened((value + usd) / value)
+        return self._info(key)
+
+    def pools(self) -> tuple[PoolInfo, ...]:
+        """Return every pool of the venue as it is now, by pool id."""
+        return tuple(self._info(key) for key in sorted(self._pools))
+
+    def _info(self, key: tuple[str, str]) -> PoolInfo:
+        x, y = key
+        pool = self._pools[key]
+        market = market_of(x, y)
+        # The pool's spot is Y per X; the market's price is quote per base.
+        price = pool.spot_price if market.base == x else 1 / pool.spot_price
+        base = self._find(market.base)
+        assert base is not None
+        return PoolInfo(
+            venue=self.name,
+            pool_id=f"{self.name}:{x}-{y}",
+            base=market.base,
+            quote=market.quote,
+            price=significant(price),
+            liquidity_usd=value_usd(pool, self._usd[x], self._usd[y]).quantize(CENT),
+            launched=market.base in self._launched,
+            base_mint=base.mint,
+            base_decimals=base.decimals,
+        )
+
+    def _find(self, symbol_or_mint: str) -> Token | None:
+        return (
+            find_token(symbol_or_mint)
+            or self._launched.get(symbol_or_mint.upper())
+            or self._launched_by_mint.get(symbol_or_mint)
+        )
+
+    def _pair(self, token_in: str, token_out: str, amount_in: Decimal) -> tuple[Token, Token]:
+        tin, tout = self._find(token_in), self._find(token_out)
+        if tin is None or tout is None:
+            unknown = token_in if tin is None else token_out
+            raise VenueError("UNKNOWN_TOKEN", f"unknown token {unknown}", transient=False)
+        if tin == tout:
+            raise VenueError("INVALID_PAIR", "token_in and token_out must differ", transient=False)
+        if amount_in <= 0:
+            raise VenueError("INVALID_AMOUNT", "amount_in must be > 0", transient=False)
+        return tin, tout
 
     def _settle_if_landed(self, swap: _Swap) -> None:
         if self._clock() >= swap.land_at:
@@ -409,18 +580,6 @@ class SimulatedVenue:
 
 def _direction(key: tuple[str, str], token_in: Token) -> Literal["x_to_y", "y_to_x"]:
     return "x_to_y" if token_in.symbol == key[0] else "y_to_x"
-
-
-def _pair(token_in: str, token_out: str, amount_in: Decimal) -> tuple[Token, Token]:
-    tin, tout = find_token(token_in), find_token(token_out)
-    if tin is None or tout is None:
-        unknown = token_in if tin is None else token_out
-        raise VenueError("UNKNOWN_TOKEN", f"unknown token {unknown}", transient=False)
-    if tin == tout:
-        raise VenueError("INVALID_PAIR", "token_in and token_out must differ", transient=False)
-    if amount_in <= 0:
-        raise VenueError("INVALID_AMOUNT", "amount_in must be > 0", transient=False)
-    return tin, tout
 
 
 def default_venues(

@@ -2,7 +2,8 @@
 
 The service runs under uvicorn on a free port in a background thread; swaps on
 "raydium" land 0.3 s after submission so the pending state is observable, and
-"meteora" is configured to always answer POOL_BUSY.
+"meteora" is configured to always answer POOL_BUSY to quotes and swaps (launches
+and pool listings still work).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 
+import httpx
 import pytest
 import uvicorn
 
@@ -197,3 +199,132 @@ async def test_http_venues_service_down_falls_back_to_default_names() -> None:
         await venue.aclose()
 
     assert [v.name for v in venues] == ["raydium", "meteora"]
+
+
+# Pools and launches ------------------------------------------------------------
+
+
+async def test_venue_service_pools_lists_every_pool_priced_quote_per_base(
+    raydium: HttpVenue,
+) -> None:
+    pools = {pool.pool_id: pool for pool in await raydium.pools()}
+
+    sol_usdc, bonk_sol = pools["raydium:SOL-USDC"], pools["raydium:SOL-BONK"]
+    assert len(pools) >= 15
+    assert (sol_usdc.base, sol_usdc.quote, sol_usdc.launched) == ("SOL", "USDC", False)
+    assert Decimal("140") < sol_usdc.price < Decimal("160")
+    assert (bonk_sol.base, bonk_sol.quote) == ("BONK", "SOL")
+    assert Decimal("1.2e-7") < bonk_sol.price < Decimal("1.5e-7")
+    # $10M deep, plus the fees earlier swaps left in the pool.
+    assert Decimal(10_000_000) <= sol_usdc.liquidity_usd < Decimal(10_000_100)
+
+
+async def test_venue_service_launched_pool_quotes_and_swaps_through_the_venue_api(
+    raydium: HttpVenue,
+) -> None:
+    pool = await raydium.launch("ITPEPE", price=Decimal("0.0002"), liquidity_usd=Decimal(20_000))
+    quote = await raydium.quote("SOL", "ITPEPE", Decimal("0.5"))
+    submitted = await raydium.submit(
+        SwapRequest(
+            client_ref="it-sniper-1:1",
+            token_in="SOL",
+            token_out="ITPEPE",
+            amount_in=Decimal("0.5"),
+            min_amount_out=Decimal(0),
+        )
+    )
+    found = await raydium.find_swap("it-sniper-1:1")
+    confirmed = await raydium.confirm(submitted.tx_hash)
+    listed = {p.pool_id: p for p in await raydium.pools()}
+
+    assert (pool.pool_id, pool.base, pool.quote) == ("raydium:SOL-ITPEPE", "ITPEPE", "SOL")
+    assert (pool.price, pool.launched, pool.base_decimals) == (Decimal("0.0002"), True, 6)
+    assert pool.liquidity_usd == Decimal("20000.00")
+    assert Decimal(2_400) < quote.amount_out < Decimal(2_500)
+    assert found is not None and found.tx_hash == submitted.tx_hash
+    assert confirmed.status == "confirmed"
+    assert listed["raydium:SOL-ITPEPE"].price > pool.price
+
+
+async def test_venue_service_launch_without_price_or_liquidity_uses_the_defaults(
+    service_url: str,
+) -> None:
+    async with httpx.AsyncClient(base_url=service_url) as client:
+        response = await client.post("/venues/meteora/pools", json={"symbol": "itdflt"})
+
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == {
+        "venue",
+        "pool_id",
+        "base",
+        "quote",
+        "price",
+        "liquidity_usd",
+        "launched",
+        "base_mint",
+        "base_decimals",
+    }
+    assert (body["pool_id"], body["base"], body["quote"]) == ("meteora:SOL-ITDFLT", "ITDFLT", "SOL")
+    # A ten-thousandth of a SOL; this "meteora" runs constant-product pools: exact.
+    assert Decimal(body["price"]) == Decimal("0.0001")
+    assert Decimal(body["liquidity_usd"]) == Decimal("50000.00")
+
+
+async def test_venue_service_launch_of_an_existing_pool_answers_409(
+    service_url: str, raydium: HttpVenue
+) -> None:
+    await raydium.launch("ITTWICE")
+    async with httpx.AsyncClient(base_url=service_url) as client:
+        again = await client.post("/venues/raydium/pools", json={"symbol": "ITTWICE"})
+        listed = await client.post("/venues/raydium/pools", json={"symbol": "BONK"})
+    with pytest.raises(VenueError) as caught:
+        await raydium.launch("ITTWICE")
+
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "POOL_EXISTS"
+    assert (listed.status_code, listed.json()["error"]["code"]) == (409, "TOKEN_EXISTS")
+    assert (caught.value.code, caught.value.transient) == ("POOL_EXISTS", False)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        ({"symbol": "X"}, "INVALID_REQUEST", "symbol"),
+        ({"symbol": "ITBAD", "price": "-1"}, "INVALID_REQUEST", "price"),
+        ({"symbol": "ITBAD", "liquidity_usd": "0"}, "INVALID_REQUEST", "liquidity_usd"),
+        ({"symbol": "ITBAD", "liquidityUsd": "10"}, "INVALID_REQUEST", "liquidityUsd"),
+        ({"symbol": "ITBAD", "quote": "DOGE"}, "UNKNOWN_TOKEN", None),
+    ],
+)
+async def test_venue_service_launch_bad_input_answers_422(
+    service_url: str, body: dict[str, str], code: str, field: str | None
+) -> None:
+    async with httpx.AsyncClient(base_url=service_url) as client:
+        response = await client.post("/venues/raydium/pools", json=body)
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert (error["code"], error["field"], error["transient"]) == (code, field, False)
+
+
+async def test_venue_service_add_liquidity_deepens_the_pool_at_its_price(
+    raydium: HttpVenue,
+) -> None:
+    before = {p.pool_id: p for p in await raydium.pools()}["raydium:USDC-JUP"]
+
+    after = await raydium.add_liquidity("JUP", "USDC", Decimal(2_000_000))
+
+    assert after.pool_id == before.pool_id
+    assert after.price == before.price
+    assert abs(after.liquidity_usd - before.liquidity_usd - 2_000_000) < Decimal("0.05")
+
+
+async def test_venue_service_drift_moves_each_named_pool(raydium: HttpVenue) -> None:
+    before = {p.pool_id: p for p in await raydium.pools()}
+
+    await raydium.drift([("RAY", "USDT", Decimal("0.0004")), ("USDT", "BONK", Decimal("0.0004"))])
+    after = {p.pool_id: p for p in await raydium.pools()}
+
+    assert after["raydium:USDT-RAY"].price > before["raydium:USDT-RAY"].price  # RAY dearer
+    assert after["raydium:USDT-BONK"].price < before["raydium:USDT-BONK"].price  # BONK cheaper

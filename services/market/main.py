@@ -1,0 +1,70 @@
+"""Entrypoint of the market service process (``oee market``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from services.common.settings import Settings, get_settings
+from services.market.feed import MarketFeed
+from services.market.log import MarketPublisher, read_market
+from services.venues.client import http_venues
+
+log = logging.getLogger(__name__)
+
+# Scheduled launches list their token on this venue.
+LAUNCH_VENUE = "raydium"
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Publish the venues' pools to the market topic until ``stop`` is set."""
+
+    async def sleep(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+    published = await read_market(settings)
+    log.info("market topic %s holds %d pools", settings.market_topic, len(published))
+    venues = await http_venues(settings)
+    publisher = MarketPublisher(settings)
+    await publisher.start()
+    try:
+        feed = MarketFeed(
+            venues,
+            publisher,
+            seed=settings.venue_seed,
+            published=published,
+            drift_bps=settings.market_drift_bps,
+            drift_every_s=settings.market_drift_every_s,
+            launch_every_s=settings.market_launch_every_s,
+            launch_venue=LAUNCH_VENUE,
+            sleep=sleep,
+        )
+        await feed.run(stop, settings.market_poll_s)
+    finally:
+        await publisher.stop()
+        # The venues share one HTTP client: closing one closes it.
+        if venues:
+            await venues[0].aclose()
+
+
+async def _main(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # The venues' pools are read several times a second: do not log every request.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    log.info("market feed from %s to %s", settings.venues_url, settings.market_topic)
+    await serve(settings, stop)
+
+
+def run(settings: Settings) -> None:
+    """Run the market service until SIGTERM or SIGINT."""
+    asyncio.run(_main(settings))
+
+
+if __name__ == "__main__":
+    run(get_settings())
