@@ -1,0 +1,33 @@
+"""The trigger service process (``oee triggers``): limit and sniper orders fire from here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from services.common.settings import Settings
+from services.common.topics import ensure_topics
+from services.triggers.service import TriggerService
+
+log = logging.getLogger(__name__)
+
+
+async def _main(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await ensure_topics(settings)
+    log.info(
+        "triggers reading %s and %s, writing %s",
+        settings.events_topic,
+        settings.market_topic,
+        settings.commands_topic,
+    )
+    await TriggerService(settings).run(stop)
+
+
+def run(settings: Settings) -> None:
+    """Run the trigger service until SIGTERM or SIGINT."""
+    asyncio.run(_main(settings))

@@ -1,0 +1,400 @@
+"""The trigger service: market data and time in, ``TriggerOrder`` and ``ExpireOrder`` out.
+
+One consumer without a group reads every partition of two topics:
+
+* the order events, from the snapshot's offsets (``snapshot.py``) or the start,
+  folded into the armed book, the executing orders and the pending specs;
+* the market, from the start, so every pool's latest state is known.
+
+Nothing is evaluated until both are read up to the end offsets taken at start-up:
+old ticks fire nothing. Then every armed order is evaluated once against the
+market as it stands, every new pool state evaluates its market's orders, and a
+newly armed order is evaluated at once. Candidates (the spot reaches their bound)
+are verified with every venue's quote for their size before they fire; at most
+``trigger_max_in_flight`` triggered orders execute at once (``core.Gate``).
+
+Delivery is at least once: a command repeated after a crash or a race is a no-op
+in the engine, which triggers or expires an order only at the armed version the
+command names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from events.market import decode_market
+from events.messages import (
+    DecodeError,
+    ExpireOrder,
+    TriggerOrder,
+    decode_event,
+    encode,
+    order_key,
+)
+from services.common.settings import Settings
+from services.engine.routing import quote_all
+from services.triggers.book import Armed
+from services.triggers.core import (
+    Candidate,
+    TriggerState,
+    Verdict,
+    judge,
+    pool_market,
+    sniper_reason,
+)
+from services.triggers.snapshot import Snapshot, load_snapshot
+from services.venues.client import http_venues
+from services.venues.interface import Venue
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+# Candidates quoted at once; each asks every venue concurrently.
+QUOTE_CONCURRENCY = 32
+# The expiry timer wakes at least this often, so a clock that jumps is noticed.
+MAX_TIMER_WAIT_S = 1.0
+
+
+def utc_now() -> datetime:
+    """Return the current time in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class TriggerStats:
+    """Running totals of one trigger service run."""
+
+    triggered: int = 0
+    expired: int = 0
+    verified: int = 0  # candidates quoted
+    missed: int = 0  # candidates whose quotes missed their bound
+    skipped: int = 0  # messages that could not be decoded or folded
+
+
+class TriggerService:
+    """Tail the order events and the market; send trigger and expiry commands."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        venues: Sequence[Venue] | None = None,
+        clock: Clock = utc_now,
+        quote_concurrency: int = QUOTE_CONCURRENCY,
+    ) -> None:
+        self.settings = settings
+        self.state = TriggerState(
+            max_in_flight=settings.trigger_max_in_flight,
+            sniper_min_liquidity_usd=settings.sniper_min_liquidity_usd,
+        )
+        self.stats = TriggerStats()
+        # Set once the tail reached the end offsets taken at start-up.
+        self.ready = asyncio.Event()
+        self._venues = venues
+        self._clock = clock
+        self._quote_slots = asyncio.Semaphore(quote_concurrency)
+        self._wakeup = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self._verifying: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; an error writing to the log propagates."""
+        snapshot = await load_snapshot(self.settings)
+        self._load(snapshot)
+        owned_venues = self._venues is None
+        venues = await http_venues(self.settings) if self._venues is None else self._venues
+        self._venues = venues
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap, acks="all", enable_idempotence=True
+        )
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        try:
+            await producer.start()
+            self._producer = producer
+            await consumer.start()
+            ends = await self._assign(consumer, producer, snapshot)
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                group.create_task(self._consume(consumer, ends, stop), name="triggers-tail")
+                group.create_task(self._expire_loop(stop), name="triggers-expiry")
+                await stop.wait()
+                self._wakeup.set()
+                for task in list(self._verifying):
+                    task.cancel()
+        finally:
+            self._group = None
+            await consumer.stop()
+            await producer.stop()
+            if owned_venues:
+                for venue in venues:
+                    aclose = getattr(venue, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+        log.info("trigger service stopped: %s", self.stats)
+
+    def _load(self, snapshot: Snapshot | None) -> None:
+        if snapshot is None:
+            return
+        for order in snapshot.orders:
+            self.state.load(
+                order.order_id, order.spec, order.correlation_id, order.seq, order.status
+            )
+        log.info(
+            "snapshot of the orders read model at %s: %s",
+            snapshot.offsets,
+            self.state.counts(),
+        )
+
+    async def _assign(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, snapshot: Snapshot | None
+    ) -> dict[TopicPartition, int]:
+        """Assign both topics, seek to where each is read from; return their end offsets."""
+        events = [
+            TopicPartition(self.settings.events_topic, p)
+            for p in sorted(await producer.partitions_for(self.settings.events_topic))
+        ]
+        market = [
+            TopicPartition(self.settings.market_topic, p)
+            for p in sorted(await producer.partitions_for(self.settings.market_topic))
+        ]
+        consumer.assign(events + market)
+        await consumer.seek_to_beginning(*market)
+        if snapshot is None:
+            await consumer.seek_to_beginning(*events)
+        else:
+            # A partition the projection never stored has nothing projected: from 0.
+            for tp in events:
+                consumer.seek(tp, snapshot.offsets.get(tp.partition, 0))
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(events + market)
+        return ends
+
+    # The tail --------------------------------------------------------------------
+
+    async def _consume(
+        self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], stop: asyncio.Event
+    ) -> None:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+            for tp, records in batches.items():
+                for record in records:
+                    self._ingest(tp, record)
+            if not self.ready.is_set() and await self._caught_up(consumer, ends):
+                self._start_evaluating()
+
+    @staticmethod
+    async def _caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+        for tp, end in ends.items():
+            if await consumer.position(tp) < end:
+                return False
+        return True
+
+    def _start_evaluating(self) -> None:
+        self.ready.set()
+        log.info("caught up with the log: %s", self.state.counts())
+        self._consider(self.state.sweep())
+        self._wakeup.set()
+
+    def _ingest(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Fold one record; a record that cannot be decoded or folded is logged and skipped."""
+        where = f"{tp.topic}[{tp.partition}]@{record.offset}"
+        if record.value is None:
+            return  # a tombstone of the compacted market topic, or an empty record
+        try:
+            if tp.topic == self.settings.market_topic:
+                self._on_market(record.value)
+            else:
+                self._on_event(record.value, where)
+        except DecodeError as exc:
+            self.stats.skipped += 1
+            log.warning("skipping undecodable %s: %s", where, exc)
+        except Exception:
+            # One message must not stop the service; the log keeps it for a post-mortem.
+            self.stats.skipped += 1
+            log.exception("skipping %s that could not be handled", where)
+
+    def _on_market(self, raw: bytes) -> None:
+        pool = decode_market(raw)
+        if self.state.observe(pool) and self.ready.is_set():
+            self._consider(self.state.candidates_at(pool))
+
+    def _on_event(self, raw: bytes, where: str) -> None:
+        effect = self.state.apply(decode_event(raw))
+        if effect.skipped is not None:
+            self.stats.skipped += 1
+            log.warning("not folding %s: %s", where, effect.skipped)
+        if not self.ready.is_set():
+            return
+        if effect.armed is not None:
+            if effect.armed.spec.expires_at is not None:
+                self._wakeup.set()
+            # A limit the market already reaches fires at once.
+            self._consider(self.state.candidates_for(effect.armed)[:1])
+        if effect.released:
+            self._drain()
+
+    # Evaluation ------------------------------------------------------------------
+
+    def _consider(self, candidates: Sequence[Candidate]) -> None:
+        """Verify each candidate now if the gate has room, else queue it."""
+        for candidate in candidates:
+            if self._expired(candidate.order):
+                continue  # the expiry timer takes it
+            if self.state.gate.request(candidate):
+                self._spawn(candidate)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Start verifying queued candidates while the gate has room."""
+        while (candidate := self.state.gate.next()) is not None:
+            if self.state.still_valid(candidate) and not self._expired(candidate.order):
+                self._spawn(candidate)
+            else:
+                self.state.gate.abandon(candidate.order.order_id)
+
+    def _expired(self, order: Armed) -> bool:
+        expires_at = order.spec.expires_at
+        return expires_at is not None and expires_at <= self._clock()
+
+    def _spawn(self, candidate: Candidate) -> None:
+        assert self._group is not None
+        task = self._group.create_task(self._verify(candidate))
+        self._verifying.add(task)
+        task.add_done_callback(self._verifying.discard)
+
+    async def _verify(self, candidate: Candidate) -> None:
+        """Quote ``candidate``; trigger it if a venue reaches its bound and it is still armed."""
+        order = candidate.order
+        pool = self.state.pools[candidate.pool_id]
+        _, spot = pool_market(pool)
+        try:
+            verdict: Verdict | None = await self._verdict(order, candidate)
+        except Exception:
+            log.exception("verifying order %s failed", order.order_id)
+            verdict = None
+        still_armed = self.state.book.is_armed(order.order_id, order.seq)
+        if still_armed and self._expired(order):
+            verdict = None  # expired while it was quoted: the expiry timer takes it
+        if verdict is None or not verdict.fire or not still_armed:
+            self.state.gate.abandon(order.order_id)
+            if verdict is not None and not verdict.fire and verdict.quoted:
+                self.stats.missed += 1
+                self.state.failed_at(candidate, spot)
+                log.info("order %s not triggered: %s", order.order_id, verdict.reason)
+            # Ticks (or a new arming) that came during the quotes found the order busy
+            # and were not considered: consider it again as things stand. Not after
+            # no usable quote (venues down): that would quote it again in a tight
+            # loop; the next state of a pool tries it again instead.
+            current = self.state.book.get(order.order_id)
+            learned = verdict is not None and verdict.quoted
+            if current is not None and (learned or current.seq != order.seq):
+                self._consider(self.state.candidates_for(current)[:1])
+            self._drain()
+            return
+        self.state.fired(order)
+        command = TriggerOrder(
+            message_id=uuid.uuid4(),
+            order_id=order.order_id,
+            seq=order.seq,
+            occurred_at=self._clock(),
+            correlation_id=order.correlation_id,
+            causation_id=pool.message_id,
+            reason=verdict.reason,
+            price=verdict.price,
+            venue=verdict.venue,
+        )
+        await self._send([command])
+        self.stats.triggered += 1
+        log.info("triggered order %s (armed #%d): %s", order.order_id, order.seq, verdict.reason)
+
+    async def _verdict(self, order: Armed, candidate: Candidate) -> Verdict:
+        pool = self.state.pools[candidate.pool_id]
+        min_liquidity = self.state.sniper_min_liquidity_usd
+        if order.spec.order_type == "sniper" and order.bound is None:
+            # Nothing to verify: the pool's existence and liquidity are the condition.
+            _, spot = pool_market(pool)
+            return Verdict(
+                fire=True, reason=sniper_reason(pool, min_liquidity), price=spot, venue=pool.venue
+            )
+        assert self._venues is not None
+        async with self._quote_slots:
+            quotes = await quote_all(
+                self._venues,
+                order.spec.token_in,
+                order.spec.token_out,
+                order.spec.amount,
+                self.settings.venue_timeout_s,
+            )
+        self.stats.verified += 1
+        verdict = judge(order, quotes)
+        if order.spec.order_type == "sniper" and verdict.fire:
+            reason = f"{verdict.reason}; {sniper_reason(pool, min_liquidity)}"
+            return Verdict(fire=True, reason=reason, price=verdict.price, venue=verdict.venue)
+        return verdict
+
+    # Expiry ------------------------------------------------------------------------
+
+    async def _expire_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if self.ready.is_set():
+                await self._expire_due()
+            following = self.state.book.next_expiry()
+            wait = MAX_TIMER_WAIT_S
+            if following is not None:
+                wait = min(wait, max(0.0, (following - self._clock()).total_seconds()))
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), wait)
+
+    async def _expire_due(self) -> None:
+        due = self.state.book.expire(self._clock())
+        if not due:
+            return
+        for order in due:
+            self.state.forget(order.order_id)
+        await self._send(
+            [
+                ExpireOrder(
+                    message_id=uuid.uuid4(),
+                    order_id=order.order_id,
+                    seq=order.seq,
+                    occurred_at=self._clock(),
+                    correlation_id=order.correlation_id,
+                )
+                for order in due
+            ]
+        )
+        self.stats.expired += len(due)
+        for order in due:
+            log.info(
+                "expired order %s (armed #%d): expires_at %s passed",
+                order.order_id,
+                order.seq,
+                order.spec.expires_at,
+            )
+
+    async def _send(self, commands: Sequence[TriggerOrder | ExpireOrder]) -> None:
+        """Write commands to the commands topic, acknowledged by every replica."""
+        assert self._producer is not None
+        sent = [
+            await self._producer.send(
+                self.settings.commands_topic, encode(c), key=order_key(c.order_id)
+            )
+            for c in commands
+        ]
+        await asyncio.gather(*sent)
