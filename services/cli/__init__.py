@@ -11,11 +11,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 
 from services.common.settings import Settings, get_settings
 
 # Start order of `oee up`; it stops them in reverse, so the gateway stops taking orders first.
-SERVICES = ("venues", "engine", "projector", "gateway")
+# The market service reads the venues; the triggers read the market.
+SERVICES = ("venues", "market", "triggers", "engine", "projector", "gateway")
 
 
 def _run_service(name: str, settings: Settings) -> int:
@@ -23,6 +25,14 @@ def _run_service(name: str, settings: Settings) -> int:
         from services.venues.main import run as run_venues
 
         run_venues(settings)
+    elif name == "market":
+        from services.market.main import run as run_market
+
+        run_market(settings)
+    elif name == "triggers":
+        from services.triggers.main import run as run_triggers
+
+        run_triggers(settings)
     elif name == "engine":
         from services.engine.main import run as run_engine
 
@@ -84,6 +94,45 @@ def _analytics(args: argparse.Namespace, settings: Settings) -> int:
     return analytics_main(settings)
 
 
+def _launch(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from services.venues.client import HttpVenue
+    from services.venues.interface import VenueError
+
+    async def launch() -> int:
+        venue = HttpVenue(args.venue, settings.venues_url, settings.venue_timeout_s)
+        try:
+            pool = await venue.launch(
+                args.symbol, quote=args.quote, price=args.price, liquidity_usd=args.liquidity_usd
+            )
+        except VenueError as exc:
+            print(f"oee launch: {exc.code}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await venue.aclose()
+        print(pool.model_dump_json(indent=2))
+        return 0
+
+    return asyncio.run(launch())
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise argparse.ArgumentTypeError(f"not a decimal number: {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from services.cli.bench import main as bench_main
+
+    return bench_main(args.bench_args, settings)
+
+
 def _test(args: argparse.Namespace, settings: Settings) -> int:
     from services.cli.checks import run_checks
 
@@ -119,10 +168,36 @@ def _parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="compare with the live read model; change nothing"
     )
     replay.set_defaults(handler=_replay)
+    launch = sub.add_parser(
+        "launch",
+        help="list a new token on a venue and open its pool (simulation)",
+        description="Ask the running venue service to list SYMBOL and open a pool for it, "
+        "then print the pool. Without --price the token is worth a small fraction of a SOL; "
+        "without --liquidity-usd the pool holds OEE_LAUNCH_LIQUIDITY_USD.",
+    )
+    launch.add_argument("symbol", metavar="SYMBOL", help="the new token's symbol, e.g. PEPE")
+    launch.add_argument("--venue", default="raydium", help="raydium (default) or meteora")
+    launch.add_argument("--quote", default="SOL", help="the token it trades against (SOL)")
+    launch.add_argument(
+        "--price", type=_decimal, default=None, help="in quote tokens per new token"
+    )
+    launch.add_argument(
+        "--liquidity-usd", type=_decimal, default=None, help="USD value the pool holds"
+    )
+    launch.set_defaults(handler=_launch)
     for name in SERVICES:
         sub.add_parser(name, help=f"run the {name} service in the foreground").set_defaults(
             handler=lambda _args, settings, name=name: _run_service(name, settings)
         )
+    bench = sub.add_parser(
+        "bench",
+        help="run a benchmark: `oee bench triggers` (10,000 armed limit orders, half fired)",
+        description="`oee bench triggers [--orders N] [--url GATEWAY]`: without --url it "
+        "starts a private system on free ports and stops it afterwards.",
+    )
+    bench.add_argument("scenario", choices=["triggers"])
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(handler=_bench)
     test = sub.add_parser(
         "test",
         help="run ruff format --check, ruff check, mypy and pytest (what CI runs)",

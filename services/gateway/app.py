@@ -28,6 +28,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from events.messages import (
     TERMINAL_STATUSES,
+    CancelOrder,
+    Command,
     DecodeError,
     Event,
     SubmitOrder,
@@ -46,13 +48,16 @@ from services.gateway.errors import ApiError
 from services.gateway.hub import EventHub, Logged, OrderFacts
 from services.gateway.schemas import (
     ExecuteOrderRequest,
+    LaunchRequest,
     SwapRequest,
     camelize,
     event_view,
     order_view,
     request_hash,
+    submitted_view,
 )
 from services.venues.client import HttpVenue, http_venues
+from services.venues.interface import VenueError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,8 @@ _IDEMPOTENCY_NAMESPACE = uuid.UUID("0b6c1f8e-5d2a-4c3b-9e7f-1a2b3c4d5e6f")
 WS_UNKNOWN_ORDER = 4404
 WS_HISTORY_UNAVAILABLE = 4503
 _GAP_POLL_S = 0.2
+# Venue answers to a launch that mean "it exists already".
+_LAUNCH_CONFLICTS = frozenset({"POOL_EXISTS", "TOKEN_EXISTS"})
 
 
 class Gateway:
@@ -230,6 +237,8 @@ def create_app(
     ) -> JSONResponse:
         """Submit an order; answers once the command is durably on the log."""
         order = parse_order_request(await read_body(request, settings.max_body_bytes))
+        if order.expired_by(gateway.clock()):
+            raise ApiError(422, "INVALID_EXPIRY", "expiresAt: already in the past", "expiresAt")
         spec = order.to_spec()
         digest = request_hash(spec)
         if idempotency_key is None:
@@ -275,15 +284,8 @@ def create_app(
             idempotency_key=key,
             request_hash=digest,
         )
-        try:
-            await gateway.producer.send_and_wait(
-                settings.commands_topic, encode(command), key=order_key(order_id)
-            )
-        except KafkaError as exc:
-            log.error("command for %s not written: %r", order_id, exc)
-            raise ApiError(503, "BROKER_UNAVAILABLE", "the order log is unavailable") from exc
-        if key is not None:
-            gateway.hub.remember(key, order_id, digest)
+        await write_command(command)
+        gateway.hub.record_submission(command)
         return JSONResponse(
             status_code=202, content={"orderId": str(order_id), "status": "pending"}
         )
@@ -292,9 +294,13 @@ def create_app(
     async def get_order(order_id: uuid.UUID) -> dict[str, Any]:
         """Return an order's current state."""
         state = fold(await gateway.history(order_id))
-        if state is None:
-            raise ApiError(404, "ORDER_NOT_FOUND", f"order {order_id} is unknown", "orderId")
-        return order_view(state)
+        if state is not None:
+            return order_view(state)
+        command = gateway.hub.submitted(order_id)
+        if command is not None:
+            # Written to the log but not accepted by the engine yet: read your writes.
+            return submitted_view(command)
+        raise ApiError(404, "ORDER_NOT_FOUND", f"order {order_id} is unknown", "orderId")
 
     @app.get("/api/orders/{order_id}/events")
     async def get_events(order_id: uuid.UUID) -> dict[str, Any]:
@@ -306,6 +312,108 @@ def create_app(
             "orderId": str(order_id),
             "events": [event_view(item.event, item.position) for item in history],
         }
+
+    @app.post(
+        "/api/orders/{order_id}/cancel",
+        responses={
+            404: {"description": "Unknown order"},
+            409: {"description": "Not armed: already executing or done (error.status says)"},
+        },
+    )
+    async def cancel(order_id: uuid.UUID) -> JSONResponse:
+        """Cancel an armed limit or sniper order; answers once the outcome is on the log."""
+        state = await armed_state(order_id)
+        async with gateway.hub.subscribe(order_id) as live:
+            command = CancelOrder(
+                message_id=uuid.uuid4(),
+                order_id=order_id,
+                seq=state.seq,
+                occurred_at=gateway.clock(),
+                correlation_id=state.correlation_id,
+            )
+            await write_command(command)
+            # The first event after the armed one decides: the cancel's, or a trigger's
+            # or expiry's that reached the engine first.
+            outcome = await next_event(order_id, state.seq, live)
+        if outcome is None:
+            return JSONResponse(
+                status_code=202,
+                content={"orderId": str(order_id), "status": "armed", "cancelRequested": True},
+            )
+        if outcome.status != "cancelled":
+            raise not_cancellable(order_id, outcome.status)
+        return JSONResponse(content={"orderId": str(order_id), "status": "cancelled"})
+
+    def not_cancellable(order_id: uuid.UUID, status: str) -> ApiError:
+        return ApiError(
+            409,
+            "NOT_CANCELLABLE",
+            f"order {order_id} is {status}; only an armed order can be cancelled",
+            None,
+            {"status": status},
+        )
+
+    async def armed_state(order_id: uuid.UUID) -> OrderState:
+        """Return the order's state once it is armed, or raise 404/409."""
+        deadline = asyncio.get_running_loop().time() + settings.unknown_order_grace_s
+        while True:
+            state = fold(await gateway.history(order_id))
+            if state is None and not await gateway.exists(order_id):
+                raise ApiError(404, "ORDER_NOT_FOUND", f"order {order_id} is unknown", "orderId")
+            waiting = state is None or (state.status == "pending" and state.spec.waits)
+            if state is not None and not waiting:
+                if state.status != "armed":
+                    raise not_cancellable(order_id, state.status)
+                return state
+            # Accepted a moment ago: it is armed within milliseconds.
+            if asyncio.get_running_loop().time() > deadline:
+                raise not_cancellable(order_id, state.status if state else "pending")
+            await asyncio.sleep(0.05)
+
+    async def next_event(
+        order_id: uuid.UUID, after: int, live: asyncio.Queue[Logged]
+    ) -> Event | None:
+        """Return the order's event ``after + 1`` once known (None after a timeout)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.cancel_timeout_s
+        while (left := deadline - loop.time()) > 0:
+            for known in await gateway.history(order_id):
+                if known.event.seq == after + 1:
+                    return known.event
+            with contextlib.suppress(TimeoutError):
+                item = await asyncio.wait_for(live.get(), timeout=min(1.0, left))
+                if item.event.seq == after + 1:
+                    return item.event
+        return None
+
+    async def write_command(command: Command) -> None:
+        try:
+            await gateway.producer.send_and_wait(
+                settings.commands_topic, encode(command), key=order_key(command.order_id)
+            )
+        except KafkaError as exc:
+            log.error("command for %s not written: %r", command.order_id, exc)
+            raise ApiError(503, "BROKER_UNAVAILABLE", "the order log is unavailable") from exc
+
+    @app.post(
+        "/api/simulate/launch",
+        status_code=201,
+        responses={409: {"description": "Already listed"}, 404: {"description": "No such venue"}},
+    )
+    async def launch(body: LaunchRequest) -> dict[str, Any]:
+        """Simulation: launch a new token in a new pool, e.g. for a sniper to catch."""
+        venue = next((v for v in gateway.venues if v.name == body.venue), None)
+        if venue is None:
+            names = ", ".join(v.name for v in gateway.venues)
+            raise ApiError(404, "UNKNOWN_VENUE", f"venue must be one of {names}", "venue")
+        try:
+            pool = await venue.launch(
+                body.symbol, quote=body.quote, price=body.price, liquidity_usd=body.liquidity_usd
+            )
+        except VenueError as exc:
+            status = 409 if exc.code in _LAUNCH_CONFLICTS else 502 if exc.transient else 422
+            raise ApiError(status, exc.code, str(exc), "symbol") from exc
+        return camelize(pool.model_dump(mode="json"))
 
     @app.get("/api/quotes")
     async def get_quotes(

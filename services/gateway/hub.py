@@ -133,6 +133,7 @@ class _Order:
     events: dict[int, Logged] = field(default_factory=dict)
     subscribers: set[asyncio.Queue[Logged]] = field(default_factory=set)
     facts: OrderFacts | None = None
+    submitted: SubmitOrder | None = None  # its first submission, until events arrive
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,9 +241,7 @@ class EventHub:
     def _ingest(self, tp: TopicPartition, offset: int, message: Event | Command) -> None:
         if isinstance(message, Command):
             if isinstance(message, SubmitOrder):
-                self._touch(message.order_id).seen = True
-                if message.idempotency_key is not None:
-                    self.remember(message.idempotency_key, message.order_id, message.request_hash)
+                self.record_submission(message)
             return
         order = self._touch(message.order_id)
         order.seen = True
@@ -321,6 +320,19 @@ class EventHub:
         """Tell whether the hub saw a command or event of this order."""
         order = self._orders.get(order_id)
         return order is not None and order.seen
+
+    def record_submission(self, command: SubmitOrder) -> None:
+        """Remember a submission read from the log, or just written to it by this gateway."""
+        order = self._touch(command.order_id)
+        order.seen = True
+        order.submitted = order.submitted or command
+        if command.idempotency_key is not None:
+            self.remember(command.idempotency_key, command.order_id, command.request_hash)
+
+    def submitted(self, order_id: uuid.UUID) -> SubmitOrder | None:
+        """Return the first submission of an order, if this hub read it."""
+        order = self._orders.get(order_id)
+        return order.submitted if order is not None else None
 
     def recent(self, order_id: uuid.UUID) -> list[Logged]:
         """Return the events of an order seen since start-up, by sequence."""

@@ -12,7 +12,7 @@ from typing import Any, Literal, Self
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from events.messages import Envelope, Event, OrderSpec
+from events.messages import Envelope, Event, OrderSpec, SubmitOrder
 from services.domain.lifecycle import OrderState
 from services.domain.tokens import find_token
 
@@ -274,6 +274,16 @@ def event_view(event: Event, position: dict[str, Any] | None = None) -> dict[str
 def order_view(state: OrderState) -> dict[str, Any]:
     """Return the JSON a client sees for an order's current state."""
     data = state.model_dump(mode="json", exclude={"spec", "last_event_id", "correlation_id"})
-    spec = state.spec.model_dump(mode="json")
-    spec["type"] = spec.pop("order_type")
-    return {"orderId": data.pop("order_id"), **camelize(spec), **camelize(data)}
+    return {"orderId": data.pop("order_id"), **spec_view(state.spec), **camelize(data)}
+
+
+def spec_view(spec: OrderSpec) -> dict[str, Any]:
+    """Return what was asked, as the client wrote it (``type``, camelCase)."""
+    data = spec.model_dump(mode="json")
+    data["type"] = data.pop("order_type")
+    return dict(camelize(data))
+
+
+def submitted_view(command: SubmitOrder) -> dict[str, Any]:
+    """Return an order the engine has not accepted yet: its command is all there is."""
+    return {"orderId": str(command.order_id), **spec_view(command.spec), "status": "pending"}

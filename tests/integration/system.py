@@ -13,7 +13,7 @@ import httpx
 from services.common.settings import Settings
 from services.common.subprocesses import die_with_parent, stop_process, tail
 
-SERVICES = ("venues", "projector", "engine", "gateway")
+SERVICES = ("venues", "market", "triggers", "projector", "engine", "gateway")
 
 
 class System:

@@ -1,0 +1,315 @@
+"""``oee bench triggers``: many armed limit orders, one price move that crosses half.
+
+The scenario, run against a whole system (the one ``--url`` names, or a private one
+this command starts on free ports with instant venues and a still market):
+
+1. quote selling a little SOL, then arm N limit sells of it: half with limits just
+   above that price (a 4 % move crosses them), half far above (nothing crosses them);
+2. move SOL/USDC up 4 % on every venue;
+3. keep submitting market orders while the triggered half executes;
+4. count, from the firehose, how often each order was triggered and confirmed.
+
+It prints how long arming and the burst took and what market orders saw meanwhile,
+and fails (exit code 1) unless exactly the crossing half fired, each once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import connect
+
+from services.common.settings import Settings
+from services.common.subprocesses import die_with_parent, free_port
+
+AMOUNT = Decimal("0.01")  # SOL per order: the burst barely moves the pools
+MOVE = Decimal("0.04")
+# Limits as multiples of the executable price before the move: the crossing band
+# stays below the price even once the venues' walk pulls it back to the edge of its
+# ±2 % band, the other stays far above it.
+CROSSING = (Decimal("1.003"), Decimal("1.012"))
+OUT_OF_REACH = (Decimal("1.06"), Decimal("1.08"))
+VENUES = ("raydium", "meteora")
+
+
+@dataclass
+class Watch:
+    """What the firehose showed: statuses per order and when each arrived."""
+
+    statuses: dict[str, Counter[str]] = field(default_factory=dict)
+    first_seen: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def record(self, message: dict[str, Any]) -> None:
+        order_id, status = message["orderId"], message["status"]
+        self.statuses.setdefault(order_id, Counter())[status] += 1
+        self.first_seen.setdefault((order_id, status), time.monotonic())
+
+    def count(self, orders: list[str], status: str) -> int:
+        return sum(1 for o in orders if self.statuses.get(o, Counter())[status] > 0)
+
+
+@dataclass(frozen=True)
+class BurstReport:
+    """The figures of one run."""
+
+    orders: int
+    crossing: int
+    submit_s: float
+    arm_s: float
+    burst_s: float
+    fired: int
+    fired_twice: int
+    fired_out_of_reach: int
+    confirmed: int
+    still_armed: int
+    market_idle_ms: float
+    market_during_ms: list[float]
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.fired == self.crossing
+            and self.fired_twice == 0
+            and self.fired_out_of_reach == 0
+            and self.still_armed == self.orders - self.crossing
+        )
+
+    def lines(self) -> list[str]:
+        during = sorted(self.market_during_ms)
+        return [
+            f"armed {self.orders} limit orders: submitted in {self.submit_s:.1f}s "
+            f"({self.orders / self.submit_s:.0f}/s), all armed after {self.arm_s:.1f}s",
+            f"price move crossing {self.crossing}: {self.fired} fired "
+            f"({self.fired_twice} twice, {self.fired_out_of_reach} beyond reach), "
+            f"{self.confirmed} confirmed in {self.burst_s:.1f}s "
+            f"({self.confirmed / self.burst_s:.0f}/s); {self.still_armed} still armed",
+            f"market orders: {self.market_idle_ms:.0f} ms idle; during the burst "
+            f"p50 {statistics.median(during):.0f} ms, max {during[-1]:.0f} ms "
+            f"({len(during)} orders)",
+            "exactly the crossing half fired, each once" if self.ok else "FAILED",
+        ]
+
+
+async def _watch(ws_url: str, watch: Watch, ready: asyncio.Event) -> None:
+    async with connect(f"{ws_url}/api/stream", max_queue=None) as socket:
+        ready.set()
+        async for raw in socket:
+            watch.record(json.loads(raw))
+    # The firehose never ends by itself: a close means this observer was dropped.
+    raise RuntimeError(f"the firehose closed ({socket.close_code} {socket.close_reason})")
+
+
+async def _submit(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
+    response = await http.post("/api/orders/execute", json=body)
+    response.raise_for_status()
+    return str(response.json()["orderId"])
+
+
+async def _until(check: Any, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {within:.0f}s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+def _limits(price: Decimal, band: tuple[Decimal, Decimal], count: int) -> list[Decimal]:
+    low, high = band
+    step = (high - low) / max(count - 1, 1)
+    return [(price * (low + step * i)).quantize(Decimal("0.0001")) for i in range(count)]
+
+
+async def trigger_burst(
+    base_url: str, venues_url: str, orders: int = 10_000, concurrency: int = 32
+) -> BurstReport:
+    """Run the scenario against the system at ``base_url`` and return its figures."""
+    ws_url = base_url.replace("http", "ws", 1)
+    watch = Watch()
+    ready = asyncio.Event()
+    watcher = asyncio.create_task(_watch(ws_url, watch, ready))
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as http:
+        await ready.wait()
+        market = {"type": "market", "tokenIn": "USDC", "tokenOut": "SOL", "amount": "5"}
+        idle_ms = await _market_latency(http, watch, market)
+
+        quote = await http.get(
+            "/api/quotes", params={"tokenIn": "SOL", "tokenOut": "USDC", "amount": str(AMOUNT)}
+        )
+        price = Decimal(quote.json()["route"]["expectedOut"]) / AMOUNT
+        crossing = orders // 2
+        bodies = [
+            {
+                "type": "limit",
+                "tokenIn": "SOL",
+                "tokenOut": "USDC",
+                "amount": str(AMOUNT),
+                "slippageBps": 100,
+                "limitPrice": str(limit),
+            }
+            for limit in _limits(price, CROSSING, crossing)
+            + _limits(price, OUT_OF_REACH, orders - crossing)
+        ]
+        started = time.monotonic()
+        gate = asyncio.Semaphore(concurrency)
+
+        async def submit(body: dict[str, Any]) -> str:
+            async with gate:
+                return await _submit(http, body)
+
+        ids = await asyncio.gather(*(submit(b) for b in bodies))
+        submit_s = time.monotonic() - started
+        await _until(lambda: watch.count(ids, "armed") == orders, 600, "every order armed")
+        arm_s = time.monotonic() - started
+
+        async with httpx.AsyncClient(base_url=venues_url, timeout=30) as venues:
+            for name in VENUES:
+                moved = await venues.post(
+                    f"/venues/{name}/price-moves",
+                    json={"token_in": "SOL", "token_out": "USDC", "fraction": str(MOVE)},
+                )
+                moved.raise_for_status()
+        burst_started = time.monotonic()
+        crossing_ids, other_ids = ids[:crossing], ids[crossing:]
+
+        during: list[float] = []
+
+        def done() -> bool:
+            return (
+                watch.count(crossing_ids, "confirmed") + watch.count(crossing_ids, "failed")
+                >= crossing
+            )
+
+        while not done():
+            if watcher.done():
+                watcher.result()  # the observer failed: say why
+            if time.monotonic() - burst_started > 900:
+                raise TimeoutError("the burst did not finish within 900 s")
+            during.append(await _market_latency(http, watch, market))
+            await asyncio.sleep(0.5)
+        burst_s = time.monotonic() - burst_started
+        await asyncio.sleep(2)  # let any second firing show up
+    watcher.cancel()
+    fired = watch.count(crossing_ids, "triggered")
+    twice = sum(1 for o in ids if watch.statuses.get(o, Counter())["triggered"] > 1)
+    return BurstReport(
+        orders=orders,
+        crossing=crossing,
+        submit_s=submit_s,
+        arm_s=arm_s,
+        burst_s=burst_s,
+        fired=fired,
+        fired_twice=twice,
+        fired_out_of_reach=watch.count(other_ids, "triggered"),
+        confirmed=watch.count(crossing_ids, "confirmed"),
+        still_armed=sum(
+            1
+            for o in other_ids
+            if not watch.statuses.get(o, Counter()).keys() - {"pending", "armed"}
+        ),
+        market_idle_ms=idle_ms,
+        market_during_ms=during or [0.0],
+    )
+
+
+async def _market_latency(http: httpx.AsyncClient, watch: Watch, body: dict[str, Any]) -> float:
+    """Return how long one market order takes from POST to confirmed, in ms."""
+    started = time.monotonic()
+    order_id = await _submit(http, body)
+    await _until(lambda: (order_id, "confirmed") in watch.first_seen, 120, "a market order")
+    return (watch.first_seen[order_id, "confirmed"] - started) * 1000
+
+
+@contextmanager
+def private_system(data_dir: str) -> Iterator[Settings]:
+    """Run ``oee up`` on free ports in ``data_dir`` with instant venues and a still market."""
+    settings = Settings(
+        data_dir=Path(data_dir),
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        database_port=free_port(),
+        gateway_port=free_port(),
+        venues_port=free_port(),
+        venue_profile="instant",
+        market_drift_bps=Decimal(0),
+        market_launch_every_s=0,
+        # The benchmark's own firehose observer shares the two cores with the system
+        # under load; it must not be dropped as a slow client.
+        stream_buffer=100_000,
+    )
+    env = {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1"}
+    env.pop("OEE_KAFKA_BOOTSTRAP", None)
+    env.pop("OEE_DATABASE_URL", None)
+    log = open(os.path.join(data_dir, "up.log"), "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent(),
+    )
+    try:
+        base = f"http://{settings.gateway_host}:{settings.gateway_port}"
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"oee up exited with {process.returncode}; see {log.name}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the system did not come up; see {log.name}")
+            time.sleep(0.5)
+        yield settings
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def main(argv: list[str], settings: Settings) -> int:
+    """Run ``oee bench triggers`` and print its figures."""
+    parser = argparse.ArgumentParser(prog="oee bench triggers")
+    parser.add_argument("--orders", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--url", help="an already running gateway (its venues at OEE_VENUES_* settings)"
+    )
+    args = parser.parse_args(argv)
+    if args.url:
+        report = asyncio.run(
+            trigger_burst(args.url, settings.venues_url, args.orders, args.concurrency)
+        )
+    else:
+        with tempfile.TemporaryDirectory(prefix="oee-bench-") as data_dir:
+            os.chmod(data_dir, 0o755)  # the embedded PostgreSQL runs as another user
+            with private_system(data_dir) as running:
+                base = f"http://{running.gateway_host}:{running.gateway_port}"
+                report = asyncio.run(
+                    trigger_burst(base, running.venues_url, args.orders, args.concurrency)
+                )
+    for line in report.lines():
+        print(line)
+    return 0 if report.ok else 1
