@@ -21,7 +21,12 @@ Definitions, per group (a venue or a pair):
   (``NO_ROUTE``) counts in its pair's figures and in no venue's;
 * orders routed: orders with at least one ``OrderRouted``;
 * fill rate: confirmed / (confirmed + failed) over the group's finished orders,
-  null when none finished; in-flight orders count in neither;
+  null when none finished; in-flight orders count in neither, and neither do
+  cancelled or expired ones (a limit or sniper order whose condition never held
+  was not an execution that failed);
+* cancelled, expired: the group's orders that ended so (only limit and sniper
+  orders do); such an order counts in a venue's figures only if it was routed
+  before being armed again;
 * volume in: the sum of ``amount`` (in ``token_in`` units) of confirmed orders,
   per ``token_in`` symbol;
 * confirm latency: ``OrderConfirmed.occurred_at`` minus the ``occurred_at`` of the
@@ -49,9 +54,13 @@ from psycopg.rows import dict_row
 from events.messages import (
     Event,
     OrderAccepted,
+    OrderArmed,
+    OrderCancelled,
     OrderConfirmed,
+    OrderExpired,
     OrderFailed,
     OrderRouted,
+    OrderTriggered,
     Status,
     SwapAttemptFailed,
     TransactionBuilt,
@@ -156,7 +165,16 @@ def fold(facts: OrderFacts | None, event: Event) -> OrderFacts:
             }
         case OrderFailed():
             changes = {"failure_code": event.code}
-        case TransactionBuilt() | SwapAttemptFailed():
+        case (
+            TransactionBuilt()
+            | SwapAttemptFailed()
+            | OrderArmed()
+            | OrderTriggered()
+            | OrderCancelled()
+            | OrderExpired()
+        ):
+            # The status (and seq) is all these change here. A re-armed order keeps
+            # its latest routing's venue: it was routed there, whatever comes next.
             changes = {}
         case _:
             raise IllegalTransition(f"unhandled event {type(event).__name__}")

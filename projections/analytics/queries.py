@@ -35,6 +35,8 @@ figures AS (
         count(*) FILTER (WHERE routed) AS orders_routed,
         count(*) FILTER (WHERE status = 'confirmed') AS confirmed,
         count(*) FILTER (WHERE status = 'failed') AS failed,
+        count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+        count(*) FILTER (WHERE status = 'expired') AS expired,
         avg(latency) FILTER (WHERE status = 'confirmed') AS latency_avg,
         percentile_cont(0.5) WITHIN GROUP (ORDER BY latency)
             FILTER (WHERE status = 'confirmed') AS latency_p50,
@@ -70,6 +72,8 @@ SELECT
     orders_routed,
     confirmed,
     failed,
+    cancelled,
+    expired,
     round(confirmed::numeric / nullif(confirmed + failed, 0), 4) AS fill_rate,
     coalesce(volume_in, '{}') AS volume_in,
     round((extract(epoch FROM latency_avg) * 1000)::numeric, 1) AS latency_avg_ms,
@@ -94,6 +98,8 @@ def _group(row: Mapping[str, Any]) -> dict[str, Any]:
         "ordersRouted": row["orders_routed"],
         "confirmed": row["confirmed"],
         "failed": row["failed"],
+        "cancelled": row["cancelled"],
+        "expired": row["expired"],
         "fillRate": _text(row["fill_rate"]),
         "volumeIn": dict(sorted(row["volume_in"].items())),
         "confirmLatencyMs": {

@@ -13,6 +13,10 @@ CREATE TABLE IF NOT EXISTS orders (
     amount          numeric      NOT NULL,
     slippage_bps    integer      NOT NULL,
     client_order_id text,
+    -- Limit and sniper orders only (quote per base, see services.domain.pricing).
+    limit_price     numeric,
+    max_price       numeric,
+    expires_at      timestamptz,
     request_hash    text         NOT NULL,
     venue           text,
     quotes          jsonb        NOT NULL,
@@ -30,6 +34,22 @@ CREATE TABLE IF NOT EXISTS orders (
     updated_at      timestamptz  NOT NULL,
     correlation_id  uuid         NOT NULL
 );
+
+-- Columns added after the table was first created: a database made by an earlier
+-- release gains them here (null: its orders are all market orders). Guarded, so
+-- that an up-to-date table is not locked exclusively at every projector start.
+DO $$
+BEGIN
+    IF (SELECT count(*) FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = 'orders'
+          AND column_name IN ('limit_price', 'max_price', 'expires_at')) < 3 THEN
+        ALTER TABLE orders
+            ADD COLUMN IF NOT EXISTS limit_price numeric,
+            ADD COLUMN IF NOT EXISTS max_price   numeric,
+            ADD COLUMN IF NOT EXISTS expires_at  timestamptz;
+    END IF;
+END
+$$;
 
 CREATE INDEX IF NOT EXISTS orders_status_idx ON orders (status);
 -- The newest-first listing (GET /api/orders) pages on this key.

@@ -1,8 +1,8 @@
 """The analytics projection on a real PostgreSQL (and, once, a real broker).
 
-Seven orders with hand-computed figures are folded in, with duplicates and stale
-redeliveries, and ``analytics(conn)`` must answer exactly the figures worked out
-by hand below.
+Ten orders (three of them limit orders) with hand-computed figures are folded in,
+with duplicates and stale redeliveries, and ``analytics(conn)`` must answer
+exactly the figures worked out by hand below.
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ pytestmark = pytest.mark.integration
 
 
 def orders() -> dict[str, OrderBuilder]:
-    """Return the seven orders, each starting a second after the one before."""
+    """Return the ten orders, each starting a second after the one before."""
 
-    def new(index: int, token_in: str, token_out: str, amount: str) -> OrderBuilder:
-        return OrderBuilder(token_in, token_out, amount, start=T0 + timedelta(seconds=index))
+    def new(index: int, token_in: str, token_out: str, amount: str, **limit: Any) -> OrderBuilder:
+        return OrderBuilder(
+            token_in, token_out, amount, start=T0 + timedelta(seconds=index), **limit
+        )
 
     return {
         # Confirmed on raydium 100 ms after submission.
@@ -69,6 +71,24 @@ def orders() -> dict[str, OrderBuilder]:
         "f": new(5, "BONK", "SOL", "1000000").failed(200, "NO_ROUTE"),
         # Submitted on meteora, not confirmed yet.
         "g": new(6, "SOL", "USDC", "4").through_submission("meteora", "1.25"),
+        # A limit order: armed, triggered, confirmed on meteora 250 ms after submission;
+        # meteora's was the only quote.
+        "h": new(7, "USDC", "RAY", "40", limit_price="2.5")
+        .armed(50)
+        .triggered(80, "2.45", "meteora")
+        .through_submission("meteora", None)
+        .confirmed(450),
+        # A limit order cancelled while armed: never routed.
+        "i": new(8, "SOL", "USDC", "1", limit_price="1000").armed(50).cancelled(5000),
+        # A limit order routed to raydium (no runner-up), slipped, armed again when the
+        # re-quote missed its limit, then expired.
+        "j": new(9, "USDC", "SOL", "100", limit_price="120", expires_in_ms=9000)
+        .armed(50)
+        .triggered(80)
+        .through_submission("raydium", None)
+        .attempt_failed(2200, "SLIPPAGE_EXCEEDED")
+        .armed(2300, "price moved away")
+        .expired(9000),
     }
 
 
@@ -76,29 +96,36 @@ EXPECTED: dict[str, Any] = {
     "venues": [
         {
             "venue": "meteora",
-            # d (confirmed), e (failed: its latest routing was meteora), g (in flight).
-            "ordersRouted": 3,
-            "confirmed": 1,
+            # d and h (confirmed), e (failed: its latest routing was meteora), g (in flight).
+            "ordersRouted": 4,
+            "confirmed": 2,
             "failed": 1,
-            "fillRate": "0.5000",  # 1 / (1 + 1)
-            "volumeIn": {"SOL": "0.5"},  # d
-            # One latency, d's 250 ms: every statistic of [250] is 250.
+            "cancelled": 0,
+            "expired": 0,
+            "fillRate": "0.6667",  # 2 / (2 + 1)
+            "volumeIn": {"SOL": "0.5", "USDC": "40"},  # d; h
+            # d's and h's 250 ms: every statistic of [250, 250] is 250.
             "confirmLatencyMs": {"avg": "250.0", "p50": "250.0", "p99": "250.0"},
-            # (d 5.50 + e 8.75 (its latest routing) + g 1.25) / 3 = 15.50 / 3 = 5.1666...
+            # (d 5.50 + e 8.75 (its latest routing) + g 1.25) / 3 = 15.50 / 3 = 5.1666...;
+            # h had no runner-up.
             "priceImprovementBps": {"avg": "5.17"},
             "failureReasons": {"SLIPPAGE_EXCEEDED": 1},  # e's final failure only
         },
         {
             "venue": "raydium",
-            "ordersRouted": 3,  # a, b, c (e's first routing here does not count)
+            # a, b, c, and j (routed before it was armed again); e's first routing here
+            # does not count.
+            "ordersRouted": 4,
             "confirmed": 3,
             "failed": 0,
-            "fillRate": "1.0000",  # 3 / (3 + 0)
+            "cancelled": 0,
+            "expired": 1,  # j
+            "fillRate": "1.0000",  # 3 / (3 + 0): j's expiry is no failed execution
             "volumeIn": {"SOL": "3.75", "USDC": "250"},  # a 1.5 + c 2.25; b 250
             # [100, 300, 800]: avg 1200 / 3 = 400; p50 the middle one; p99 by linear
             # interpolation at 0.99 * (3 - 1) = 1.98: 300 + 0.98 * (800 - 300) = 790.
             "confirmLatencyMs": {"avg": "400.0", "p50": "300.0", "p99": "790.0"},
-            # (a 10.00 + b 20.00 (its latest routing)) / 2; c had no runner-up.
+            # (a 10.00 + b 20.00 (its latest routing)) / 2; c and j had no runner-up.
             "priceImprovementBps": {"avg": "15.00"},
             "failureReasons": {},
         },
@@ -109,6 +136,8 @@ EXPECTED: dict[str, Any] = {
             "ordersRouted": 0,
             "confirmed": 0,
             "failed": 1,
+            "cancelled": 0,
+            "expired": 0,
             "fillRate": "0.0000",  # 0 / (0 + 1)
             "volumeIn": {},
             "confirmLatencyMs": {"avg": None, "p50": None, "p99": None},
@@ -120,6 +149,8 @@ EXPECTED: dict[str, Any] = {
             "ordersRouted": 1,
             "confirmed": 0,
             "failed": 1,
+            "cancelled": 0,
+            "expired": 0,
             "fillRate": "0.0000",  # 0 / (0 + 1)
             "volumeIn": {},
             "confirmLatencyMs": {"avg": None, "p50": None, "p99": None},
@@ -127,23 +158,41 @@ EXPECTED: dict[str, Any] = {
             "failureReasons": {"SLIPPAGE_EXCEEDED": 1},
         },
         {
-            "pair": "SOL/USDC",  # a, b, c, d, g: both directions
-            "ordersRouted": 5,
+            "pair": "RAY/USDC",  # h
+            "ordersRouted": 1,
+            "confirmed": 1,
+            "failed": 0,
+            "cancelled": 0,
+            "expired": 0,
+            "fillRate": "1.0000",  # 1 / (1 + 0)
+            "volumeIn": {"USDC": "40"},
+            "confirmLatencyMs": {"avg": "250.0", "p50": "250.0", "p99": "250.0"},
+            "priceImprovementBps": {"avg": None},
+            "failureReasons": {},
+        },
+        {
+            "pair": "SOL/USDC",  # a, b, c, d, g, i, j: both directions
+            "ordersRouted": 6,  # all but i, cancelled while armed
             "confirmed": 4,
             "failed": 0,
-            "fillRate": "1.0000",  # 4 / (4 + 0); g is in flight
+            "cancelled": 1,  # i
+            "expired": 1,  # j
+            "fillRate": "1.0000",  # 4 / (4 + 0); g is in flight, i and j count in neither
             # a 1.5 + c 2.25 + d 0.5 = 4.25 SOL; b 250 USDC
             "volumeIn": {"SOL": "4.25", "USDC": "250"},
             # [100, 250, 300, 800]: avg 1450 / 4 = 362.5;
             # p50 at 0.5 * 3 = 1.5: 250 + 0.5 * (300 - 250) = 275;
             # p99 at 0.99 * 3 = 2.97: 300 + 0.97 * (800 - 300) = 785.
             "confirmLatencyMs": {"avg": "362.5", "p50": "275.0", "p99": "785.0"},
-            # (a 10.00 + b 20.00 + d 5.50 + g 1.25) / 4 = 36.75 / 4 = 9.1875, half up.
+            # (a 10.00 + b 20.00 + d 5.50 + g 1.25) / 4 = 36.75 / 4 = 9.1875, half up;
+            # c and j had no runner-up.
             "priceImprovementBps": {"avg": "9.19"},
             "failureReasons": {},
         },
     ],
 }
+# Every event of the ten orders, once: a..g 43 as before, h 7, i 3, j 9.
+EVENTS = 62
 
 
 def records_of(events: list[Event]) -> list[LogRecord]:
@@ -202,7 +251,7 @@ async def test_analytics_hand_computed_orders_with_redeliveries_give_hand_comput
     # A later redelivery: all of d again, and b's first submission.
     later = [*o["d"].events, o["b"].events[3]]
 
-    assert await apply(conn, first) == (43, len(o["e"].events) + 1, 0)
+    assert await apply(conn, first) == (EVENTS, len(o["e"].events) + 1, 0)
     assert await apply(conn, later) == (0, len(o["d"].events) + 1, 0)
 
     assert await analytics(conn) == EXPECTED
@@ -221,7 +270,7 @@ async def test_analytics_rebuilt_in_other_batches_yields_identical_rows(conn: Co
         await apply(conn, events[start : start + 4])
 
     assert await rows(conn) == before
-    assert len(before) == 7
+    assert len(before) == 10
     assert await analytics(conn) == EXPECTED
 
 
@@ -244,10 +293,11 @@ async def test_analytics_report_main_prints_one_row_per_venue_and_pair(
         "venue raydium",
         "pair BONK/SOL",
         "pair JUP/USDC",
+        "pair RAY/USDC",
         "pair SOL/USDC",
     ]
     assert " ".join(lines[2].split()) == (
-        "venue raydium 3 3 0 1.0000 3.75 SOL, 250 USDC 400.0 300.0 790.0 15.00 -"
+        "venue raydium 4 3 0 1.0000 3.75 SOL, 250 USDC 400.0 300.0 790.0 15.00 -"
     )
 
 
@@ -282,11 +332,15 @@ async def test_projector_process_builds_analytics_in_its_own_consumer_group(
     try:
         assert await analytics(conn) == EXPECTED
         cur = await conn.execute("SELECT count(*) FROM orders")
-        assert await cur.fetchone() == (7,)
+        assert await cur.fetchone() == (10,)
     finally:
         await conn.close()
     for name in ("orders", "analytics"):
-        assert (stats[name].applied, stats[name].skipped, stats[name].dead_lettered) == (43, 5, 0)
+        assert (stats[name].applied, stats[name].skipped, stats[name].dead_lettered) == (
+            EVENTS,
+            5,
+            0,
+        )
     # The orders projection keeps its group; the analytics one has its own.
     assert await committed(settings, settings.projector_group) == ends
     assert await committed(settings, f"{settings.projector_group}.analytics") == ends

@@ -2,7 +2,9 @@
 
 A real Chromium (Debian's, installed by ``./oee test`` when missing) loads the
 page the gateway serves at ``/``, submits a market order through the form, and
-watches its timeline over the order's WebSocket until it is confirmed. Playwright
+watches its timeline over the order's WebSocket until it is confirmed. A limit
+order far from the market waits armed until its card's Cancel button cancels it;
+a sniper order catches a token launched with the page's own control. Playwright
 only drives that browser; it never downloads one of its own.
 """
 
@@ -14,6 +16,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +208,229 @@ async def test_web_page_feed_goes_live_or_says_it_is_unavailable(
     order_id = await submit(client)
     line = page.locator(f'#feed-list li[data-order-id="{order_id}"][data-status=confirmed]')
     await line.wait_for(timeout=CONFIRM_MS)
+
+
+# Limit orders, cancelling, launching -------------------------------------------------
+
+# Sell 1 SOL for at least 10 000 USDC: far above the market, so the order stays armed.
+FAR_LIMIT = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "limitPrice": "10000"}
+
+
+async def fill_limit_order(page: Any, expires_at: str = "") -> None:
+    """Fill the form with the far-from-the-market limit order (``expires_at`` local)."""
+    await page.wait_for_selector("#f-type option[value=limit]", state="attached")
+    await page.select_option("#f-type", "limit")
+    await page.fill("#f-tokenIn", FAR_LIMIT["tokenIn"])
+    await page.fill("#f-tokenOut", FAR_LIMIT["tokenOut"])
+    await page.fill("#f-amount", FAR_LIMIT["amount"])
+    await page.fill("#f-slippageBps", "100")
+    await page.fill("#f-limitPrice", FAR_LIMIT["limitPrice"])
+    await page.fill("#f-expiresAt", expires_at)
+
+
+async def test_web_page_limit_order_is_armed_then_cancelled_with_its_button(
+    page: Any, client: httpx.AsyncClient
+) -> None:
+    # Given the page, and a limit order far above the market, expiring tomorrow
+    await page.goto("/")
+    tomorrow = (datetime.now() + timedelta(days=1)).replace(second=0, microsecond=0)
+    local = tomorrow.strftime("%Y-%m-%dT%H:%M")
+    await fill_limit_order(page, local)
+    # The price is in the pair's quote token per base token, whichever way it trades
+    assert await page.locator("[data-price-unit]").first.inner_text() == "(USDC per SOL)"
+    assert not await page.locator("#f-maxPrice").is_visible()
+
+    # When it is submitted through the form
+    await page.click("#submit")
+
+    # Then its card shows it armed, with what it waits for, and offers to cancel it
+    card = page.locator(".order-card").first
+    armed = card.locator(".entry[data-status=armed]")
+    await armed.wait_for(timeout=CONFIRM_MS)
+    assert "10000" in await armed.inner_text()
+    order_id = await card.get_attribute("data-order-id")
+    assert order_id
+    assert await card.get_attribute("data-order-type") == "limit"
+    assert "limit 10000" in await card.locator(".pair").inner_text()
+    cancel = card.locator("[data-action=cancel]")
+    await cancel.wait_for(state="visible")
+
+    # When the Cancel button is clicked
+    await cancel.click()
+
+    # Then the order is cancelled: the timeline ends there, the socket closes normally,
+    # and the button is gone
+    await card.locator(".entry[data-status=cancelled]").wait_for(timeout=CONFIRM_MS)
+    statuses = await card.locator(".entry").evaluate_all("els => els.map(e => e.dataset.status)")
+    assert statuses == ["pending", "armed", "cancelled"]
+    await page.wait_for_selector(f'.order-card[data-order-id="{order_id}"][data-state=done]')
+    assert await card.locator(".badge").inner_text() == "cancelled"
+    assert await cancel.is_hidden()
+    assert await card.locator(".cancel-result").get_attribute("data-cancel") == "cancelled"
+
+    # And the API has it cancelled, with its limit price and expiry as the page sent them
+    order = (await client.get(f"/api/orders/{order_id}")).json()
+    sent = await page.evaluate(f"new Date({local!r}).toISOString()")
+    assert (order["status"], order["type"], order["limitPrice"]) == ("cancelled", "limit", "10000")
+    assert datetime.fromisoformat(order["expiresAt"]) == datetime.fromisoformat(sent)
+    assert order["maxPrice"] is None
+
+    # And, once the read model has it, the past-orders table shows its type and limit
+    await listed_when(client, {order_id}, status="cancelled")
+    await page.reload()
+    row = page.locator(f'#past-orders tr[data-order-id="{order_id}"]')
+    await row.wait_for()
+    assert await row.locator("td[data-type]").inner_text() == "limit"
+    assert await row.locator("td[data-limit]").inner_text() == "10000"
+    assert "cancelled" in await row.inner_text()
+    await row.click()
+    replayed = page.locator(f'.order-card[data-order-id="{order_id}"]')
+    await replayed.locator(".entry[data-status=cancelled]").wait_for(timeout=CONFIRM_MS)
+    await page.select_option("#f-type", "limit")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "web-page-limit.png"), full_page=True)
+
+
+async def test_web_page_cancel_refused_shows_the_message_and_the_status(
+    page: Any, client: httpx.AsyncClient
+) -> None:
+    # Given an armed limit order followed on the page
+    await page.goto("/")
+    await fill_limit_order(page)
+    await page.click("#submit")
+    card = page.locator(".order-card").first
+    await card.locator(".entry[data-status=armed]").wait_for(timeout=CONFIRM_MS)
+    order_id = await card.get_attribute("data-order-id")
+
+    # When the gateway refuses the cancel: the order was triggered meanwhile
+    refusal = {
+        "error": {
+            "code": "NOT_CANCELLABLE",
+            "message": f"order {order_id} is submitted; only an armed order can be cancelled",
+            "field": None,
+            "status": "submitted",
+        }
+    }
+
+    async def refuse(route: Any) -> None:
+        await route.fulfill(status=409, json=refusal)
+
+    await page.route("**/api/orders/*/cancel", refuse)
+    await card.locator("[data-action=cancel]").click()
+
+    # Then the card says so, naming the status, and the order is still shown armed
+    result = card.locator(".cancel-result[data-cancel=refused]")
+    await result.wait_for()
+    text = await result.inner_text()
+    assert "submitted" in text and "only an armed order can be cancelled" in text
+    assert await result.get_attribute("data-status") == "submitted"
+    assert await card.locator(".badge").inner_text() == "armed"
+    ARTIFACTS.mkdir(exist_ok=True)
+    await card.screenshot(path=str(ARTIFACTS / "web-page-cancel-refused.png"))
+
+    # Cleanup: cancel it for real, so it does not wait for ever
+    await page.unroute("**/api/orders/*/cancel")
+    response = await client.post(f"/api/orders/{order_id}/cancel")
+    assert response.status_code == 200, response.text
+
+
+async def test_web_page_limit_order_without_limit_price_names_the_field(page: Any) -> None:
+    await page.goto("/")
+    await fill_limit_order(page)
+    await page.fill("#f-limitPrice", "")
+
+    await page.click("#submit")
+
+    # The API names the field (MISSING_FIELD on limitPrice): its message goes beside it
+    await page.wait_for_function(
+        "document.querySelector('[data-error-for=limitPrice]').textContent.trim() !== ''"
+    )
+    assert await page.get_attribute("#f-limitPrice", "aria-invalid") == "true"
+    assert await page.inner_text("#form-error") == ""
+    assert await page.locator(".order-card").count() == 0
+
+
+async def test_web_page_launch_a_token_shows_the_new_pool_then_refuses_it_twice(
+    page: Any,
+) -> None:
+    # Given the page, and a symbol nobody launched yet
+    symbol = "T" + uuid.uuid4().hex[:6].upper()
+    await page.goto("/")
+
+    # When it is launched through the page's control
+    await page.fill("#l-symbol", symbol)
+    await page.fill("#l-liquidityUsd", "50000")
+    await page.click("#launch-submit")
+
+    # Then the page shows the new pool, and offers the token in the token list
+    result = page.locator("#launch-result")
+    await page.locator(
+        "#launch-result:not([data-launch=idle]):not([data-launch=pending])"
+    ).wait_for()
+    text = await result.inner_text()
+    assert await result.get_attribute("data-launch") == "ok", text
+    assert symbol in text
+    assert symbol in await page.locator("#tokens option").evaluate_all(
+        "options => options.map(o => o.value)"
+    )
+
+    # When it is launched again, the gateway's refusal is shown
+    await page.click("#launch-submit")
+    await page.locator("#launch-result[data-launch=error]").wait_for()
+    assert await page.inner_text("#launch-result")
+
+
+async def test_web_page_sniper_order_catches_a_token_launched_from_the_page(page: Any) -> None:
+    # Given a sniper order, submitted through the form, for a token not launched yet
+    symbol = "S" + uuid.uuid4().hex[:6].upper()
+    await page.goto("/")
+    await page.wait_for_selector("#f-type option[value=sniper]", state="attached")
+    await page.select_option("#f-type", "sniper")
+    await page.fill("#f-tokenIn", "SOL")
+    await page.fill("#f-tokenOut", symbol)
+    await page.fill("#f-amount", "0.1")
+    await page.fill("#f-slippageBps", "500")
+    await page.fill("#f-maxPrice", "0.01")
+    await page.click("#submit")
+    card = page.locator(".order-card").first
+    armed = card.locator(".entry[data-status=armed]")
+    await armed.wait_for(timeout=CONFIRM_MS)
+    assert symbol in await armed.inner_text()
+
+    # When the token is launched with the page's control
+    await page.fill("#l-symbol", symbol)
+    await page.click("#launch-submit")
+    await page.locator("#launch-result[data-launch=ok]").wait_for()
+
+    # Then the sniper is triggered, showing the price and venue, and fills
+    triggered = card.locator(".entry[data-status=triggered]")
+    await triggered.wait_for(timeout=CONFIRM_MS)
+    assert "raydium" in await triggered.inner_text()
+    assert "price" in await triggered.locator(".facts").inner_text()
+    await card.locator(".entry[data-status=confirmed]").wait_for(timeout=CONFIRM_MS)
+    statuses = await card.locator(".entry").evaluate_all("els => els.map(e => e.dataset.status)")
+    assert statuses[:4] == ["pending", "armed", "triggered", "routing"]
+    assert await card.locator("[data-action=cancel]").is_hidden()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "web-page-sniper.png"), full_page=True)
+
+
+async def test_web_page_sniper_form_takes_a_token_that_is_not_listed(page: Any) -> None:
+    await page.goto("/")
+    await page.wait_for_selector("#f-type option[value=sniper]", state="attached")
+
+    await page.select_option("#f-type", "sniper")
+    await page.fill("#f-tokenIn", "SOL")
+    await page.fill("#f-tokenOut", "NEWCOIN")
+
+    assert await page.locator("#f-maxPrice").is_visible()
+    assert await page.locator("#f-expiresAt").is_visible()
+    assert not await page.locator("#f-limitPrice").is_visible()
+    assert "new token" in await page.inner_text('label[for="f-tokenOut"]')
+    # A launched token is never the quote: a sniper's price is in SOL per new token.
+    assert await page.locator("[data-price-unit]").nth(1).inner_text() == "(SOL per NEWCOIN)"
 
 
 # Shaped as GET /api/analytics answers: counts are ints, other figures decimal strings.

@@ -14,10 +14,14 @@ import pytest
 
 from events.messages import (
     Event,
+    OrderArmed,
+    OrderCancelled,
     OrderConfirmed,
+    OrderExpired,
     OrderFailed,
     OrderRouted,
     OrderSpec,
+    OrderTriggered,
     SubmitOrder,
     SwapAttemptFailed,
     TransactionBuilt,
@@ -54,10 +58,22 @@ class OrderBuilder:
         token_out: str = "USDC",
         amount: str = "1.5",
         start: datetime = T0,
+        *,
+        limit_price: str | None = None,
+        expires_in_ms: int | None = None,
     ) -> None:
+        """Build a market order, or a limit order when ``limit_price`` is given."""
         self.start = start
         spec = OrderSpec(
-            token_in=token_in, token_out=token_out, amount=Decimal(amount), slippage_bps=50
+            order_type="market" if limit_price is None else "limit",
+            token_in=token_in,
+            token_out=token_out,
+            amount=Decimal(amount),
+            slippage_bps=50,
+            limit_price=None if limit_price is None else Decimal(limit_price),
+            expires_at=None
+            if expires_in_ms is None
+            else start + timedelta(milliseconds=expires_in_ms),
         )
         command = SubmitOrder(
             message_id=uuid.uuid4(),
@@ -141,6 +157,21 @@ class OrderBuilder:
         return self._add(
             OrderFailed, at_ms, code=code, reason=code.lower(), attempt=self.state.attempt or None
         )
+
+    def armed(self, at_ms: int, reason: str = "waiting for the limit") -> OrderBuilder:
+        return self._add(OrderArmed, at_ms, reason=reason)
+
+    def triggered(self, at_ms: int, price: str = "150", venue: str = "raydium") -> OrderBuilder:
+        return self._add(
+            OrderTriggered, at_ms, reason="limit reached", price=Decimal(price), venue=venue
+        )
+
+    def cancelled(self, at_ms: int) -> OrderBuilder:
+        return self._add(OrderCancelled, at_ms, reason="cancelled by the client")
+
+    def expired(self, at_ms: int) -> OrderBuilder:
+        assert self.state.spec.expires_at is not None, "build it with expires_in_ms"
+        return self._add(OrderExpired, at_ms, expires_at=self.state.spec.expires_at)
 
     def through_submission(self, venue: str, improvement_bps: str | None) -> OrderBuilder:
         """Route, build and submit (at 200 ms)."""
@@ -300,6 +331,68 @@ def test_fold_no_route_failure_is_unrouted_with_its_code() -> None:
     )
 
 
+def test_fold_limit_order_triggered_and_confirmed_counts_like_a_market_order() -> None:
+    order = (
+        OrderBuilder("USDC", "SOL", "300", limit_price="151")
+        .armed(50)
+        .triggered(80, "150.2")
+        .through_submission("meteora", "4.00")
+        .confirmed(450, "1.99")
+    )
+
+    facts = fold_all(order.events)
+
+    assert (facts.status, facts.seq, facts.venue, facts.improvement_bps) == (
+        "confirmed",
+        7,
+        "meteora",
+        Decimal("4.00"),
+    )
+    assert (facts.submitted_at, facts.confirmed_at) == (ms(200), ms(450))
+    assert (facts.pair, facts.token_in, facts.amount_in) == ("SOL/USDC", "USDC", Decimal("300"))
+
+
+def test_fold_cancelled_armed_order_is_unrouted_and_neither_confirmed_nor_failed() -> None:
+    order = OrderBuilder(limit_price="1000").armed(50).cancelled(5000)
+
+    facts = fold_all(order.events)
+
+    assert (facts.status, facts.seq, facts.routed) == ("cancelled", 3, False)
+    assert (facts.confirmed_at, facts.failure_code, facts.submitted_at) == (None, None, None)
+
+
+def test_fold_rearmed_then_expired_order_keeps_the_venue_it_was_routed_to() -> None:
+    # Routed and submitted, slipped; the re-quote missed the limit, so it waited
+    # again until it expired.
+    order = (
+        OrderBuilder("USDC", "SOL", "100", limit_price="120", expires_in_ms=9000)
+        .armed(50)
+        .triggered(80)
+        .through_submission("raydium", None)
+        .attempt_failed(2200, "SLIPPAGE_EXCEEDED")
+        .armed(2300, "price moved away")
+        .expired(9000)
+    )
+
+    facts = fold_all(order.events)
+
+    assert (facts.status, facts.venue, facts.routed) == ("expired", "raydium", True)
+    assert (facts.submitted_attempt, facts.submitted_at) == (1, ms(200))
+    assert (facts.confirmed_at, facts.failure_code) == (None, None)
+
+
+def test_fold_armed_order_that_fails_records_its_code() -> None:
+    order = OrderBuilder(limit_price="150").armed(50).failed(100, "MARKET_UNAVAILABLE")
+
+    facts = fold_all(order.events)
+
+    assert (facts.status, facts.failure_code, facts.routed) == (
+        "failed",
+        "MARKET_UNAVAILABLE",
+        False,
+    )
+
+
 def test_fold_sequence_gap_raises_the_error_evolve_raises() -> None:
     order = OrderBuilder().through_submission("raydium", None)
     accepted, submitted = order.events[0], order.events[3]
@@ -311,7 +404,7 @@ def test_fold_sequence_gap_raises_the_error_evolve_raises() -> None:
 
 
 def test_fold_refuses_exactly_the_events_evolve_refuses() -> None:
-    order = (
+    market = (
         OrderBuilder()
         .through_submission("raydium", "3.00")
         .attempt_failed(2200, "NETWORK_ERROR")
@@ -322,20 +415,48 @@ def test_fold_refuses_exactly_the_events_evolve_refuses() -> None:
         .submitted(5400)
         .confirmed(5500)
     )
-    failed = OrderBuilder().failed(100, "NO_ROUTE").events[-1]
-    candidates = [*order.events, failed]
+    # Armed, triggered, re-armed when the routed price missed the limit, triggered
+    # again, slipped, re-armed from the retry, then filled.
+    limit = (
+        OrderBuilder(limit_price="150", expires_in_ms=60_000)
+        .armed(50)
+        .triggered(80)
+        .armed(100, "price moved away")
+        .triggered(150)
+        .through_submission("raydium", None)
+        .attempt_failed(2200, "SLIPPAGE_EXCEEDED")
+        .armed(2300, "price moved away")
+        .triggered(3000)
+        .routed(3100, "meteora", "2.00")
+        .built(3150)
+        .submitted(3200)
+        .confirmed(3500)
+    )
+    endings = [
+        OrderBuilder().failed(100, "NO_ROUTE"),
+        OrderBuilder(limit_price="150").armed(50).cancelled(100),
+        OrderBuilder(limit_price="150", expires_in_ms=100).armed(50).expired(100),
+        OrderBuilder(limit_price="150").armed(50).failed(100, "MARKET_UNAVAILABLE"),
+    ]
+    candidates = [e for o in (market, limit, *endings) for e in o.events]
 
-    # Every prefix of the history, then every event: both folds agree on legality.
-    for length, event in itertools.product(range(len(order.events) + 1), candidates):
-        prefix = order.events[:length]
-        state: OrderState | None = None
-        for earlier in prefix:
-            state = evolve(state, earlier)
-        facts = fold_all(prefix) if prefix else None
-        candidate = event.model_copy(update={"order_id": order.order_id})
-        evolve_ok = _succeeds(evolve, state, candidate)
-        fold_ok = _succeeds(fold, facts, candidate)
-        assert fold_ok == evolve_ok, (length, type(event).__name__, event.seq)
+    # After every prefix of each history, every kind of event, at its own seq and at
+    # the next one: both folds agree on legality (the table and the sequence).
+    for order in (market, limit):
+        for length in range(len(order.events) + 1):
+            prefix = order.events[:length]
+            state: OrderState | None = None
+            for earlier in prefix:
+                state = evolve(state, earlier)
+            facts = fold_all(prefix) if prefix else None
+            for event, seq in itertools.product(candidates, ("own", "next")):
+                update = {"order_id": order.order_id} | (
+                    {"seq": length + 1} if seq == "next" else {}
+                )
+                candidate = event.model_copy(update=update)
+                evolve_ok = _succeeds(evolve, state, candidate)
+                fold_ok = _succeeds(fold, facts, candidate)
+                assert fold_ok == evolve_ok, (length, type(event).__name__, candidate.seq)
 
 
 def _succeeds(step: Callable[[Any, Event], object], before: object, event: Event) -> bool:

@@ -9,10 +9,14 @@ from decimal import Decimal
 
 from events.messages import (
     Event,
+    OrderArmed,
+    OrderCancelled,
     OrderConfirmed,
+    OrderExpired,
     OrderFailed,
     OrderRouted,
     OrderSpec,
+    OrderTriggered,
     SubmitOrder,
     TransactionBuilt,
     TransactionSubmitted,
@@ -21,6 +25,7 @@ from events.messages import (
     encode,
 )
 from projections.orders.handler import (
+    ORDER_COLUMNS,
     decode_records,
     event_row,
     plan,
@@ -46,8 +51,25 @@ QUOTES = (
 )
 
 
-def order_history(order_id: uuid.UUID | None = None, start: datetime = T0) -> list[Event]:
-    """Return the events of one order that is routed, built, submitted and confirmed."""
+LIMIT_SPEC = OrderSpec(
+    order_type="limit",
+    token_in="SOL",
+    token_out="USDC",
+    amount=Decimal("2"),
+    slippage_bps=50,
+    limit_price=Decimal("150.5"),
+    expires_at=datetime(2025, 1, 2, 12, 0, tzinfo=UTC),
+)
+Step = tuple[type[Event], dict[str, object]]
+
+
+def history_of(
+    spec: OrderSpec, steps: list[Step], order_id: uuid.UUID | None = None, start: datetime = T0
+) -> list[Event]:
+    """Return an order's events: accepted, then one event per step, a minute apart.
+
+    Each event is folded with ``evolve`` as it is made, so the history is a legal one.
+    """
     order_id = order_id or uuid.uuid4()
     command = SubmitOrder(
         message_id=uuid.uuid4(),
@@ -55,48 +77,85 @@ def order_history(order_id: uuid.UUID | None = None, start: datetime = T0) -> li
         seq=0,
         occurred_at=start,
         correlation_id=uuid.uuid4(),
-        spec=SPEC,
+        spec=spec,
         request_hash="ab" * 32,
     )
     events: list[Event] = list(decide(None, command, start))
     state = evolve(None, events[0])
-
-    def nxt(event_type: type[Event], minutes: int, **fields: object) -> None:
-        nonlocal state
+    for minutes, (event_type, fields) in enumerate(steps, start=1):
         envelope = envelope_after(state, events[-1], start + timedelta(minutes=minutes))
         event = event_type(**envelope, **fields)
         events.append(event)
         state = evolve(state, event)
-
-    nxt(
-        OrderRouted,
-        1,
-        quotes=QUOTES,
-        venue="raydium",
-        expected_out=Decimal("224.1"),
-        reason="best",
-        runner_up=None,  # meteora timed out
-        improvement_bps=None,
-    )
-    nxt(
-        TransactionBuilt,
-        2,
-        venue="raydium",
-        min_amount_out=Decimal("222.9795"),
-        client_ref=f"{order_id}:1",
-        attempt=1,
-        steps=("wrap", "swap"),
-    )
-    nxt(TransactionSubmitted, 3, venue="raydium", tx_hash="0xabc", attempt=1)
-    nxt(
-        OrderConfirmed,
-        4,
-        venue="raydium",
-        tx_hash="0xabc",
-        amount_out=Decimal("224.0"),
-        executed_price=Decimal("149.333333"),
-    )
     return events
+
+
+def execution_steps(order_id: uuid.UUID, attempt: int = 1) -> list[Step]:
+    """Return the steps of routing to raydium, building, submitting and confirming."""
+    return [
+        (
+            OrderRouted,
+            {
+                "quotes": QUOTES,
+                "venue": "raydium",
+                "expected_out": Decimal("224.1"),
+                "reason": "best",
+                "runner_up": None,  # meteora timed out
+                "improvement_bps": None,
+            },
+        ),
+        (
+            TransactionBuilt,
+            {
+                "venue": "raydium",
+                "min_amount_out": Decimal("222.9795"),
+                "client_ref": f"{order_id}:{attempt}",
+                "attempt": attempt,
+                "steps": ("wrap", "swap"),
+            },
+        ),
+        (TransactionSubmitted, {"venue": "raydium", "tx_hash": "0xabc", "attempt": attempt}),
+        (
+            OrderConfirmed,
+            {
+                "venue": "raydium",
+                "tx_hash": "0xabc",
+                "amount_out": Decimal("224.0"),
+                "executed_price": Decimal("149.333333"),
+            },
+        ),
+    ]
+
+
+def order_history(order_id: uuid.UUID | None = None, start: datetime = T0) -> list[Event]:
+    """Return the events of one order that is routed, built, submitted and confirmed."""
+    order_id = order_id or uuid.uuid4()
+    return history_of(SPEC, execution_steps(order_id), order_id, start)
+
+
+def limit_order_history(order_id: uuid.UUID | None = None) -> list[Event]:
+    """Return a limit order's events: armed, triggered, re-armed when the price moved
+    away before routing, triggered again, then executed and confirmed."""
+    order_id = order_id or uuid.uuid4()
+    waiting = "waiting for SOL/USDC to reach 150.5 or more for 2 SOL"
+    triggered = {"reason": "SOL/USDC at 151.2", "price": Decimal("151.2"), "venue": "raydium"}
+    steps: list[Step] = [
+        (OrderArmed, {"reason": waiting}),
+        (OrderTriggered, triggered),
+        (OrderArmed, {"reason": "price moved away: raydium gives 150.1, limit 150.5"}),
+        (OrderTriggered, triggered),
+        *execution_steps(order_id),
+    ]
+    return history_of(LIMIT_SPEC, steps, order_id)
+
+
+def cancelled_limit_order_history() -> list[Event]:
+    """Return a limit order's events: armed, then cancelled by its client."""
+    steps: list[Step] = [
+        (OrderArmed, {"reason": "waiting for SOL/USDC to reach 150.5 or more for 2 SOL"}),
+        (OrderCancelled, {"reason": "cancelled by the client"}),
+    ]
+    return history_of(LIMIT_SPEC, steps)
 
 
 def records_of(events: list[Event], first_offset: int = 0) -> list[LogRecord]:
@@ -133,6 +192,88 @@ def test_plan_full_history_on_new_order_applies_every_event() -> None:
     assert batch.states == {events[0].order_id: fold(events)}
     assert batch.states[events[0].order_id].status == "confirmed"
     assert (batch.skipped, batch.rejected) == (0, [])
+
+
+def test_plan_limit_order_armed_triggered_rearmed_and_confirmed_applies_every_event() -> None:
+    events = limit_order_history()
+
+    batch = plan(decode_records(records_of(events)), states={}, known_ids=[])
+
+    state = batch.states[events[0].order_id]
+    assert [e for _, e in batch.events] == events
+    assert [e.status for _, e in batch.events] == [
+        "pending",
+        "armed",
+        "triggered",
+        "armed",
+        "triggered",
+        "routing",
+        "building",
+        "submitted",
+        "confirmed",
+    ]
+    assert state == fold(events)
+    assert (state.status, state.seq, state.venue) == ("confirmed", 9, "raydium")
+    assert (state.spec.order_type, state.spec.limit_price) == ("limit", Decimal("150.5"))
+    assert (batch.skipped, batch.rejected) == (0, [])
+
+
+def test_plan_limit_order_stored_while_armed_resumes_from_its_row() -> None:
+    events = limit_order_history()
+    stored = row_to_state(state_to_row(fold(events[:2])))
+
+    batch = plan(decode_records(records_of(events)), states={stored.order_id: stored}, known_ids=[])
+
+    assert stored.status == "armed"
+    assert batch.skipped == 2
+    assert batch.states[stored.order_id] == fold(events)
+
+
+def test_plan_cancelled_limit_order_is_terminal_and_refuses_a_late_trigger() -> None:
+    events = cancelled_limit_order_history()
+    armed = fold(events[:2])
+    late = OrderTriggered(
+        **envelope_after(fold(events), events[-1], T0 + timedelta(minutes=5)),
+        reason="SOL/USDC at 151",
+        price=Decimal("151"),
+    )
+
+    batch = plan(decode_records(records_of([*events, late])), states={}, known_ids=[])
+
+    state = batch.states[events[0].order_id]
+    assert (state.status, state.seq, state.terminal) == ("cancelled", 3, True)
+    assert [e for _, e in batch.events] == events
+    assert [r.error for r in batch.rejected] == [
+        "IllegalTransition: cancelled -> triggered is not a legal transition"
+    ]
+    # Cancelling changes the status only: the order was never routed.
+    assert state.model_copy(
+        update={"status": "armed", "seq": 2, "last_event_id": events[1].message_id}
+    ) == armed.model_copy(update={"updated_at": state.updated_at})
+
+
+def test_plan_expired_sniper_order_keeps_its_max_price_and_expiry() -> None:
+    spec = OrderSpec(
+        order_type="sniper",
+        token_in="SOL",
+        token_out="PEPE",
+        amount=Decimal("0.5"),
+        slippage_bps=300,
+        max_price=Decimal("0.001"),
+        expires_at=T0 + timedelta(minutes=2),
+    )
+    steps: list[Step] = [
+        (OrderArmed, {"reason": "waiting for a PEPE pool to launch at 0.001 SOL or less"}),
+        (OrderExpired, {"expires_at": T0 + timedelta(minutes=2)}),
+    ]
+    events = history_of(spec, steps)
+
+    batch = plan(decode_records(records_of(events)), states={}, known_ids=[])
+
+    row = state_to_row(batch.states[events[0].order_id])
+    assert (row["status"], row["order_type"], row["token_out"]) == ("expired", "sniper", "PEPE")
+    assert (row["max_price"], row["limit_price"]) == (Decimal("0.001"), None)
+    assert row["expires_at"] == T0 + timedelta(minutes=2)
 
 
 def test_plan_event_redelivered_within_batch_is_skipped() -> None:
@@ -231,6 +372,31 @@ def test_state_to_row_then_row_to_state_round_trips_every_field() -> None:
     state = fold(order_history())
 
     assert row_to_state(state_to_row(state)) == state
+
+
+def test_state_to_row_then_row_to_state_round_trips_a_limit_order() -> None:
+    state = fold(limit_order_history())
+
+    row = state_to_row(state)
+
+    assert row_to_state(row) == state
+    assert (row["order_type"], row["limit_price"], row["max_price"]) == (
+        "limit",
+        Decimal("150.5"),
+        None,
+    )
+    assert row["expires_at"] == datetime(2025, 1, 2, 12, 0, tzinfo=UTC)
+
+
+def test_state_to_row_market_order_has_no_limit_max_price_or_expiry() -> None:
+    row = state_to_row(fold(order_history()))
+
+    assert (row["limit_price"], row["max_price"], row["expires_at"]) == (None, None, None)
+
+
+def test_order_columns_are_exactly_the_row_keys() -> None:
+    for state in (fold(order_history()), fold(limit_order_history())):
+        assert tuple(state_to_row(state)) == ORDER_COLUMNS
 
 
 def test_state_to_row_money_stays_decimal_and_quotes_json_ready() -> None:

@@ -2,17 +2,18 @@
 // Plain ES modules on top of the gateway's JSON and WebSocket API; no build step.
 
 import { barChart } from "./charts.js";
-import { amount, clock, dateTime, h, shortId, summary, wsUrl } from "./dom.js";
+import { amount, clock, dateTime, h, marketOf, orderPrice, shortId, summary, TERMINAL, wsUrl } from "./dom.js";
 import { OrderTimeline } from "./timeline.js";
 
-// The order types the form offers, and the extra fields each one sends. Limit and
-// sniper orders are not accepted by the API yet: set `available` once they are.
+// The order types the form offers, and the extra fields each one sends.
 const ORDER_TYPES = {
-  market: { label: "Market", fields: [], available: true },
-  limit: { label: "Limit (soon)", fields: ["limitPrice", "expiresAt"], available: false },
-  sniper: { label: "Sniper (soon)", fields: ["maxPrice", "expiresAt"], available: false },
+  market: { label: "Market", fields: [] },
+  limit: { label: "Limit", fields: ["limitPrice", "expiresAt"] },
+  sniper: { label: "Sniper", fields: ["maxPrice", "expiresAt"] },
 };
 const COMMON_FIELDS = ["type", "tokenIn", "tokenOut", "amount", "slippageBps"];
+// Left out of the body when empty, so that the API names a required one as missing.
+const OPTIONAL_FIELDS = new Set(["limitPrice", "maxPrice", "expiresAt"]);
 const PAGE_SIZE = 50;
 const MAX_CARDS = 8;
 const ANALYTICS_EVERY_MS = 5000;
@@ -29,19 +30,47 @@ const typeSelect = $("#f-type");
 
 function setUpTypes() {
   for (const [value, type] of Object.entries(ORDER_TYPES)) {
-    typeSelect.append(h("option", { value, disabled: !type.available }, type.label));
+    typeSelect.append(h("option", { value }, type.label));
   }
   typeSelect.addEventListener("change", showTypeFields);
+  for (const name of ["tokenIn", "tokenOut", "amount"]) form.elements.namedItem(name).addEventListener("input", showPriceUnit);
   showTypeFields();
 }
 
 /** Show the extra fields of the chosen type only; hidden fields are disabled so they are never sent. */
 function showTypeFields() {
+  const type = typeSelect.value;
   for (const field of form.querySelectorAll("[data-for-types]")) {
-    const shown = field.dataset.forTypes.split(" ").includes(typeSelect.value);
+    const shown = field.dataset.forTypes.split(" ").includes(type);
     field.hidden = !shown;
     for (const input of field.querySelectorAll("input")) input.disabled = !shown;
   }
+  const label = form.querySelector('label[for="f-tokenOut"]');
+  label.textContent = type === "sniper" ? label.dataset.labelSniper : label.dataset.labelDefault;
+  form.elements.namedItem("tokenOut").placeholder = type === "sniper" ? "e.g. PEPE" : "";
+  showPriceUnit();
+}
+
+/** Say in which unit prices are given (quote per base) and when a limit order fills. */
+function showPriceUnit() {
+  const tokenIn = form.elements.namedItem("tokenIn").value.trim().toUpperCase();
+  const tokenOut = form.elements.namedItem("tokenOut").value.trim().toUpperCase();
+  const known = tokenIn && tokenOut && tokenIn !== tokenOut;
+  const market = known ? marketOf(tokenIn, tokenOut, listedTokens()) : null;
+  for (const unit of form.querySelectorAll("[data-price-unit]")) {
+    unit.textContent = market ? `(${market.quote} per ${market.base})` : "";
+  }
+  const hint = form.querySelector("[data-limit-hint]");
+  hint.textContent = !market
+    ? ""
+    : market.base === tokenIn
+      ? `Sells ${market.base} once ${market.base}/${market.quote} is at or above the limit.`
+      : `Buys ${market.base} once ${market.base}/${market.quote} is at or below the limit.`;
+}
+
+/** Return the symbols of the tokens the page knows of: the listed ones, then launched ones. */
+function listedTokens() {
+  return [...document.querySelectorAll("#tokens option")].map((option) => option.value);
 }
 
 function requestBody() {
@@ -53,8 +82,12 @@ function requestBody() {
     if (name === "slippageBps") {
       // An integer goes as a number; anything else as typed, for the API to explain.
       body[name] = /^\d+$/.test(raw) ? Number(raw) : raw;
+    } else if (OPTIONAL_FIELDS.has(name) && !raw) {
+      continue;
     } else if (name === "expiresAt") {
-      if (raw) body[name] = new Date(raw).toISOString();
+      const at = new Date(raw);
+      // An unreadable date goes as typed, for the API to explain.
+      body[name] = Number.isNaN(at.getTime()) ? raw : at.toISOString();
     } else {
       body[name] = raw; // amounts and prices stay decimal strings
     }
@@ -191,8 +224,10 @@ function pastRow(order) {
     },
     h("td", {}, h("time", { datetime: order.createdAt }, dateTime(order.createdAt))),
     h("td", {}, h("code", { title: order.orderId }, shortId(order.orderId))),
+    h("td", { dataset: { type: order.type ?? "market" } }, order.type ?? "market"),
     h("td", {}, `${order.tokenIn} → ${order.tokenOut}`),
     h("td", { class: "num" }, amount(order.amount)),
+    h("td", { class: "num", dataset: { limit: orderPrice(order) ?? "" } }, orderPrice(order) ? amount(orderPrice(order), 9) : "–"),
     h("td", {}, h("span", { class: "badge", dataset: { status: order.status } }, order.status)),
     h("td", {}, order.venue ?? "–"),
     h("td", { class: "num" }, amount(order.amountOut)),
@@ -296,12 +331,15 @@ function pairsTable(pairs, fraction) {
   const number = (v, unit = "") => (typeof v === "number" ? `${Math.round(v * 100) / 100}${unit}` : "–");
   return h("div", { class: "table-wrap" }, h("table", { class: "pairs" },
     h("thead", {}, h("tr", {},
-      ["Pair", "Routed", "Confirmed", "Failed", "Fill rate", "Volume in", "p50", "Improvement"].map((t) => h("th", {}, t)))),
+      ["Pair", "Routed", "Confirmed", "Failed", "Cancelled", "Expired", "Fill rate", "Volume in", "p50", "Improvement"]
+        .map((t) => h("th", {}, t)))),
     h("tbody", {}, pairs.map((p) => h("tr", { dataset: { pair: p.pair } },
       h("td", {}, p.pair),
       h("td", { class: "num" }, p.ordersRouted ?? "–"),
       h("td", { class: "num" }, p.confirmed ?? "–"),
       h("td", { class: "num" }, p.failed ?? "–"),
+      h("td", { class: "num" }, p.cancelled ?? "–"),
+      h("td", { class: "num" }, p.expired ?? "–"),
       h("td", { class: "num" }, percent(p.fillRate)),
       h("td", {}, Object.entries(p.volumeIn ?? {}).map(([token, v]) => `${amount(v, 2)} ${token}`).join(", ") || "–"),
       h("td", { class: "num" }, number(p.confirmLatencyMs?.p50, " ms")),
@@ -371,7 +409,62 @@ function addFeedLine(event) {
   );
   feedList.prepend(line);
   while (feedList.children.length > FEED_MAX_LINES) feedList.lastElementChild.remove();
-  if (event.status === "confirmed" || event.status === "failed") schedulePastRefresh();
+  if (TERMINAL.has(event.status) || event.status === "armed") schedulePastRefresh();
+}
+
+// Launch a token ---------------------------------------------------------------------
+
+const launchForm = $("#launch-form");
+
+function setLaunch(state, text) {
+  const result = $("#launch-result");
+  result.dataset.launch = state;
+  result.textContent = text;
+}
+
+async function launchToken(event) {
+  event.preventDefault();
+  const data = new FormData(launchForm);
+  const body = { symbol: String(data.get("symbol") ?? "").trim(), venue: String(data.get("venue") ?? "raydium") };
+  const liquidity = String(data.get("liquidityUsd") ?? "").trim();
+  if (liquidity) body.liquidityUsd = liquidity; // a decimal string, as every amount
+  const button = $("#launch-submit");
+  button.disabled = true;
+  setLaunch("pending", "launching…");
+  try {
+    const response = await fetch("/api/simulate/launch", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const answer = await response.json().catch(() => null);
+    if (response.ok && answer) {
+      const pool = answer.pool ?? answer;
+      addToken(pool.base ?? body.symbol.toUpperCase());
+      setLaunch("ok", launchText(pool, body));
+    } else {
+      const error = answer?.error;
+      setLaunch("error", error?.message ?? `The gateway answered ${response.status}.`);
+    }
+  } catch (error) {
+    setLaunch("error", `Could not reach the gateway: ${error.message}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function launchText(pool, asked) {
+  const pair = pool.base && pool.quote ? `${pool.base}/${pool.quote}` : asked.symbol.toUpperCase();
+  const parts = [`Launched ${pair} on ${pool.venue ?? asked.venue}`];
+  if (pool.price) parts.push(`at ${amount(pool.price, 9)} ${pool.quote ?? ""}`.trim());
+  if (pool.liquidityUsd) parts.push(`with $${amount(pool.liquidityUsd, 2)} liquidity`);
+  return parts.join(" ") + (pool.baseMint ? ` (mint ${shortId(pool.baseMint)}…)` : "") + ".";
+}
+
+/** Offer a launched token in the token lists (a sniper may want it). */
+function addToken(symbol) {
+  if (!symbol || listedTokens().includes(symbol)) return;
+  $("#tokens").append(h("option", { value: symbol }));
 }
 
 // Health -----------------------------------------------------------------------------
@@ -395,6 +488,7 @@ async function checkHealth() {
 
 setUpTypes();
 form.addEventListener("submit", submitOrder);
+launchForm.addEventListener("submit", launchToken);
 $("#past-refresh").addEventListener("click", () => loadPast());
 $("#past-more").addEventListener("click", () => loadPast({ older: true }));
 loadPast();

@@ -1,10 +1,9 @@
 // One order followed live: a card whose timeline grows with each event of the
 // order's WebSocket, which replays the history, goes on live and closes with 1000
-// after the terminal event.
+// after the terminal event. While the order is armed the card offers to cancel it.
 
-import { amount, clock, h, shortId, summary, wsUrl } from "./dom.js";
+import { amount, clock, dateTime, h, orderText, shortId, summary, TERMINAL, wsUrl } from "./dom.js";
 
-const TERMINAL = new Set(["confirmed", "failed"]);
 const WS_NORMAL = 1000;
 const WS_UNKNOWN_ORDER = 4404;
 const MAX_RECONNECTS = 5;
@@ -21,22 +20,73 @@ export class OrderTimeline {
     this.finished = false;
     this.terminal = false;
 
-    this.title = h("span", { class: "pair" }, order ? pairText(order) : "order");
+    this.title = h("span", { class: "pair" }, order ? orderText(order) : "order");
     this.badge = h("span", { class: "badge", dataset: { status: order?.status ?? "pending" } }, order?.status ?? "…");
+    this.cancelButton = h("button", { type: "button", class: "secondary cancel", dataset: { action: "cancel" },
+      title: "Cancel this order while it waits", hidden: true, onclick: () => this.cancel() }, "Cancel");
+    this.cancelResult = h("p", { class: "cancel-result", role: "status", hidden: true });
     this.note = h("p", { class: "note muted" });
     this.list = h("ol", { class: "timeline" });
     this.element = h(
       "article",
-      { class: "order-card", dataset: { orderId, state: "following" } },
+      { class: "order-card", dataset: { orderId, state: "following", orderType: order?.type ?? "" } },
       h("header", {},
         this.title,
         h("code", { class: "order-id", title: orderId }, shortId(orderId)),
         this.badge,
+        this.cancelButton,
         h("button", { type: "button", class: "close", title: "Stop following", "aria-label": "Stop following",
           onclick: () => { this.stop(); this.element.remove(); onRemove(this); } }, "×")),
+      this.cancelResult,
       this.list,
       this.note,
     );
+    this.showStatus(order?.status ?? null);
+  }
+
+  /** Ask the gateway to cancel the order; the cancelled event then arrives on the socket. */
+  async cancel() {
+    this.cancelButton.disabled = true;
+    let response;
+    let answer = null;
+    try {
+      response = await fetch(`/api/orders/${encodeURIComponent(this.orderId)}/cancel`, { method: "POST" });
+      answer = await response.json().catch(() => null);
+    } catch (error) {
+      this.cancelled("error", `Could not reach the gateway: ${error.message}`);
+      return;
+    }
+    const error = answer?.error;
+    if (response.status === 200) {
+      this.cancelled("cancelled", "Cancelled.");
+    } else if (response.status === 202) {
+      this.cancelled("requested", "Cancel requested; waiting for the engine…");
+    } else if (response.status === 409 && error) {
+      // Too late: it was triggered, or it ended, meanwhile (error.status says which).
+      const status = error.status ?? "";
+      this.cancelled("refused", `Not cancelled${status ? ` (${status})` : ""}: ${error.message}`, status);
+    } else {
+      this.cancelled("error", error?.message ?? `The gateway answered ${response.status}.`);
+    }
+  }
+
+  cancelled(outcome, text, status = "") {
+    this.cancelResult.hidden = false;
+    this.cancelResult.dataset.cancel = outcome;
+    if (status) this.cancelResult.dataset.status = status;
+    this.cancelResult.textContent = text;
+    this.cancelButton.disabled = false;
+    this.showStatus(this.status);
+  }
+
+  /** Show the order's current status: the badge, and the Cancel button while it is armed. */
+  showStatus(status) {
+    this.status = status;
+    if (status) {
+      this.badge.dataset.status = status;
+      this.badge.textContent = status;
+    }
+    this.cancelButton.hidden = status !== "armed";
   }
 
   /** Open the order's WebSocket: it replays the history, goes on live and closes after the end. */
@@ -87,7 +137,10 @@ export class OrderTimeline {
   add(event) {
     if (this.seen.has(event.seq)) return;
     if (event.seq === 1) this.startedAt = Date.parse(event.timestamp);
-    if (event.status === "pending" && event.details?.spec) this.title.textContent = pairText(event.details.spec);
+    if (event.status === "pending" && event.details?.spec) {
+      this.title.textContent = orderText(event.details.spec);
+      this.element.dataset.orderType = event.details.spec.orderType ?? "market";
+    }
     this.note.textContent = "";
     const item = entry(event, this.startedAt);
     const later = [...this.seen.keys()].filter((seq) => seq > event.seq).sort((a, b) => a - b)[0];
@@ -95,14 +148,9 @@ export class OrderTimeline {
     this.seen.set(event.seq, item);
     const last = Math.max(...this.seen.keys());
     const current = this.seen.get(last).dataset.status;
-    this.badge.dataset.status = current;
-    this.badge.textContent = current;
+    this.showStatus(current);
     this.terminal = TERMINAL.has(current);
   }
-}
-
-function pairText(order) {
-  return `${amount(order.amount)} ${order.tokenIn} → ${order.tokenOut}`;
 }
 
 function entry(event, startedAt) {
@@ -131,6 +179,10 @@ function details(event) {
           d.improvementBps !== null && d.improvementBps !== undefined && d.runnerUp
             ? `, ${d.improvementBps} bps better than ${d.runnerUp}` : "",
           h("br"), d.reason));
+    case "triggered":
+      return facts([["price", amount(d.price, 9)], ["venue", d.venue], ["reason", d.reason]]);
+    case "expired":
+      return facts([["expires at", dateTime(d.expiresAt)]]);
     case "confirmed":
       return facts([["amount out", amount(d.amountOut)], ["executed price", amount(d.executedPrice)],
         ["venue", d.venue], ["tx", d.txHash]]);
