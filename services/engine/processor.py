@@ -16,6 +16,7 @@ Rules that make the engine safe under at-least-once delivery and crashes:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -68,13 +69,19 @@ class OrderProcessor:
         emit: Emit,
         emit_dead_letter: EmitDeadLetter,
         clock: Callable[[], datetime],
+        catch_up_s: float = 30.0,
     ) -> None:
         self._table = table
+        self._catch_up_s = catch_up_s
         self._executor = executor
         self._emit = emit
         self._emit_dead_letter = emit_dead_letter
         self._clock = clock
         self._locks = KeyedLocks()
+
+    @staticmethod
+    def _loop_time() -> float:
+        return asyncio.get_running_loop().time()
 
     def record(self, order_id: uuid.UUID) -> EngineRecord | None:
         """Return what the engine knows of an order, if anything."""
@@ -110,10 +117,35 @@ class OrderProcessor:
         if not isinstance(command, Command):
             await self._dead_letter(raw, where, f"{command.type} is not a command")
             return
+        await self._caught_up_with(command)
         async with self._locks.hold(command.order_id):
             record = self.record(command.order_id)
             for event in decide(record.state if record else None, command, self._clock()):
                 await self._emit(event)
+
+    async def _caught_up_with(self, command: Command) -> None:
+        """Wait until this engine has folded the order version ``command`` was made against.
+
+        A trigger is written by a process that read the order armed on the log,
+        possibly before this engine's own lifecycle agent folded that event; decided
+        against the older state, the trigger would be lost. So a command naming a
+        version the engine has not reached waits for it (bounded: a command naming a
+        version that never comes is then decided against what there is).
+        """
+        if command.seq == 0:
+            return
+        deadline = self._loop_time() + self._catch_up_s
+        while self._loop_time() < deadline:
+            record = self.record(command.order_id)
+            if record is not None and record.state.seq >= command.seq:
+                return
+            await asyncio.sleep(0.02)
+        log.warning(
+            "%s for %s names version %d, which this engine never reached",
+            command.type,
+            command.order_id,
+            command.seq,
+        )
 
     async def on_event(self, raw: bytes, where: Position) -> None:
         """Handle one message from the order-events topic: fold it, then react."""

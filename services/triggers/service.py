@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,10 @@ Clock = Callable[[], datetime]
 QUOTE_CONCURRENCY = 32
 # The expiry timer wakes at least this often, so a clock that jumps is noticed.
 MAX_TIMER_WAIT_S = 1.0
+# A trigger whose order shows no next event this long after it was sent is sent
+# again (the engine decides each at most once); longer than the engine waits for
+# an order version it has not folded yet.
+RESEND_AFTER_S = 60.0
 
 
 def utc_now() -> datetime:
@@ -106,6 +111,8 @@ class TriggerService:
         self._producer: AIOKafkaProducer | None = None
         self._group: asyncio.TaskGroup | None = None
         self._verifying: set[asyncio.Task[None]] = set()
+        # Triggers sent whose effect is not on the log yet, with when they were sent.
+        self._unanswered: dict[uuid.UUID, tuple[TriggerOrder, float]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; an error writing to the log propagates."""
@@ -234,7 +241,11 @@ class TriggerService:
             self._consider(self.state.candidates_at(pool))
 
     def _on_event(self, raw: bytes, where: str) -> None:
-        effect = self.state.apply(decode_event(raw))
+        event = decode_event(raw)
+        sent = self._unanswered.get(event.order_id)
+        if sent is not None and event.seq > sent[0].seq:
+            del self._unanswered[event.order_id]
+        effect = self.state.apply(event)
         if effect.skipped is not None:
             self.stats.skipped += 1
             log.warning("not folding %s: %s", where, effect.skipped)
@@ -319,6 +330,7 @@ class TriggerService:
             venue=verdict.venue,
         )
         await self._send([command])
+        self._unanswered[order.order_id] = (command, time.monotonic())
         self.stats.triggered += 1
         log.info("triggered order %s (armed #%d): %s", order.order_id, order.seq, verdict.reason)
 
@@ -353,6 +365,7 @@ class TriggerService:
         while not stop.is_set():
             if self.ready.is_set():
                 await self._expire_due()
+                await self._resend_unanswered()
             following = self.state.book.next_expiry()
             wait = MAX_TIMER_WAIT_S
             if following is not None:
@@ -387,6 +400,17 @@ class TriggerService:
                 order.seq,
                 order.spec.expires_at,
             )
+
+    async def _resend_unanswered(self) -> None:
+        """Send again the triggers whose effect never reached the log (lost or dropped)."""
+        now = time.monotonic()
+        late = [c for c, at in self._unanswered.values() if now - at > RESEND_AFTER_S]
+        if not late:
+            return
+        await self._send(late)
+        for command in late:
+            self._unanswered[command.order_id] = (command, now)
+            log.warning("trigger of order %s had no effect yet: sent again", command.order_id)
 
     async def _send(self, commands: Sequence[TriggerOrder | ExpireOrder]) -> None:
         """Write commands to the commands topic, acknowledged by every replica."""

@@ -6,6 +6,7 @@ delivered back to it, in order.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -191,3 +192,39 @@ async def test_sniper_with_a_max_price_below_the_market_is_armed_again_after_a_t
     await h.deliver_from(2)
     assert [e.status for e in h.log][-2:] == ["triggered", "armed"]
     assert h.submits == 0
+
+
+async def test_trigger_that_overtakes_the_armed_event_waits_for_it_then_fires():
+    # The trigger service read OrderArmed on the log before this engine folded it.
+    h = Harness()
+    await h.processor.on_command(encode(submit_order(spec=limit_sell(REACHABLE))), WHERE)
+    await h.processor.on_event(encode(h.log[0]), WHERE)
+    armed_event = h.log[1]
+    assert isinstance(armed_event, OrderArmed)
+    trigger = TriggerOrder(
+        message_id=uuid.uuid4(),
+        order_id=armed_event.order_id,
+        seq=armed_event.seq,
+        occurred_at=T0,
+        correlation_id=armed_event.correlation_id,
+        reason="crossed",
+    )
+    waiting = asyncio.create_task(h.processor.on_command(encode(trigger), WHERE))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()  # it waits for version 2 rather than dropping the trigger
+
+    await h.processor.on_event(encode(armed_event), WHERE)
+    await waiting
+    await h.deliver_from(2)
+    assert statuses(h)[-1] == "confirmed"
+    assert statuses(h).count("triggered") == 1
+
+
+async def test_command_naming_a_version_never_reached_is_decided_after_the_wait():
+    h = await armed(limit_sell(REACHABLE))
+    h.processor._catch_up_s = 0.1
+    future = command(TriggerOrder, state_of(h), reason="from the future").model_copy(
+        update={"seq": 9}
+    )
+    await h.processor.on_command(encode(future), WHERE)
+    assert statuses(h) == ["pending", "armed"]
