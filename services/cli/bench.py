@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import statistics
@@ -41,11 +42,11 @@ from services.common.subprocesses import die_with_parent, free_port
 
 AMOUNT = Decimal("0.01")  # SOL per order: the burst barely moves the pools
 MOVE = Decimal("0.04")
-# Limits as multiples of the executable price before the move: the crossing band
-# stays below the price even once the venues' walk pulls it back to the edge of its
-# ±2 % band, the other stays far above it.
+# Limits as multiples of the executable price before the move. The move shifts the
+# wider market, and the venues' walk then keeps each pool within ±2 % of it:
+# 1.04 · 0.98 = 1.019 stays above the crossing band, 1.04 · 1.02 = 1.061 below the other.
 CROSSING = (Decimal("1.003"), Decimal("1.012"))
-OUT_OF_REACH = (Decimal("1.06"), Decimal("1.08"))
+OUT_OF_REACH = (Decimal("1.10"), Decimal("1.12"))
 VENUES = ("raydium", "meteora")
 
 
@@ -183,7 +184,12 @@ async def trigger_burst(
             for name in VENUES:
                 moved = await venues.post(
                     f"/venues/{name}/price-moves",
-                    json={"token_in": "SOL", "token_out": "USDC", "fraction": str(MOVE)},
+                    json={
+                        "token_in": "SOL",
+                        "token_out": "USDC",
+                        "fraction": str(MOVE),
+                        "market": True,
+                    },
                 )
                 moved.raise_for_status()
         burst_started = time.monotonic()
@@ -291,6 +297,7 @@ def private_system(data_dir: str) -> Iterator[Settings]:
 
 def main(argv: list[str], settings: Settings) -> int:
     """Run ``oee bench triggers`` and print its figures."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(prog="oee bench triggers")
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=32)

@@ -53,6 +53,9 @@ class PriceMove(BaseModel):
     token_in: str
     token_out: str
     fraction: Decimal = Field(gt=-1, lt=1)
+    # True: the wider market moved (the price holds); false: a local dislocation
+    # that the pool's arbitrage walk pulls back.
+    market: bool = False
 
 
 class Drift(BaseModel):
@@ -213,6 +216,8 @@ def create_app(
 
     @app.post("/venues/{name}/price-moves", status_code=204)
     async def move_price(name: str, body: PriceMove) -> None:
-        venue_named(name).move_price(body.token_in, body.token_out, body.fraction)
+        venue_named(name).move_price(
+            body.token_in, body.token_out, body.fraction, market=body.market
+        )
 
     return app

@@ -336,10 +336,15 @@ class SimulatedVenue:
             raise ValueError(f"call must be quote, submit or confirm, got {call!r}")
         self._scripted[call].extend(codes)
 
-    def move_price(self, token_in: str, token_out: str, fraction: Decimal) -> None:
+    def move_price(
+        self, token_in: str, token_out: str, fraction: Decimal, *, market: bool = False
+    ) -> None:
         """Move the pair's pool at once so one ``token_in`` buys ``1 + fraction`` times as much.
 
-        A DLMM pool moves by the nearest whole number of bins.
+        A DLMM pool moves by the nearest whole number of bins. Alone, the move is a
+        local dislocation that the walk's arbitrage pulls back into the band around
+        the reference price; with ``market`` the wider market moved too, so the
+        reference moves with the pool and the new price holds.
         """
         if fraction <= -1:
             raise ValueError(f"fraction must be > -1, got {fraction}")
@@ -348,6 +353,8 @@ class SimulatedVenue:
         # The pool's price is X in Y; token_in may be either side.
         factor = 1 + fraction if tin.symbol == key[0] else 1 / (1 + fraction)
         self._pools[key] = with_price_factor(self._pools[key], factor)
+        if market:
+            self._reference[key] *= factor
 
     def drift(self, token_in: str, token_out: str, fraction: Decimal) -> None:
         """Move the pair's pool as ``move_price`` does, as other traders would, a little at a time.

@@ -71,7 +71,7 @@ async def move_sol(system: System, fraction: str) -> None:
         for name in VENUES:
             response = await venues.post(
                 f"/venues/{name}/price-moves",
-                json={"token_in": "SOL", "token_out": "USDC", "fraction": fraction},
+                json={"token_in": "SOL", "token_out": "USDC", "fraction": fraction, "market": True},
             )
             assert response.status_code == 204, response.text
 

@@ -539,3 +539,20 @@ async def test_move_price_between_quote_and_landing_fails_with_slippage_exceeded
 def test_move_price_rejects_a_fall_of_everything() -> None:
     with pytest.raises(ValueError, match="fraction"):
         still().move_price("SOL", "USDC", Decimal("-1"))
+
+
+async def test_move_price_alone_is_pulled_back_into_the_band_by_the_walk() -> None:
+    v = venue(walk_bps="20")
+    v.move_price("SOL", "USDC", Decimal("0.10"))
+    for _ in range(200):
+        quote = await v.quote("SOL", "USDC", Decimal("0.001"))
+    # Arbitrage against the wider market: back within 2 % of 150 (less the fee).
+    assert quote.price < Decimal(153)
+
+
+async def test_move_price_of_the_market_holds_around_the_new_price() -> None:
+    v = venue(walk_bps="20")
+    v.move_price("SOL", "USDC", Decimal("0.10"), market=True)
+    prices = [(await v.quote("SOL", "USDC", Decimal("0.001"))).price for _ in range(200)]
+    # The band follows the reference: within 2 % of 165, less the 30 bps fee.
+    assert all(Decimal("161.2") < p < Decimal("168.3") for p in prices)
