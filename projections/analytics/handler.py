@@ -68,7 +68,7 @@ from events.messages import (
 )
 from projections.orders.handler import Decoded, decode_records
 from projections.tracking import BatchResult, Connection, LogRecord, Rejection
-from services.domain.lifecycle import TRANSITIONS, IllegalTransition
+from services.domain.lifecycle import IllegalTransition, check_next
 
 
 def pair_of(token_a: str, token_b: str) -> str:
@@ -119,19 +119,9 @@ def is_stale(facts: OrderFacts | None, event: Event) -> bool:
     return facts is not None and event.seq <= facts.seq
 
 
-def _check(facts: OrderFacts | None, event: Event) -> None:
-    """Raise ``IllegalTransition`` exactly where ``lifecycle.evolve`` would."""
-    current = facts.status if facts else None
-    if event.status not in TRANSITIONS[current]:
-        raise IllegalTransition(f"{current} -> {event.status} is not a legal transition")
-    expected_seq = facts.seq + 1 if facts else 1
-    if event.seq != expected_seq:
-        raise IllegalTransition(f"expected seq {expected_seq}, got {event.seq}")
-
-
 def fold(facts: OrderFacts | None, event: Event) -> OrderFacts:
-    """Fold one event into an order's facts, or raise ``IllegalTransition``."""
-    _check(facts, event)
+    """Fold one event into an order's facts, or raise ``IllegalTransition`` as ``evolve`` does."""
+    check_next(facts.status if facts else None, facts.seq if facts else 0, event)
     if isinstance(event, OrderAccepted):
         return OrderFacts(
             order_id=event.order_id,

@@ -125,23 +125,28 @@ def state_to_row(state: OrderState) -> dict[str, Any]:
     }
 
 
+def spec_from_row(row: Mapping[str, Any]) -> OrderSpec:
+    """Rebuild the ``OrderSpec`` stored in an ``orders`` row's columns."""
+    return OrderSpec(
+        order_type=row["order_type"],
+        token_in=row["token_in"],
+        token_out=row["token_out"],
+        amount=row["amount"],
+        slippage_bps=row["slippage_bps"],
+        client_order_id=row["client_order_id"],
+        limit_price=row["limit_price"],
+        max_price=row["max_price"],
+        expires_at=row["expires_at"],
+    )
+
+
 def row_to_state(row: Mapping[str, Any]) -> OrderState:
     """Rebuild the ``OrderState`` an ``orders`` row was written from."""
     return OrderState(
         order_id=row["order_id"],
         seq=row["seq"],
         status=row["status"],
-        spec=OrderSpec(
-            order_type=row["order_type"],
-            token_in=row["token_in"],
-            token_out=row["token_out"],
-            amount=row["amount"],
-            slippage_bps=row["slippage_bps"],
-            client_order_id=row["client_order_id"],
-            limit_price=row["limit_price"],
-            max_price=row["max_price"],
-            expires_at=row["expires_at"],
-        ),
+        spec=spec_from_row(row),
         request_hash=row["request_hash"],
         correlation_id=row["correlation_id"],
         last_event_id=row["last_event_id"],

@@ -119,14 +119,21 @@ def is_stale(state: OrderState | None, event: Event) -> bool:
     return state is not None and event.seq <= state.seq
 
 
+def check_next(status: Status | None, seq: int, event: Event) -> None:
+    """Raise ``IllegalTransition`` unless ``event`` may follow an order at ``status``/``seq``.
+
+    ``status`` None (and ``seq`` 0) is an order that does not exist yet. Every fold
+    of order events (this module's ``evolve``, the read models' own) checks this.
+    """
+    if event.status not in TRANSITIONS[status]:
+        raise IllegalTransition(f"{status} -> {event.status} is not a legal transition")
+    if event.seq != seq + 1:
+        raise IllegalTransition(f"expected seq {seq + 1}, got {event.seq}")
+
+
 def evolve(state: OrderState | None, event: Event) -> OrderState:
     """Fold one event into the state, or raise ``IllegalTransition``."""
-    current = state.status if state else None
-    if event.status not in TRANSITIONS[current]:
-        raise IllegalTransition(f"{current} -> {event.status} is not a legal transition")
-    expected_seq = state.seq + 1 if state else 1
-    if event.seq != expected_seq:
-        raise IllegalTransition(f"expected seq {expected_seq}, got {event.seq}")
+    check_next(state.status if state else None, state.seq if state else 0, event)
 
     common: dict[str, Any] = {
         "seq": event.seq,

@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from pydantic import ValidationError
 
 from events.messages import TERMINAL_STATUSES, OrderSpec, Status
-from projections.orders.handler import OrdersProjection
+from projections.orders.handler import OrdersProjection, spec_from_row
 from projections.tracking import Connection, connect
 from services.common.settings import Settings
 
@@ -65,17 +65,7 @@ class Snapshot:
 
 def waiting_from_row(row: Mapping[str, Any]) -> WaitingOrder:
     """Return the waiting order of an ``orders`` row; raise ``ValidationError`` if invalid."""
-    spec = OrderSpec(
-        order_type=row["order_type"],
-        token_in=row["token_in"],
-        token_out=row["token_out"],
-        amount=row["amount"],
-        slippage_bps=row["slippage_bps"],
-        client_order_id=row["client_order_id"],
-        limit_price=row["limit_price"],
-        max_price=row["max_price"],
-        expires_at=row["expires_at"],
-    )
+    spec = spec_from_row(row)
     return WaitingOrder(
         order_id=row["order_id"],
         seq=row["seq"],
