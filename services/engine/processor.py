@@ -16,9 +16,9 @@ Rules that make the engine safe under at-least-once delivery and crashes:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime
 
@@ -69,19 +69,17 @@ class OrderProcessor:
         emit: Emit,
         emit_dead_letter: EmitDeadLetter,
         clock: Callable[[], datetime],
-        catch_up_s: float = 30.0,
+        max_deferred: int = 100_000,
     ) -> None:
         self._table = table
-        self._catch_up_s = catch_up_s
+        # Commands naming an order version this engine has not folded yet, by order.
+        self._deferred: OrderedDict[uuid.UUID, list[Command]] = OrderedDict()
+        self._max_deferred = max_deferred
         self._executor = executor
         self._emit = emit
         self._emit_dead_letter = emit_dead_letter
         self._clock = clock
         self._locks = KeyedLocks()
-
-    @staticmethod
-    def _loop_time() -> float:
-        return asyncio.get_running_loop().time()
 
     def record(self, order_id: uuid.UUID) -> EngineRecord | None:
         """Return what the engine knows of an order, if anything."""
@@ -117,35 +115,43 @@ class OrderProcessor:
         if not isinstance(command, Command):
             await self._dead_letter(raw, where, f"{command.type} is not a command")
             return
-        await self._caught_up_with(command)
         async with self._locks.hold(command.order_id):
             record = self.record(command.order_id)
-            for event in decide(record.state if record else None, command, self._clock()):
-                await self._emit(event)
+            if command.seq > (record.state.seq if record else 0):
+                self._defer(command)
+                return
+            await self._decide(record, command)
 
-    async def _caught_up_with(self, command: Command) -> None:
-        """Wait until this engine has folded the order version ``command`` was made against.
+    def _defer(self, command: Command) -> None:
+        """Keep a command until this engine folds the order version it names.
 
         A trigger is written by a process that read the order armed on the log,
         possibly before this engine's own lifecycle agent folded that event; decided
-        against the older state, the trigger would be lost. So a command naming a
-        version the engine has not reached waits for it (bounded: a command naming a
-        version that never comes is then decided against what there is).
+        against the older state, it would be lost. Deferred commands live in memory
+        only: the trigger service sends a trigger again if it never takes effect.
         """
-        if command.seq == 0:
+        self._deferred.setdefault(command.order_id, []).append(command)
+        while len(self._deferred) > self._max_deferred:
+            dropped, commands = self._deferred.popitem(last=False)
+            log.warning("dropping %d deferred command(s) of %s", len(commands), dropped)
+
+    async def _decide(self, record: EngineRecord | None, command: Command) -> None:
+        for event in decide(record.state if record else None, command, self._clock()):
+            await self._emit(event)
+
+    async def _run_deferred(self, record: EngineRecord) -> None:
+        """Decide the deferred commands of an order that has reached their version."""
+        waiting = self._deferred.get(record.state.order_id)
+        if not waiting:
             return
-        deadline = self._loop_time() + self._catch_up_s
-        while self._loop_time() < deadline:
-            record = self.record(command.order_id)
-            if record is not None and record.state.seq >= command.seq:
-                return
-            await asyncio.sleep(0.02)
-        log.warning(
-            "%s for %s names version %d, which this engine never reached",
-            command.type,
-            command.order_id,
-            command.seq,
-        )
+        due = [c for c in waiting if c.seq <= record.state.seq]
+        rest = [c for c in waiting if c.seq > record.state.seq]
+        if rest:
+            self._deferred[record.state.order_id] = rest
+        else:
+            del self._deferred[record.state.order_id]
+        for command in due:
+            await self._decide(record, command)
 
     async def on_event(self, raw: bytes, where: Position) -> None:
         """Handle one message from the order-events topic: fold it, then react."""
@@ -166,6 +172,7 @@ class OrderProcessor:
                     return
                 record = EngineRecord(state=state, reacted_seq=record.reacted_seq if record else 0)
                 self._store(record)
+                await self._run_deferred(record)
             if record.reacted_seq >= event.seq:
                 return  # a duplicate of an event this engine already reacted to
             try:

@@ -64,8 +64,8 @@ QUOTE_CONCURRENCY = 32
 # The expiry timer wakes at least this often, so a clock that jumps is noticed.
 MAX_TIMER_WAIT_S = 1.0
 # A trigger whose order shows no next event this long after it was sent is sent
-# again (the engine decides each at most once); longer than the engine waits for
-# an order version it has not folded yet.
+# again: the engine keeps a trigger that overtook its own fold in memory only, so a
+# crash in between would lose it. A repeat is harmless (first event on the log wins).
 RESEND_AFTER_S = 60.0
 
 

@@ -6,7 +6,6 @@ delivered back to it, in order.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -194,7 +193,7 @@ async def test_sniper_with_a_max_price_below_the_market_is_armed_again_after_a_t
     assert h.submits == 0
 
 
-async def test_trigger_that_overtakes_the_armed_event_waits_for_it_then_fires():
+async def test_trigger_that_overtakes_the_armed_event_is_deferred_until_it_is_folded():
     # The trigger service read OrderArmed on the log before this engine folded it.
     h = Harness()
     await h.processor.on_command(encode(submit_order(spec=limit_sell(REACHABLE))), WHERE)
@@ -209,20 +208,17 @@ async def test_trigger_that_overtakes_the_armed_event_waits_for_it_then_fires():
         correlation_id=armed_event.correlation_id,
         reason="crossed",
     )
-    waiting = asyncio.create_task(h.processor.on_command(encode(trigger), WHERE))
-    await asyncio.sleep(0.1)
-    assert not waiting.done()  # it waits for version 2 rather than dropping the trigger
+    await h.processor.on_command(encode(trigger), WHERE)
+    assert statuses(h) == ["pending", "armed"]  # kept, neither decided nor dropped
 
-    await h.processor.on_event(encode(armed_event), WHERE)
-    await waiting
-    await h.deliver_from(2)
+    await h.deliver_from(1)
     assert statuses(h)[-1] == "confirmed"
     assert statuses(h).count("triggered") == 1
+    assert h.submits == 1
 
 
-async def test_command_naming_a_version_never_reached_is_decided_after_the_wait():
+async def test_command_naming_a_version_never_reached_does_nothing():
     h = await armed(limit_sell(REACHABLE))
-    h.processor._catch_up_s = 0.1
     future = command(TriggerOrder, state_of(h), reason="from the future").model_copy(
         update={"seq": 9}
     )
