@@ -42,3 +42,28 @@ async def test_hold_released_keys_are_forgotten():
         async with locks.hold(key):
             assert len(locks) == 1
     assert len(locks) == 0
+
+
+async def test_hold_newcomer_during_a_handover_still_waits_its_turn():
+    # A releases while B waits; C arrives before B has run. Two holders at once
+    # (B and C) was the bug: the lock was forgotten in between.
+    locks = KeyedLocks()
+    holders = 0
+    most = 0
+
+    async def work() -> None:
+        nonlocal holders, most
+        async with locks.hold("order-1"):
+            holders += 1
+            most = max(most, holders)
+            await asyncio.sleep(0)
+            holders -= 1
+
+    async def a_then_c() -> None:
+        async with locks.hold("order-1"):
+            await asyncio.sleep(0.01)  # B queues meanwhile
+        await work()  # C: right after the release, before B has woken
+
+    await asyncio.gather(a_then_c(), work())
+    assert most == 1
+    assert len(locks) == 0
