@@ -103,8 +103,10 @@ class Settings(BaseSettings):
     # A sniper fires only on a pool holding at least this much liquidity.
     sniper_min_liquidity_usd: Decimal = Field(default=Decimal(10_000), ge=0)
     # Triggered orders executing at once; more wait their turn, so that a burst of
-    # triggers cannot crowd out market orders.
-    trigger_max_in_flight: int = Field(default=200, ge=1)
+    # triggers cannot crowd out market orders. On 2 cores 32 both drained a burst
+    # twice as fast as 200 and kept market orders near their idle latency
+    # (`oee bench triggers`, README).
+    trigger_max_in_flight: int = Field(default=32, ge=1)
 
     def as_env(self) -> dict[str, str]:
         """Return the ``OEE_*`` environment variables that recreate these settings."""
