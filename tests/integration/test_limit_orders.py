@@ -90,6 +90,9 @@ async def test_limit_order_arms_and_executes_when_the_price_crosses_its_limit(
     confirmed = await reaches(client, order_id, "confirmed")
 
     assert Decimal(confirmed["amountOut"]) >= limit  # never filled below the limit
+    too_late = await client.post(f"/api/orders/{order_id}/cancel")
+    assert too_late.status_code == 409
+    assert too_late.json()["error"]["status"] == "confirmed"
     assert await statuses(client, order_id) == [
         "pending",
         "armed",
