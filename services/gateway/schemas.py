@@ -9,7 +9,15 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from events.messages import Envelope, Event, OrderSpec, SubmitOrder
@@ -19,6 +27,16 @@ from services.domain.tokens import find_token
 MAX_AMOUNT = Decimal("1e15")
 # A token that is not listed yet (a sniper's target) is named by its symbol.
 _NEW_SYMBOL = re.compile(r"^[A-Za-z][A-Za-z0-9]{1,9}$")
+
+
+def _listed_symbol(value: Any) -> str:
+    """Return the symbol of a listed token named by symbol or mint, or raise a pydantic error."""
+    token = find_token(value) if isinstance(value, str) else None
+    if token is None:
+        raise PydanticCustomError(
+            "unknown_token", "token {value!r} is not listed", {"value": value}
+        )
+    return token.symbol
 
 
 def _positive_decimal(value: Any, name: str) -> Decimal:
@@ -49,13 +67,8 @@ class SwapRequest(BaseModel):
 
     @field_validator("token_in", "token_out", mode="before")
     @classmethod
-    def _listed_token(cls, value: Any) -> str:
-        token = find_token(value) if isinstance(value, str) else None
-        if token is None:
-            raise PydanticCustomError(
-                "unknown_token", "token {value!r} is not listed", {"value": value}
-            )
-        return token.symbol
+    def _listed_token(cls, value: Any, info: ValidationInfo) -> str:
+        return _listed_symbol(value)
 
     @field_validator("amount", mode="before")
     @classmethod
@@ -135,29 +148,15 @@ class ExecuteOrderRequest(SwapRequest):
         description="limit and sniper: when an order still armed expires (ISO 8601 with zone).",
     )
 
-    @field_validator("token_out", mode="before")
+    @field_validator("token_in", "token_out", mode="before")
     @classmethod
-    def _listed_token(cls, value: Any) -> str:
-        # Overrides the base check for tokenOut only: a sniper may name a token that is
-        # not listed yet; every other type is held to the list after the type is known.
-        token = find_token(value) if isinstance(value, str) else None
-        if token is not None:
-            return token.symbol
-        if isinstance(value, str) and _NEW_SYMBOL.match(value):
-            return value.upper()
-        raise PydanticCustomError(
-            "unknown_token", "token {value!r} is not listed", {"value": value}
-        )
-
-    @field_validator("token_in", mode="before")
-    @classmethod
-    def _listed_token_in(cls, value: Any) -> str:
-        token = find_token(value) if isinstance(value, str) else None
-        if token is None:
-            raise PydanticCustomError(
-                "unknown_token", "token {value!r} is not listed", {"value": value}
-            )
-        return token.symbol
+    def _listed_token(cls, value: Any, info: ValidationInfo) -> str:
+        # Overrides the base check: tokenOut may name a token that is not listed yet,
+        # which only a sniper may do (checked once the type is known).
+        if info.field_name == "token_out" and isinstance(value, str) and _NEW_SYMBOL.match(value):
+            token = find_token(value)
+            return token.symbol if token is not None else value.upper()
+        return _listed_symbol(value)
 
     @field_validator("type", mode="before")
     @classmethod
