@@ -26,12 +26,7 @@ from events.messages import (
     Command,
     Event,
     ExpireOrder,
-    OrderAccepted,
-    OrderArmed,
-    OrderFailed,
     OrderSpec,
-    OrderTriggered,
-    SubmitOrder,
     TriggerOrder,
     decode,
     encode,
@@ -41,9 +36,9 @@ from projections.orders.handler import OrdersProjection, state_to_row
 from projections.tracking import connect, ensure_schema
 from services.common.settings import Settings
 from services.common.topics import ensure_topics
-from services.domain.lifecycle import OrderState, envelope_after, evolve
 from services.triggers.service import TriggerService
 from tests.integration.system import System
+from tests.unit.factories import OrderHistory
 
 SOL_USDC = "raydium:SOL-USDC"
 
@@ -76,44 +71,15 @@ def sniper(token: str) -> OrderSpec:
     )
 
 
-class Order:
-    """One order's events as the engine would write them (envelope_after + evolve)."""
+class Order(OrderHistory):
+    """One order's events, stamped now (the trigger service compares with the clock)."""
 
     def __init__(self, spec: OrderSpec) -> None:
-        self.command = SubmitOrder(
-            message_id=uuid.uuid4(),
-            order_id=uuid.uuid4(),
-            seq=0,
-            occurred_at=datetime.now(UTC),
-            correlation_id=uuid.uuid4(),
-            spec=spec,
-            request_hash="hash",
-        )
-        self.state: OrderState | None = None
-        self.events: list[Event] = []
+        super().__init__(spec, at=lambda _: datetime.now(UTC))
 
     @property
     def id(self) -> uuid.UUID:
-        return self.command.order_id
-
-    def _add(self, build: Callable[[Any], Event]) -> Event:
-        cause = self.events[-1] if self.events else self.command
-        event = build(envelope_after(self.state, cause, datetime.now(UTC)))
-        self.state = evolve(self.state, event)
-        self.events.append(event)
-        return event
-
-    def accepted(self) -> Event:
-        return self._add(lambda e: OrderAccepted(**e, spec=self.command.spec, request_hash="h"))
-
-    def armed(self) -> Event:
-        return self._add(lambda e: OrderArmed(**e, reason="waiting"))
-
-    def triggered(self) -> Event:
-        return self._add(lambda e: OrderTriggered(**e, reason="triggered"))
-
-    def failed(self) -> Event:
-        return self._add(lambda e: OrderFailed(**e, code="NO_ROUTE", reason="no venue"))
+        return self.order_id
 
 
 def pool_state(

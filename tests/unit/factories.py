@@ -10,9 +10,12 @@ from decimal import Decimal
 from events.messages import (
     Event,
     OrderAccepted,
+    OrderArmed,
     OrderConfirmed,
+    OrderFailed,
     OrderRouted,
     OrderSpec,
+    OrderTriggered,
     SubmitOrder,
     TransactionBuilt,
     TransactionSubmitted,
@@ -82,3 +85,44 @@ def confirmed_history(order_id: uuid.UUID | None = None) -> list[Event]:
         events.append(event)
         state = evolve(state, event)
     return events
+
+
+class OrderHistory:
+    """One order's events as the engine would write them, each folded with ``evolve``.
+
+    ``at(n)`` stamps the ``n``-th event (0-based): one second apart from ``T0`` by default.
+    """
+
+    def __init__(
+        self,
+        spec: OrderSpec = SPEC,
+        at: Callable[[int], datetime] = lambda n: T0 + timedelta(seconds=n),
+    ) -> None:
+        self.command = submit_order(spec=spec)
+        self.state: OrderState | None = None
+        self.events: list[Event] = []
+        self._at = at
+
+    @property
+    def order_id(self) -> uuid.UUID:
+        return self.command.order_id
+
+    def add(self, build: Callable[[EnvelopeFields], Event]) -> Event:
+        """Append the event ``build`` makes from the next envelope, and fold it."""
+        cause = self.events[-1] if self.events else self.command
+        event = build(envelope_after(self.state, cause, self._at(len(self.events))))
+        self.state = evolve(self.state, event)
+        self.events.append(event)
+        return event
+
+    def accepted(self) -> Event:
+        return self.add(lambda e: OrderAccepted(**e, spec=self.command.spec, request_hash="h"))
+
+    def armed(self, reason: str = "waiting for the limit") -> Event:
+        return self.add(lambda e: OrderArmed(**e, reason=reason))
+
+    def triggered(self, reason: str = "crossed") -> Event:
+        return self.add(lambda e: OrderTriggered(**e, reason=reason))
+
+    def failed(self, code: str = "SLIPPAGE_EXCEEDED", reason: str = "moved") -> Event:
+        return self.add(lambda e: OrderFailed(**e, code=code, reason=reason))

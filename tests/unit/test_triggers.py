@@ -12,20 +12,15 @@ import pytest
 from events.market import LiquidityAdded, PoolCreated, PoolState, PriceTick
 from events.messages import (
     Event,
-    OrderAccepted,
-    OrderArmed,
-    OrderFailed,
     OrderRouted,
     OrderSpec,
-    OrderTriggered,
     VenueQuote,
 )
-from services.domain.lifecycle import OrderState, envelope_after, evolve
 from services.domain.pricing import market_of
 from services.triggers.book import Armed, ArmedBook
 from services.triggers.core import Candidate, Gate, TriggerState, judge
 from services.triggers.snapshot import waiting_from_row
-from tests.unit.factories import T0, submit_order
+from tests.unit.factories import T0, OrderHistory
 
 SOL_USDC = market_of("SOL", "USDC")
 
@@ -92,33 +87,8 @@ def pool(
     )
 
 
-class History:
-    """One order's events, built with envelope_after and checked with evolve."""
-
-    def __init__(self, spec: OrderSpec) -> None:
-        self.command = submit_order(spec=spec)
-        self.state: OrderState | None = None
-        self.events: list[Event] = []
-
-    @property
-    def order_id(self) -> uuid.UUID:
-        return self.command.order_id
-
-    def add(self, build) -> Event:
-        cause = self.events[-1] if self.events else self.command
-        event = build(envelope_after(self.state, cause, T0 + timedelta(seconds=len(self.events))))
-        self.state = evolve(self.state, event)
-        self.events.append(event)
-        return event
-
-    def accepted(self) -> Event:
-        return self.add(lambda e: OrderAccepted(**e, spec=self.command.spec, request_hash="h"))
-
-    def armed(self) -> Event:
-        return self.add(lambda e: OrderArmed(**e, reason="waiting for the limit"))
-
-    def triggered(self) -> Event:
-        return self.add(lambda e: OrderTriggered(**e, reason="crossed"))
+class History(OrderHistory):
+    """An order's events, with the routing step these tests need."""
 
     def routed(self) -> Event:
         return self.add(
@@ -132,9 +102,6 @@ class History:
                 improvement_bps=None,
             )
         )
-
-    def failed(self) -> Event:
-        return self.add(lambda e: OrderFailed(**e, code="SLIPPAGE_EXCEEDED", reason="moved"))
 
 
 def new_state(cap: int = 200, min_liquidity: str = "10000") -> TriggerState:
