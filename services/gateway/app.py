@@ -77,8 +77,7 @@ class Gateway:
     def __init__(self, settings: Settings, clock: Callable[[], datetime]) -> None:
         self.settings = settings
         self.clock = clock
-        self.hub = EventHub(settings, resolve=self.lookup_facts)
-        self.hub.render = stream.render
+        self.hub = EventHub(settings, stream.render, resolve=self.lookup_facts)
         self._producer: AIOKafkaProducer | None = None
         if settings.database_url is None:
             raise RuntimeError("the gateway needs OEE_DATABASE_URL (the read models)")

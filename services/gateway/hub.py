@@ -148,15 +148,19 @@ class EventHub:
     """Tail the log and hand each order's events to whoever listens for that order."""
 
     def __init__(
-        self, settings: Settings, max_orders: int = 50_000, resolve: Resolver | None = None
+        self,
+        settings: Settings,
+        render: Callable[[Logged, str], str],
+        max_orders: int = 50_000,
+        resolve: Resolver | None = None,
     ) -> None:
         self._settings = settings
+        # Renders an event and the cursor after it for feeds (the hub knows no JSON views).
+        self._render = render
         self._max_orders = max_orders
         self._resolve = resolve
         self._feeds: set[Feed] = set()
         self._order_listeners = 0
-        # Renders an event for feeds; set by the gateway (the hub knows no JSON views).
-        self.render: Callable[[Logged, str], str] = lambda logged, cursor: cursor
         self._orders: OrderedDict[uuid.UUID, _Order] = OrderedDict()
         self._submissions: OrderedDict[str, Submission] = OrderedDict()
         self._consumer: AIOKafkaConsumer | None = None
@@ -264,7 +268,7 @@ class EventHub:
             if not feed.filter.matches(logged.event, facts):
                 continue
             if text is None:
-                text = self.render(logged, format_cursor(self.cursor()))
+                text = self._render(logged, format_cursor(self.cursor()))
             if not feed.offer(text):
                 self._feeds.discard(feed)
 
