@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     # Engine (faust worker).
     engine_id: str = "oee-engine"
     engine_concurrency: int = Field(default=256, ge=1)
+    # This engine's static member id within its group: a restarted engine with the
+    # same id takes its partitions back at once, without waiting for a rebalance.
+    engine_instance: str = "0"
+    # How long an ended order stays in the engine's table (its duplicates can only
+    # come from the uncommitted end of the log, seconds old).
+    engine_retention_s: float = Field(default=600.0, gt=0)
+    # A command naming an order version the engine has not folded is kept this long.
+    engine_deferred_timeout_s: float = Field(default=60.0, gt=0)
     broker_session_timeout_s: float = Field(default=10.0, gt=0)
 
     # Retries of failed swap attempts: attempts in total, then base·factor^(n-1) apart.

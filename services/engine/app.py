@@ -3,15 +3,21 @@
 At-least-once processing (faust's ``exactly_once`` mode has open duplicate bugs
 upstream); the handlers in ``processor`` are idempotent instead. Messages travel
 as raw bytes and are decoded by ``events.messages`` so that an undecodable one
-is dead-lettered by us instead of crashing a faust agent.
+is dead-lettered by us instead of crashing a faust agent. Every message passes the
+``intake`` first, so none is skipped and no commit passes one still in hand.
+
+A restarted engine rejoins its group under the same static member id, so it takes
+its partitions back at once instead of waiting for the dead member's session to
+expire; its table recovers from a compacted changelog that retention keeps small.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -19,6 +25,8 @@ import faust
 from events.messages import DeadLetter, Event, encode, order_key
 from services.common.settings import Settings
 from services.engine.executor import Executor, RetryPolicy
+from services.engine.intake import EngineApp, Intake
+from services.engine.ledger import Ticket
 from services.engine.processor import OrderProcessor, Position
 from services.venues.interface import Venue
 
@@ -30,11 +38,32 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _position(event: Any) -> Position:
+# How often the engine looks for input it was not handed, decides commands it kept
+# too long, and (every RETIRE_EVERY ticks) forgets ended orders.
+HOUSEKEEPING_EVERY_S = 1.0
+RETIRE_EVERY = 60
+# The changelog of the order table: compacted soon, so a recovery reads little more
+# than the orders still in it.
+CHANGELOG_CONFIG = {
+    "segment.ms": "60000",
+    "min.cleanable.dirty.ratio": "0.1",
+    "delete.retention.ms": "60000",
+}
+
+
+def _position(event: Any, ticket: Ticket) -> Position:
     message = event.message
     return Position(
-        topic=message.topic, partition=message.partition, offset=message.offset, key=message.key
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        epoch=ticket.epoch,
     )
+
+
+def _ticket(where: Position) -> Ticket:
+    return Ticket(where.topic, where.partition, where.offset, where.epoch)
 
 
 def _crash(exc: BaseException) -> None:
@@ -47,12 +76,22 @@ def _crash(exc: BaseException) -> None:
 
 
 async def _drive(
-    stream: faust.StreamT[bytes], handle: Callable[[bytes, Position], Awaitable[None]]
+    stream: faust.StreamT[bytes],
+    intake: Intake,
+    handle: Callable[[bytes, Position], Awaitable[bool | None]],
 ) -> None:
-    """Feed every message of ``stream`` to ``handle``; an error there ends the worker."""
+    """Feed every admitted message of ``stream`` to ``handle``; an error ends the worker.
+
+    A message is finished when ``handle`` returns, unless it answers False: then the
+    processor settles it later.
+    """
     async for event in stream.events():
         try:
-            await handle(event.value, _position(event))
+            ticket = await intake.admit(event.message)
+            if ticket is None:
+                continue
+            if await handle(event.value, _position(event, ticket)) is not False:
+                intake.finish(ticket)
         except Exception as exc:
             _crash(exc)
 
@@ -65,7 +104,7 @@ def build_app(
     """Return the engine's faust app wired to ``venues``."""
     datadir = settings.data_dir / "engine" / settings.engine_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = EngineApp(
         settings.engine_id,
         broker=f"kafka://{settings.bootstrap}",
         store="memory://",
@@ -73,6 +112,9 @@ def build_app(
         processing_guarantee="at_least_once",
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
+        # Commit the ledger's watermarks often: a restart redoes what came after.
+        broker_commit_interval=1.0,
+        consumer_group_instance_id=f"{settings.engine_id}-{settings.engine_instance}",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         producer_acks=-1,
@@ -86,7 +128,14 @@ def build_app(
     dead_letters = app.topic(settings.dead_letter_topic, partitions=settings.partitions)
     # bytes types make faust use the raw codec for the changelog; any other type
     # would default to JSON, which cannot read these records back on recovery.
-    table = app.Table("orders", partitions=settings.partitions, key_type=bytes, value_type=bytes)
+    table = app.Table(
+        "orders",
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        extra_topic_configs=CHANGELOG_CONFIG,
+    )
+    intake = Intake(app, bootstrap=settings.bootstrap, group_id=settings.engine_id)
 
     async def emit(event: Event) -> None:
         # force=True: send now and wait for acks=all, so the event is on the log
@@ -115,16 +164,31 @@ def build_app(
         emit=emit,
         emit_dead_letter=emit_dead_letter,
         clock=clock,
+        settle=lambda where: intake.finish(_ticket(where)),
+        retention=timedelta(seconds=settings.engine_retention_s),
     )
 
     @app.agent(commands, name="commands")
     async def handle_commands(stream: faust.StreamT[bytes]) -> None:
-        await _drive(stream, processor.on_command)
+        await _drive(stream, intake, processor.on_command)
 
     # Many actors share the stream, so slow venue calls of one order do not hold
     # up others; the per-order lock in the processor keeps each order in order.
     @app.agent(order_events, name="lifecycle", concurrency=settings.engine_concurrency)
     async def handle_events(stream: faust.StreamT[bytes]) -> None:
-        await _drive(stream, processor.on_event)
+        await _drive(stream, intake, processor.on_event)
+
+    ticks = itertools.count()
+
+    @app.timer(HOUSEKEEPING_EVERY_S)
+    async def housekeeping() -> None:
+        await intake.check_stalls()
+        await processor.expire_deferred(settings.engine_deferred_timeout_s)
+        if next(ticks) % RETIRE_EVERY == 0:
+            retired = processor.retire(clock())
+            if retired:
+                log.info(
+                    "forgot %d orders ended over %.0fs ago", retired, settings.engine_retention_s
+                )
 
     return app

@@ -12,15 +12,23 @@ Rules that make the engine safe under at-least-once delivery and crashes:
   idempotent (deterministic event ids, venue lookups by client reference).
 * One order is handled by one coroutine at a time (a per-order lock), so events
   of an order are processed strictly in order while other orders run alongside.
+* A message counts as handled only once its effect is on the log: ``on_command``
+  answers False for a command it keeps for later (one that names an order version
+  not folded yet), and reports it through ``settle`` once decided, so the engine
+  never commits past a command it still holds in memory.
+* An order is forgotten ``retention`` after it ended. Its messages can only come
+  again from the uncommitted end of the log, seconds old, so a redelivered one
+  still finds the order.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from events.messages import (
     Command,
@@ -53,10 +61,20 @@ class Position(Frozen):
     partition: int
     offset: int
     key: bytes | None
+    # The assignment the message was admitted in (see ``ledger.Ticket``).
+    epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    command: Command
+    where: Position
+    since: float  # monotonic
 
 
 Emit = Callable[[Event], Awaitable[None]]
 EmitDeadLetter = Callable[[DeadLetter], Awaitable[None]]
+Settle = Callable[[Position], None]
 
 
 class OrderProcessor:
@@ -69,12 +87,16 @@ class OrderProcessor:
         emit: Emit,
         emit_dead_letter: EmitDeadLetter,
         clock: Callable[[], datetime],
-        max_deferred: int = 100_000,
+        settle: Settle = lambda _where: None,
+        retention: timedelta = timedelta(minutes=10),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._table = table
         # Commands naming an order version this engine has not folded yet, by order.
-        self._deferred: OrderedDict[uuid.UUID, list[Command]] = OrderedDict()
-        self._max_deferred = max_deferred
+        self._deferred: dict[uuid.UUID, list[_Deferred]] = {}
+        self._settle = settle
+        self._retention = retention
+        self._monotonic = monotonic
         self._executor = executor
         self._emit = emit
         self._emit_dead_letter = emit_dead_letter
@@ -105,35 +127,78 @@ class OrderProcessor:
             )
         )
 
-    async def on_command(self, raw: bytes, where: Position) -> None:
-        """Handle one message from the commands topic."""
+    async def on_command(self, raw: bytes, where: Position) -> bool:
+        """Handle one message from the commands topic; False: kept, settled later."""
         try:
             command = decode(raw)
         except DecodeError as exc:
             await self._dead_letter(raw, where, f"undecodable command: {exc}")
-            return
+            return True
         if not isinstance(command, Command):
             await self._dead_letter(raw, where, f"{command.type} is not a command")
-            return
+            return True
         async with self._locks.hold(command.order_id):
             record = self.record(command.order_id)
             if command.seq > (record.state.seq if record else 0):
-                self._defer(command)
-                return
+                self._defer(command, where)
+                return False
             await self._decide(record, command)
+        return True
 
-    def _defer(self, command: Command) -> None:
+    def _defer(self, command: Command, where: Position) -> None:
         """Keep a command until this engine folds the order version it names.
 
         A trigger is written by a process that read the order armed on the log,
         possibly before this engine's own lifecycle agent folded that event; decided
-        against the older state, it would be lost. Deferred commands live in memory
-        only: the trigger service sends a trigger again if it never takes effect.
+        against the older state, it would be lost. The command stays unsettled, so
+        the engine's position on the log cannot pass it: after a crash it comes again.
         """
-        self._deferred.setdefault(command.order_id, []).append(command)
-        while len(self._deferred) > self._max_deferred:
-            dropped, commands = self._deferred.popitem(last=False)
-            log.warning("dropping %d deferred command(s) of %s", len(commands), dropped)
+        waiting = _Deferred(command, where, self._monotonic())
+        self._deferred.setdefault(command.order_id, []).append(waiting)
+
+    @property
+    def deferred(self) -> int:
+        """Count the commands kept until their order reaches the version they name."""
+        return sum(len(waiting) for waiting in self._deferred.values())
+
+    async def expire_deferred(self, older_than_s: float) -> int:
+        """Decide commands kept longer than ``older_than_s`` against the state as it is.
+
+        The version such a command names should have been folded long ago; deciding it
+        now (normally a no-op: a trigger for a version the order is not at) lets the
+        engine's position move on. Return how many were decided.
+        """
+        now = self._monotonic()
+        stale = [
+            order_id
+            for order_id, waiting in self._deferred.items()
+            if any(now - w.since > older_than_s for w in waiting)
+        ]
+        decided = 0
+        for order_id in stale:
+            async with self._locks.hold(order_id):
+                waiting = self._deferred.get(order_id, [])
+                overdue = [w for w in waiting if now - w.since > older_than_s]
+                rest = [w for w in waiting if w not in overdue]
+                if rest:
+                    self._deferred[order_id] = rest
+                else:
+                    self._deferred.pop(order_id, None)
+                record = self.record(order_id)
+                for item in overdue:
+                    log.warning(
+                        "%s of %s waited %.0fs for version %d (the engine has %d); "
+                        "deciding it against the order as it stands",
+                        item.command.type,
+                        order_id,
+                        now - item.since,
+                        item.command.seq,
+                        record.state.seq if record else 0,
+                    )
+                    await self._decide(record, item.command)
+                    self._settle(item.where)
+                    decided += 1
+        return decided
 
     async def _decide(self, record: EngineRecord | None, command: Command) -> None:
         for event in decide(record.state if record else None, command, self._clock()):
@@ -144,14 +209,15 @@ class OrderProcessor:
         waiting = self._deferred.get(record.state.order_id)
         if not waiting:
             return
-        due = [c for c in waiting if c.seq <= record.state.seq]
-        rest = [c for c in waiting if c.seq > record.state.seq]
+        due = [w for w in waiting if w.command.seq <= record.state.seq]
+        rest = [w for w in waiting if w.command.seq > record.state.seq]
         if rest:
             self._deferred[record.state.order_id] = rest
         else:
             del self._deferred[record.state.order_id]
-        for command in due:
-            await self._decide(record, command)
+        for item in due:
+            await self._decide(record, item.command)
+            self._settle(item.where)
 
     async def on_event(self, raw: bytes, where: Position) -> None:
         """Handle one message from the order-events topic: fold it, then react."""
@@ -170,11 +236,12 @@ class OrderProcessor:
                 except IllegalTransition as exc:
                     await self._dead_letter(raw, where, f"illegal transition: {exc}")
                     return
+                # Stored once, with the reaction below: should the engine die in
+                # between, the event is not settled and comes again to be folded anew.
                 record = EngineRecord(state=state, reacted_seq=record.reacted_seq if record else 0)
-                self._store(record)
                 await self._run_deferred(record)
             if record.reacted_seq >= event.seq:
-                return  # a duplicate of an event this engine already reacted to
+                return  # a duplicate of an event this engine already reacted to (and stored)
             try:
                 following = await self._executor.react(record.state, event)
             except Exception as exc:
@@ -185,3 +252,24 @@ class OrderProcessor:
             if following is not None:
                 await self._emit(following)
             self._store(record.model_copy(update={"reacted_seq": event.seq}))
+
+    def retire(self, now: datetime) -> int:
+        """Forget orders that ended more than the retention ago; return how many.
+
+        Their messages come again only from the uncommitted end of the log (seconds),
+        so nothing can ask about them any more: a late duplicate submission is stopped
+        at the gateway by the read model, and a stray trigger finds no armed order.
+        """
+        horizon = now - self._retention
+        retired = 0
+        for key in list(self._table.keys()):
+            raw = self._table.get(key)
+            if raw is None:
+                continue
+            record = EngineRecord.model_validate_json(raw)
+            if record.state.terminal and record.state.updated_at < horizon:
+                if record.state.order_id in self._deferred:
+                    continue
+                del self._table[key]
+                retired += 1
+        return retired

@@ -7,10 +7,11 @@ it, in order, exactly as the engine's own subscription to the events topic does.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from events.messages import (
+    CancelOrder,
     DeadLetter,
     Event,
     OrderConfirmed,
@@ -25,7 +26,7 @@ from services.engine.executor import Executor, RetryPolicy
 from services.engine.processor import OrderProcessor, Position
 from services.venues.interface import Quote, SwapRequest, SwapResult, VenueError
 from services.venues.simulator import default_venues
-from tests.unit.factories import T0, confirmed_history, submit_order
+from tests.unit.factories import SPEC, T0, OrderHistory, confirmed_history, submit_order
 
 WHERE = Position(topic="t", partition=0, offset=0, key=None)
 
@@ -73,13 +74,23 @@ class CountingVenue:
 
 
 class Harness:
-    def __init__(self, *, broken: bool = False, max_attempts: int = 3) -> None:
+    def __init__(
+        self,
+        *,
+        broken: bool = False,
+        max_attempts: int = 3,
+        now: list[datetime] | None = None,
+        monotonic: list[float] | None = None,
+    ) -> None:
         settings = Settings(venue_profile="instant", venue_seed=11)
         self.venues = {v.name: CountingVenue(v, broken=broken) for v in default_venues(settings)}
         self.table: dict[bytes, bytes] = {}
         self.log: list[Event] = []
         self.dead: list[DeadLetter] = []
         self.slept: list[float] = []
+        self.settled: list[Position] = []
+        self.now = now or [T0]
+        self.monotonic = monotonic or [0.0]
 
         async def sleep(seconds: float) -> None:
             self.slept.append(seconds)
@@ -101,7 +112,10 @@ class Harness:
             ),
             emit=emit,
             emit_dead_letter=emit_dead,
-            clock=lambda: T0,
+            clock=lambda: self.now[0],
+            settle=self.settled.append,
+            retention=timedelta(minutes=10),
+            monotonic=lambda: self.monotonic[0],
         )
 
     async def deliver_from(self, start: int) -> None:
@@ -305,3 +319,74 @@ async def test_submission_that_reached_the_venue_despite_an_error_is_followed_no
     submitted = log[4]
     assert isinstance(submitted, TransactionSubmitted) and submitted.attempt == 1
     assert isinstance(log[-1], OrderConfirmed) and log[-1].tx_hash == submitted.tx_hash
+
+
+def limit_order() -> OrderHistory:
+    spec = SPEC.model_copy(update={"order_type": "limit", "limit_price": Decimal("500")})
+    return OrderHistory(spec=spec)
+
+
+def cancel(order: OrderHistory, seq: int) -> CancelOrder:
+    return CancelOrder(
+        message_id=uuid.uuid4(),
+        order_id=order.order_id,
+        seq=seq,
+        occurred_at=T0,
+        correlation_id=order.command.correlation_id,
+    )
+
+
+async def test_command_for_a_version_not_folded_yet_stays_unsettled_until_the_order_reaches_it():
+    h = Harness()
+    order = limit_order()
+    accepted, armed = order.accepted(), order.armed()
+    await h.processor.on_event(encode(accepted), WHERE)
+    early = WHERE.model_copy(update={"offset": 7})
+
+    # The client saw the order armed (seq 2) before this engine folded it.
+    settled_now = await h.processor.on_command(encode(cancel(order, 2)), early)
+    assert settled_now is False
+    assert h.settled == [] and h.processor.deferred == 1
+
+    await h.processor.on_event(encode(armed), WHERE)
+    assert h.settled == [early]
+    assert h.processor.deferred == 0
+    assert h.log[-1].status == "cancelled" and h.log[-1].seq == 3
+
+
+async def test_kept_command_past_its_timeout_is_decided_as_things_stand_and_settled():
+    h = Harness()
+    order = limit_order()
+    await h.processor.on_event(encode(order.accepted()), WHERE)
+    assert await h.processor.on_command(encode(cancel(order, 5)), WHERE) is False
+
+    h.monotonic[0] = 30.0
+    assert await h.processor.expire_deferred(older_than_s=60) == 0
+    assert h.settled == []
+    h.monotonic[0] = 61.0
+    assert await h.processor.expire_deferred(older_than_s=60) == 1
+    assert h.settled == [WHERE]
+    # The order never reaches version 5: the cancel decides nothing.
+    assert "cancelled" not in [e.status for e in h.log]
+
+
+async def test_ended_order_is_forgotten_after_the_retention_and_not_before():
+    h = Harness()
+    await h.processor.on_command(encode(submit_order()), WHERE)
+    await h.deliver_from(0)
+    assert h.log[-1].status == "confirmed"
+    ended_at = h.log[-1].occurred_at
+
+    assert h.processor.retire(ended_at + timedelta(minutes=9)) == 0
+    assert len(h.table) == 1
+    assert h.processor.retire(ended_at + timedelta(minutes=11)) == 1
+    assert h.table == {}
+
+
+async def test_order_still_running_is_never_forgotten():
+    h = Harness()
+    order = limit_order()
+    await h.processor.on_event(encode(order.accepted()), WHERE)
+    await h.processor.on_event(encode(order.armed()), WHERE)
+    assert h.processor.retire(T0 + timedelta(days=30)) == 0
+    assert len(h.table) == 1

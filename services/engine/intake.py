@@ -1,0 +1,246 @@
+"""How messages enter the engine: each input offset handled once, in order, none skipped.
+
+faust owns the consumer; this module makes its delivery trustworthy (see ``ledger``):
+
+* ``LedgerConsumer`` commits, per input partition, the watermark of the engine's own
+  ``OffsetLedger`` instead of faust's count of acknowledged messages;
+* ``Intake.admit`` lets a message through only at the offset the ledger expects. A
+  message past it means faust skipped some: the partition is sought back to the
+  missing offset and the messages after it are dropped until it comes again;
+* a partition whose log end is past the expected offset while nothing arrives is
+  rewound as well (``check_stalls``, on a timer): a skipped LAST message has no
+  successor to reveal the gap;
+* the ledger starts each assigned partition at the group's committed offset, read
+  from the broker itself, and forgets it when the partition is revoked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import faust
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+
+from services.engine.ledger import Admission, OffsetLedger, Ticket
+
+log = logging.getLogger(__name__)
+
+# A partition rewound for a skipped offset is sought again if it has not come by then.
+REWIND_AGAIN_S = 2.0
+# A partition whose log holds offsets the engine was not handed for this long is
+# rewound too: a skipped last message has no successor to reveal the gap.
+STALL_S = 2.0
+
+
+class LedgerConsumer(faust_aiokafka.Consumer):
+    """faust's consumer, committing only offsets below which the engine handled all."""
+
+    def _new_offset(self, tp: TP) -> int | None:
+        ledger: OffsetLedger = self.app.ledger  # type: ignore[attr-defined]
+        mark = ledger.committable((tp.topic, tp.partition))
+        # faust's own bookkeeping of acknowledged offsets is not used for commits;
+        # trim it so it does not grow.
+        acked = self._acked[tp]
+        if acked:
+            floor = mark if mark is not None else min(acked)
+            kept = [offset for offset in acked if offset >= floor]
+            self._acked_index[tp].difference_update(o for o in acked if o < floor)
+            acked[:] = kept
+        committed = self._committed_offset[tp]
+        if mark is None or (committed is not None and mark <= committed):
+            return None
+        return mark
+
+
+class LedgerTransport(faust_aiokafka.Transport):
+    """The aiokafka transport with the ``LedgerConsumer``."""
+
+    Consumer = LedgerConsumer
+
+
+class EngineApp(faust.App):
+    """A faust app whose consumer commits the engine's ledger watermarks."""
+
+    ledger: OffsetLedger
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.ledger = OffsetLedger()
+        super().__init__(*args, **kwargs)
+
+    def _new_transport(self) -> Any:
+        return LedgerTransport(self.conf.broker_consumer, self)
+
+
+class Intake:
+    """Admit input messages in offset order; finish them when their effect is logged."""
+
+    def __init__(
+        self,
+        app: EngineApp,
+        *,
+        bootstrap: str,
+        group_id: str,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._app = app
+        self._ledger = app.ledger
+        self._bootstrap = bootstrap
+        self._group_id = group_id
+        self._monotonic = monotonic
+        self._admin: AIOKafkaAdminClient | None = None
+        self._starting = asyncio.Lock()
+        self._rewound_at: dict[tuple[str, int], float] = {}
+        self._progress_at: dict[tuple[str, int], float] = {}
+        self._seeks: set[asyncio.Future[None]] = set()
+        self.rewinds = 0
+        # faust types a receiver as a union of callables that mypy cannot match.
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+
+    async def admit(self, message: Message) -> Ticket | None:
+        """Return the ticket of a message to handle now, or None to drop it."""
+        if message.generation_id != self._app.consumer_generation_id:
+            return None  # fetched before a rebalance: it comes again in this one
+        tp = (message.topic, message.partition)
+        if not self._ledger.started(tp) and not await self._start(message.tp):
+            return None
+        verdict, ticket = self._ledger.admit(tp, message.offset)
+        if verdict is Admission.GAP:
+            if not await self._rewind(message.tp, message.offset):
+                return None
+            verdict, ticket = self._ledger.admit(tp, message.offset)
+        if verdict is Admission.HANDLE:
+            self._progress_at[tp] = self._monotonic()
+        return ticket
+
+    def finish(self, ticket: Ticket) -> None:
+        """Count the ticket's offset as handled."""
+        self._ledger.finish(ticket)
+
+    async def check_stalls(self) -> int:
+        """Rewind partitions whose log holds offsets that have not arrived; return how many."""
+        now = self._monotonic()
+        rewound = 0
+        for tp in list(self._app.consumer.assignment()):
+            key = (tp.topic, tp.partition)
+            if not self._ledger.started(key) or now - self._progress_at.get(key, now) < STALL_S:
+                continue
+            end = self._app.consumer.highwater(tp)
+            expected = self._ledger.expected(key)
+            if end is not None and end > expected:
+                self._progress_at[key] = now
+                await self._rewind(tp, end)
+                rewound += 1
+        return rewound
+
+    async def stop(self) -> None:
+        """Close the admin client."""
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+
+    async def _start(self, tp: TP) -> bool:
+        """Start the ledger of ``tp`` (and of every assigned partition not started yet)
+        at the group's committed offsets; False if ``tp`` is not assigned here."""
+        async with self._starting:
+            if self._ledger.started((tp.topic, tp.partition)):
+                return True
+            assigned = self._app.consumer.assignment()
+            if tp not in assigned:
+                return False
+            pending = [p for p in assigned if not self._ledger.started((p.topic, p.partition))]
+            offsets = await self._committed(pending)
+            missing = [p for p in pending if p not in offsets]
+            if missing:
+                # Nothing committed: the consumer starts at the log's first offset.
+                offsets.update(await self._app.consumer.earliest_offsets(*missing))
+            now = self._monotonic()
+            for p in pending:
+                key = (p.topic, p.partition)
+                self._ledger.start(key, offsets[p])
+                self._progress_at[key] = now
+            log.info(
+                "engine input starts at %s",
+                ", ".join(f"{p.topic}[{p.partition}]@{offsets[p]}" for p in sorted(pending)),
+            )
+            return True
+
+    async def _committed(self, partitions: list[TP]) -> dict[TP, int]:
+        """Return the group's committed offset of each partition that has one."""
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+            await admin.start()
+            self._admin = admin
+        found = await self._admin.list_consumer_group_offsets(
+            self._group_id, partitions=[TopicPartition(p.topic, p.partition) for p in partitions]
+        )
+        committed = {}
+        for p in partitions:
+            meta = found.get(TopicPartition(p.topic, p.partition))
+            if meta is not None and meta.offset >= 0:
+                committed[p] = meta.offset
+        return committed
+
+    async def _rewind(self, tp: TP, arrived: int) -> bool:
+        """Seek ``tp`` back to the offset the ledger expects, unless sought just now.
+
+        Return True when there is nothing to seek back to and ``arrived`` is next.
+        """
+        key = (tp.topic, tp.partition)
+        expected = self._ledger.expected(key)
+        now = self._monotonic()
+        last = self._rewound_at.get(key)
+        if last is not None and now - last < REWIND_AGAIN_S:
+            return False  # already rewinding: later messages are dropped until it arrives
+        self._rewound_at[key] = now
+        earliest = (await self._app.consumer.earliest_offsets(tp))[tp]
+        if earliest > expected:
+            # Retention removed what was never handled: nothing to seek back to.
+            log.error(
+                "engine input %s[%d]: offsets %d..%d were deleted by retention before "
+                "the engine handled them",
+                tp.topic,
+                tp.partition,
+                expected,
+                earliest - 1,
+            )
+            self._ledger.skip_to(key, earliest)
+            expected = earliest
+            if arrived == expected:
+                return True
+        self.rewinds += 1
+        log.warning(
+            "engine input %s[%d]: offset %d arrived while %d was expected; seeking back",
+            tp.topic,
+            tp.partition,
+            arrived,
+            expected,
+        )
+        # Not awaited here: the agent keeps draining (and dropping) what was fetched
+        # already, so the consumer is free to carry out the seek.
+        seek = asyncio.ensure_future(self._app.consumer.seek(tp, expected))
+        self._seeks.add(seek)
+        seek.add_done_callback(self._seeks.discard)
+        return False
+
+    async def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # faust committed the watermarks before this signal (revoked partitions are
+        # its argument); the next assignment starts from the broker's committed offsets.
+        self._forget(args[0])
+
+    async def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self._forget(args[0])
+
+    def _forget(self, partitions: Iterable[TP]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self._ledger.forget(keys)
+        for key in keys:
+            self._rewound_at.pop(key, None)
+            self._progress_at.pop(key, None)
