@@ -12,6 +12,7 @@ WORKDIR /app
 # Dependencies first, so editing source code does not reinstall them.
 COPY pyproject.toml README.md ./
 COPY events ./events
+COPY cli ./cli
 COPY services ./services
 COPY projections ./projections
 RUN pip install .

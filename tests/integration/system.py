@@ -38,7 +38,7 @@ class System:
         env = {**os.environ, **self.settings.as_env(), "PYTHONUNBUFFERED": "1"}
         log = (self.log_dir / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", name],
+            [sys.executable, "-m", "cli", name],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

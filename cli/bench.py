@@ -265,7 +265,7 @@ def private_system(data_dir: str) -> Iterator[Settings]:
     env.pop("OEE_DATABASE_URL", None)
     log = open(os.path.join(data_dir, "up.log"), "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up"],
+        [sys.executable, "-m", "cli", "up"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -18,9 +18,9 @@ from typing import IO
 
 import httpx
 
+from cli import SERVICES
+from cli.foreground import embedded_broker, embedded_database
 from services.broker import BrokerError
-from services.cli import SERVICES
-from services.cli.foreground import embedded_broker, embedded_database
 from services.common.settings import Settings
 from services.common.subprocesses import die_with_parent, stop_process
 from services.common.topics import TopicMismatchError, ensure_topics, topic_names
@@ -58,10 +58,10 @@ class Child:
     _reader: threading.Thread | None = field(default=None, repr=False)
 
     def start(self) -> None:
-        """Spawn the service as ``python -m services.cli <name>``."""
+        """Spawn the service as ``python -m cli <name>``."""
         self.cwd.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", self.name],
+            [sys.executable, "-m", "cli", self.name],
             env=self.env,
             # Whatever a service writes relative to its working directory (faust's
             # local state, say) lands in the data dir, not in the source tree.

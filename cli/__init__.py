@@ -51,19 +51,19 @@ def _run_service(name: str, settings: Settings) -> int:
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli.supervisor import up
+    from cli.supervisor import up
 
     return up(settings)
 
 
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli.foreground import run_broker
+    from cli.foreground import run_broker
 
     return run_broker(settings)
 
 
 def _database(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli.foreground import run_database
+    from cli.foreground import run_database
 
     return run_database(settings)
 
@@ -128,13 +128,13 @@ def _decimal(text: str) -> Decimal:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli.bench import main as bench_main
+    from cli.bench import main as bench_main
 
     return bench_main(args.bench_args, settings)
 
 
 def _test(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli.checks import run_checks
+    from cli.checks import run_checks
 
     return run_checks(args.pytest_args)
 
