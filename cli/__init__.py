@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
-from services.common.settings import Settings, get_settings
+from adapters.settings import Settings, get_settings
 
 # Start order of `oee up`; it stops them in reverse, so the gateway stops taking orders first.
 # The market service reads the venues; the triggers read the market.
@@ -71,7 +71,7 @@ def _database(args: argparse.Namespace, settings: Settings) -> int:
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from services.common.topics import TopicMismatchError, ensure_topics, topic_names
+    from adapters.kafka import TopicMismatchError, ensure_topics, topic_names
 
     try:
         asyncio.run(ensure_topics(settings))
@@ -97,8 +97,8 @@ def _analytics(args: argparse.Namespace, settings: Settings) -> int:
 def _launch(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from services.venues.client import HttpVenue
-    from services.venues.interface import VenueError
+    from adapters.venues.client import HttpVenue
+    from adapters.venues.interface import VenueError
 
     async def launch() -> int:
         venue = HttpVenue(args.venue, settings.venues_url, settings.venue_timeout_s)

@@ -18,13 +18,13 @@ from typing import IO
 
 import httpx
 
+from adapters.embedded.kafka import BrokerError
+from adapters.embedded.postgres import DatabaseError
+from adapters.kafka import TopicMismatchError, ensure_topics, topic_names
+from adapters.processes import die_with_parent, stop_process
+from adapters.settings import Settings
 from cli import SERVICES
 from cli.foreground import embedded_broker, embedded_database
-from services.broker import BrokerError
-from services.common.settings import Settings
-from services.common.subprocesses import die_with_parent, stop_process
-from services.common.topics import TopicMismatchError, ensure_topics, topic_names
-from services.database import DatabaseError
 
 MAX_BACKOFF_S = 30.0
 # A child that ran this long before dying counts as healthy: its backoff resets.

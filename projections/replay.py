@@ -31,6 +31,7 @@ import psycopg
 from aiokafka import TopicPartition
 from psycopg import sql
 
+from adapters.settings import Settings
 from projections.orders.handler import OrdersProjection
 from projections.registry import PROJECTIONS
 from projections.tracking import (
@@ -43,7 +44,6 @@ from projections.tracking import (
     lock_key,
     presence_key,
 )
-from services.common.settings import Settings
 
 T = TypeVar("T")
 

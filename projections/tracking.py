@@ -31,15 +31,12 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from psycopg import sql
 
+from adapters.postgres import Connection, connect
+from adapters.settings import Settings
 from events.messages import DeadLetter, encode
-from services.common.settings import Settings
-from services.database import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
-
-Connection = psycopg.AsyncConnection[Any]
 
 TRACKING_DDL = """
 CREATE TABLE IF NOT EXISTS projection_offsets (
@@ -143,14 +140,6 @@ class PositionConflictError(RuntimeError):
     """Another process advanced a partition this process was about to project."""
 
 
-def database_url(settings: Settings) -> str:
-    """Return the PostgreSQL URL in use: the configured one, else the embedded server's."""
-    if settings.database_url is not None:
-        return settings.database_url
-    # The server `oee database` / `oee up` run; building the object starts nothing.
-    return EmbeddedPostgres(settings.data_dir / "postgres", port=settings.database_port).url
-
-
 def lock_key(projection: Projection) -> str:
     """Return the advisory-lock name of a projection's batches: shared per live batch,
     exclusive while a replay swaps its tables."""
@@ -160,23 +149,6 @@ def lock_key(projection: Projection) -> str:
 def presence_key(projection: Projection) -> str:
     """Return the advisory-lock name a live projector holds shared for its whole life."""
     return f"oee.projector.{projection.name}"
-
-
-async def connect(settings: Settings, *, search_path: str | None = None) -> Connection:
-    """Open an autocommit connection in UTC; callers open explicit transactions.
-
-    With ``search_path`` (one schema name), unqualified names resolve in that schema
-    alone, so a projection's DDL and SQL, and its ``projection_offsets``, land there.
-    """
-    conn = await psycopg.AsyncConnection.connect(database_url(settings), autocommit=True)
-    try:
-        await conn.execute("SET TIME ZONE 'UTC'")
-        if search_path is not None:
-            await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(search_path)))
-    except BaseException:
-        await conn.close()
-        raise
-    return conn
 
 
 async def ensure_schema(conn: Connection, projection: Projection) -> None:

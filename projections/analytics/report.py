@@ -9,10 +9,10 @@ from typing import Any
 
 import psycopg
 
+from adapters.settings import Settings
 from projections.analytics.handler import AnalyticsProjection
 from projections.analytics.queries import analytics
 from projections.tracking import connect, ensure_schema
-from services.common.settings import Settings
 
 HEADER = (
     "",

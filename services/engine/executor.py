@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from adapters.venues.interface import SwapRequest, Venue, VenueError
 from events.messages import (
     Event,
     OrderArmed,
@@ -36,7 +37,6 @@ from services.engine.routing import (
     min_amount_out,
     quote_all,
 )
-from services.venues.interface import SwapRequest, Venue, VenueError
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime
 
+from adapters.locks import KeyedLocks
 from events.messages import (
     Command,
     DeadLetter,
@@ -32,7 +33,6 @@ from events.messages import (
     decode_event,
     order_key,
 )
-from services.common.locks import KeyedLocks
 from services.domain.lifecycle import IllegalTransition, OrderState, decide, evolve
 from services.engine.executor import Executor
 

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
+from adapters.venues.interface import Venue, VenueError
 from events.messages import Frozen, VenueQuote, price_improvement
-from services.venues.interface import Venue, VenueError
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,10 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from adapters.locks import KeyedLocks
+from adapters.settings import Settings
+from adapters.venues.client import HttpVenue, http_venues
+from adapters.venues.interface import VenueError
 from events.messages import (
     TERMINAL_STATUSES,
     CancelOrder,
@@ -39,8 +43,6 @@ from events.messages import (
 )
 from projections.analytics.queries import analytics
 from projections.orders import queries
-from services.common.locks import KeyedLocks
-from services.common.settings import Settings
 from services.domain.lifecycle import IllegalTransition, OrderState, evolve
 from services.engine.routing import NoRoute, choose_route, quote_all
 from services.gateway import browse, errors, stream
@@ -56,8 +58,6 @@ from services.gateway.schemas import (
     request_hash,
     submitted_view,
 )
-from services.venues.client import HttpVenue, http_venues
-from services.venues.interface import VenueError
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import asyncio
 import logging
 import signal
 
+from adapters.settings import Settings
 from projections.orders.handler import OrdersProjection
 from projections.registry import PROJECTIONS
 from projections.tracking import Projection, ProjectionRunner, Stats
-from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,9 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from adapters.settings import Settings
+from adapters.venues.client import http_venues
+from adapters.venues.interface import Venue
 from events.market import decode_market
 from events.messages import (
     DecodeError,
@@ -40,7 +43,6 @@ from events.messages import (
     encode,
     order_key,
 )
-from services.common.settings import Settings
 from services.engine.routing import quote_all
 from services.triggers.book import Armed
 from services.triggers.core import (
@@ -52,8 +54,6 @@ from services.triggers.core import (
     sniper_reason,
 )
 from services.triggers.snapshot import Snapshot, load_snapshot
-from services.venues.client import http_venues
-from services.venues.interface import Venue
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from services.common.settings import Settings
-from services.common.subprocesses import die_with_parent, stop_process, tail
+from adapters.processes import die_with_parent, stop_process, tail
+from adapters.settings import Settings
 
 SERVICES = ("venues", "market", "triggers", "projector", "engine", "gateway")
 

@@ -15,6 +15,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from psycopg import sql
 
+from adapters.kafka import ensure_topics
+from adapters.settings import Settings
 from events.messages import Event
 from projections.orders.handler import OrdersProjection
 from projections.replay import (
@@ -32,8 +34,6 @@ from projections.tracking import (
     ProjectionRunner,
     connect,
 )
-from services.common.settings import Settings
-from services.common.topics import ensure_topics
 from tests.integration.test_projector import (
     Projector,
     eventually,

@@ -10,8 +10,9 @@ from decimal import Decimal
 
 import pytest
 
+from adapters.settings import Settings
+from adapters.venues.interface import PoolInfo, VenueError
 from events.market import LiquidityAdded, MarketEvent, PoolCreated, PriceTick
-from services.common.settings import Settings
 from services.domain.pricing import market_of
 from services.domain.tokens import LAUNCH_DECIMALS, TOKENS
 from services.market.feed import (
@@ -22,7 +23,6 @@ from services.market.feed import (
     launch_symbols,
     message_id,
 )
-from services.venues.interface import PoolInfo, VenueError
 from services.venues.simulator import SimulatedVenue, default_venues
 
 AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -10,6 +10,8 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 
+from adapters.settings import Settings
+from adapters.venues.interface import Quote, SwapRequest, SwapResult, VenueError
 from events.messages import (
     DeadLetter,
     Event,
@@ -20,10 +22,8 @@ from events.messages import (
     TransactionSubmitted,
     encode,
 )
-from services.common.settings import Settings
 from services.engine.executor import Executor, RetryPolicy
 from services.engine.processor import OrderProcessor, Position
-from services.venues.interface import Quote, SwapRequest, SwapResult, VenueError
 from services.venues.simulator import default_venues
 from tests.unit.factories import T0, confirmed_history, submit_order
 

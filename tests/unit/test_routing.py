@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
+from adapters.venues.interface import Quote, SwapRequest, SwapResult, Venue, VenueError
 from events.messages import VenueQuote
 from services.engine.routing import NoRoute, RouteDecision, choose_route, min_amount_out, quote_all
-from services.venues.interface import Quote, SwapRequest, SwapResult, Venue, VenueError
 
 AMOUNT_IN = Decimal("1")
 
