@@ -14,6 +14,7 @@ COPY pyproject.toml README.md ./
 COPY events ./events
 COPY cli ./cli
 COPY services ./services
+COPY domain ./domain
 COPY adapters ./adapters
 COPY projections ./projections
 RUN pip install .

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime
 
 from adapters.locks import KeyedLocks
+from domain.lifecycle import IllegalTransition, OrderState, decide, evolve
 from events.messages import (
     Command,
     DeadLetter,
@@ -33,7 +34,6 @@ from events.messages import (
     decode_event,
     order_key,
 )
-from services.domain.lifecycle import IllegalTransition, OrderState, decide, evolve
 from services.engine.executor import Executor
 
 log = logging.getLogger(__name__)

@@ -30,6 +30,9 @@ from adapters.locks import KeyedLocks
 from adapters.settings import Settings
 from adapters.venues.client import HttpVenue, http_venues
 from adapters.venues.interface import VenueError
+from adapters.venues.quoting import quote_all
+from domain.lifecycle import IllegalTransition, OrderState, evolve
+from domain.routing import NoRoute, choose_route
 from events.messages import (
     TERMINAL_STATUSES,
     CancelOrder,
@@ -43,8 +46,6 @@ from events.messages import (
 )
 from projections.analytics.queries import analytics
 from projections.orders import queries
-from services.domain.lifecycle import IllegalTransition, OrderState, evolve
-from services.engine.routing import NoRoute, choose_route, quote_all
 from services.gateway import browse, errors, stream
 from services.gateway.errors import ApiError
 from services.gateway.hub import EventHub, Logged, OrderFacts

@@ -26,8 +26,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from adapters.settings import Settings
+from domain.tokens import find_token
 from events.messages import DecodeError, Event, OrderAccepted, OrderType, Status, decode_event
-from services.domain.tokens import find_token
 from services.gateway.hub import (
     Cursor,
     EventHub,

@@ -20,8 +20,8 @@ from decimal import Decimal
 from typing import Protocol
 
 from adapters.venues.interface import PoolInfo, VenueError
+from domain.tokens import TOKENS
 from events.market import LiquidityAdded, MarketEvent, PoolCreated, PriceTick
-from services.domain.tokens import TOKENS
 
 log = logging.getLogger(__name__)
 

@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from adapters.settings import Settings
 from adapters.venues.client import http_venues
 from adapters.venues.interface import Venue
+from adapters.venues.quoting import quote_all
 from events.market import decode_market
 from events.messages import (
     DecodeError,
@@ -43,7 +44,6 @@ from events.messages import (
     encode,
     order_key,
 )
-from services.engine.routing import quote_all
 from services.triggers.book import Armed
 from services.triggers.core import (
     Candidate,

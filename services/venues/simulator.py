@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.settings import Settings
 from adapters.venues.interface import PoolInfo, Quote, SwapRequest, SwapResult, VenueError
-from services.domain.pricing import market_of
-from services.domain.tokens import LAUNCH_DECIMALS, Token, find_token
+from domain.pricing import market_of
+from domain.tokens import LAUNCH_DECIMALS, Token, find_token
 from services.venues.pools import (
     ConstantProductSpec,
     DlmmPool,

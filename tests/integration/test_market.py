@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.kafka import ensure_topics
 from adapters.settings import Settings
+from domain.tokens import LAUNCH_DECIMALS
 from events.market import MarketEvent, PoolCreated, PriceTick, decode_market
-from services.domain.tokens import LAUNCH_DECIMALS
 from tests.integration.system import System
 
 TIMEOUT_S = 30.0

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from adapters.kafka import ensure_topics
 from adapters.settings import Settings
+from domain.lifecycle import envelope_after, evolve
 from events.messages import (
     DeadLetter,
     Event,
@@ -35,7 +36,6 @@ from projections.orders.handler import OrdersProjection
 from projections.orders.queries import get_order, list_events
 from projections.replay import replay
 from projections.tracking import ProjectionRunner, Stats, connect
-from services.domain.lifecycle import envelope_after, evolve
 from services.projector.main import project
 from tests.unit.test_orders_projection import T0, order_history
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from domain.lifecycle import IllegalTransition, OrderState, decide, envelope_after, evolve
 from events.messages import (
     Event,
     OrderArmed,
@@ -40,7 +41,6 @@ from projections.analytics.handler import (
 from projections.analytics.report import format_table
 from projections.orders.handler import decode_records
 from projections.tracking import LogRecord
-from services.domain.lifecycle import IllegalTransition, OrderState, decide, envelope_after, evolve
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

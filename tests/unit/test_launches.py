@@ -9,7 +9,7 @@ import pytest
 
 from adapters.settings import Settings
 from adapters.venues.interface import PoolInfo, SwapRequest, VenueError
-from services.domain.tokens import LAUNCH_DECIMALS, TOKENS
+from domain.tokens import LAUNCH_DECIMALS, TOKENS
 from services.venues.pools import ConstantProductPool, DlmmPool, pair_key
 from services.venues.simulator import (
     SimulatedVenue,

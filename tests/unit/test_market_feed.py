@@ -12,9 +12,9 @@ import pytest
 
 from adapters.settings import Settings
 from adapters.venues.interface import PoolInfo, VenueError
+from domain.pricing import market_of
+from domain.tokens import LAUNCH_DECIMALS, TOKENS
 from events.market import LiquidityAdded, MarketEvent, PoolCreated, PriceTick
-from services.domain.pricing import market_of
-from services.domain.tokens import LAUNCH_DECIMALS, TOKENS
 from services.market.feed import (
     MarketFeed,
     changes,

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from domain.lifecycle import OrderState, decide, envelope_after, evolve
 from events.messages import (
     Event,
     OrderArmed,
@@ -33,7 +34,6 @@ from projections.orders.handler import (
     state_to_row,
 )
 from projections.tracking import LogRecord, Rejection, dead_letter
-from services.domain.lifecycle import OrderState, decide, envelope_after, evolve
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 SPEC = OrderSpec(

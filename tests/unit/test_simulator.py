@@ -10,7 +10,7 @@ import pytest
 
 from adapters.settings import Settings
 from adapters.venues.interface import SwapRequest, Venue, VenueError
-from services.domain.tokens import TOKENS
+from domain.tokens import TOKENS
 from services.venues.pools import ConstantProductPool, DlmmPool
 from services.venues.simulator import (
     INSTANT,
