@@ -83,13 +83,13 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from projections.replay import main as replay_main
+    from cli.replay import main as replay_main
 
     return replay_main(settings, args.projection, check_only=args.check)
 
 
 def _analytics(args: argparse.Namespace, settings: Settings) -> int:
-    from projections.analytics.report import main as analytics_main
+    from cli.analytics import main as analytics_main
 
     return analytics_main(settings)
 

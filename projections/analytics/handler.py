@@ -51,6 +51,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
+from adapters.postgres import Connection
 from domain.lifecycle import IllegalTransition, check_next
 from events.messages import (
     Event,
@@ -67,8 +68,8 @@ from events.messages import (
     TransactionBuilt,
     TransactionSubmitted,
 )
+from projections.contract import BatchResult, LogRecord, Rejection
 from projections.orders.handler import Decoded, decode_records
-from projections.tracking import BatchResult, Connection, LogRecord, Rejection
 
 
 def pair_of(token_a: str, token_b: str) -> str:

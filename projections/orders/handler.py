@@ -19,9 +19,10 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import TypeAdapter
 
+from adapters.postgres import Connection
 from domain.lifecycle import IllegalTransition, OrderState, evolve, is_stale
 from events.messages import DecodeError, Event, OrderSpec, VenueQuote, decode_event
-from projections.tracking import BatchResult, Connection, LogRecord, Rejection
+from projections.contract import BatchResult, LogRecord, Rejection
 
 _QUOTES = TypeAdapter(tuple[VenueQuote, ...])
 

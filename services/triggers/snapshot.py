@@ -19,10 +19,10 @@ import psycopg
 from psycopg.rows import dict_row
 from pydantic import ValidationError
 
+from adapters.postgres import Connection, connect
 from adapters.settings import Settings
 from events.messages import TERMINAL_STATUSES, OrderSpec, Status
 from projections.orders.handler import OrdersProjection, spec_from_row
-from projections.tracking import Connection, connect
 
 log = logging.getLogger(__name__)
 

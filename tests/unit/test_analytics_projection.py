@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from cli.analytics import format_table
 from domain.lifecycle import IllegalTransition, OrderState, decide, envelope_after, evolve
 from events.messages import (
     Event,
@@ -38,9 +39,8 @@ from projections.analytics.handler import (
     plan,
     row_to_facts,
 )
-from projections.analytics.report import format_table
+from projections.contract import LogRecord
 from projections.orders.handler import decode_records
-from projections.tracking import LogRecord
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

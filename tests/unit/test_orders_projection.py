@@ -25,6 +25,7 @@ from events.messages import (
     decode_event,
     encode,
 )
+from projections.contract import LogRecord, Rejection, dead_letter
 from projections.orders.handler import (
     ORDER_COLUMNS,
     decode_records,
@@ -33,7 +34,6 @@ from projections.orders.handler import (
     row_to_state,
     state_to_row,
 )
-from projections.tracking import LogRecord, Rejection, dead_letter
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 SPEC = OrderSpec(
