@@ -10,8 +10,8 @@ published to the dead-letter topic and skipped: a poison message never blocks
 its partition.
 
 Two advisory locks per projection coordinate live projectors with a replay
-(``replay.py`` beside this module): every live batch transaction first takes the batch lock
-(``lock_key``) shared, so a replay's swap, which takes it exclusively, waits for
+(``services.projector.replay``): every live batch transaction first takes the batch
+lock (``lock_key``) shared, so a replay's swap, which takes it exclusively, waits for
 the batches in flight and holds new ones back only while it swaps; and a live
 projector holds the presence lock (``presence_key``) shared for its whole life,
 so a replay can tell whether one is running.
