@@ -12,7 +12,10 @@ WORKDIR /app
 # Dependencies first, so editing source code does not reinstall them.
 COPY pyproject.toml README.md ./
 COPY events ./events
+COPY cli ./cli
 COPY services ./services
+COPY domain ./domain
+COPY adapters ./adapters
 COPY projections ./projections
 RUN pip install .
 

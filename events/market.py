@@ -7,7 +7,7 @@ reader that starts from the beginning knows every pool, including those created
 while it was down.
 
 Prices are in the pool's quote token per one base token (see
-``services.domain.pricing.market_of``): SOL/USDC is priced in USDC per SOL.
+``domain.pricing.market_of``): SOL/USDC is priced in USDC per SOL.
 """
 
 from __future__ import annotations

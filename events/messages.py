@@ -84,7 +84,7 @@ class OrderSpec(Frozen):
     """What the client asked for, as validated by the gateway.
 
     Prices are in the pair's quote token per one base token (see
-    ``services.domain.pricing``): ``limit_price`` is the worst price a limit order
+    ``domain.pricing``): ``limit_price`` is the worst price a limit order
     accepts, ``max_price`` the most a sniper pays. Fields added after version 1 are
     optional, so version-1 payloads still decode unchanged.
     """

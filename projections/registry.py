@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from projections.analytics.handler import AnalyticsProjection
+from projections.contract import Projection
 from projections.orders.handler import OrdersProjection
-from projections.tracking import Projection
 
 PROJECTIONS: dict[str, Callable[[], Projection]] = {
     "orders": OrdersProjection,

@@ -27,9 +27,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from services.common.settings import Settings
-from services.common.subprocesses import free_port
-from services.common.topics import ensure_topics
+from adapters.kafka import ensure_topics
+from adapters.processes import free_port
+from adapters.settings import Settings
 
 Source = Literal["env", "docker", "embedded"]
 
@@ -86,8 +86,8 @@ def infra() -> Iterator[Infra]:
                 postgres = stack.enter_context(PostgresContainer("postgres:17", driver=None))
                 database_url, database_source = postgres.get_connection_url(), "docker"
         elif bootstrap is None or database_url is None:
-            from services.broker import KafkaBroker
-            from services.database import EmbeddedPostgres
+            from adapters.embedded.kafka import KafkaBroker
+            from adapters.embedded.postgres import EmbeddedPostgres
 
             root = Path(tempfile.mkdtemp(prefix="oee-test-"))
             # PostgreSQL runs as an unprivileged user when we are root: let it traverse.

@@ -7,7 +7,7 @@ code. ``projections.analytics.queries`` aggregates the rows per venue and per pa
 at query time, so a row never depends on another order and every value derives
 from the events alone (no clock): a replay rebuilds identical rows.
 
-The fold accepts exactly what ``services.domain.lifecycle.evolve`` accepts (the same
+The fold accepts exactly what ``domain.lifecycle.evolve`` accepts (the same
 transition table, the same gap-free sequence), so this read model and the orders
 one agree on which events count. A redelivered or stale event (its seq at or below
 the row's) is a no-op; an illegal or undecodable one is rejected.
@@ -51,6 +51,8 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
+from adapters.postgres import Connection
+from domain.lifecycle import IllegalTransition, check_next
 from events.messages import (
     Event,
     OrderAccepted,
@@ -66,9 +68,8 @@ from events.messages import (
     TransactionBuilt,
     TransactionSubmitted,
 )
+from projections.contract import BatchResult, LogRecord, Rejection
 from projections.orders.handler import Decoded, decode_records
-from projections.tracking import BatchResult, Connection, LogRecord, Rejection
-from services.domain.lifecycle import IllegalTransition, check_next
 
 
 def pair_of(token_a: str, token_b: str) -> str:

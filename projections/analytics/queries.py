@@ -16,7 +16,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from projections.tracking import Connection
+from adapters.postgres import Connection
 
 # Each order once in its pair's group and, once routed, once in its venue's.
 _ANALYTICS_SQL = """

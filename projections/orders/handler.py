@@ -1,6 +1,6 @@
 """The orders projection: fold order events into ``orders`` and ``order_events``.
 
-Each order row is an ``OrderState`` folded with ``services.domain.lifecycle.evolve``,
+Each order row is an ``OrderState`` folded with ``domain.lifecycle.evolve``,
 the same function the engine uses, so the read model and the engine agree. A batch
 is planned by a pure function (``plan``) and then written in the caller's
 transaction; redeliveries are no-ops and illegal or undecodable events are
@@ -19,9 +19,10 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import TypeAdapter
 
+from adapters.postgres import Connection
+from domain.lifecycle import IllegalTransition, OrderState, evolve, is_stale
 from events.messages import DecodeError, Event, OrderSpec, VenueQuote, decode_event
-from projections.tracking import BatchResult, Connection, LogRecord, Rejection
-from services.domain.lifecycle import IllegalTransition, OrderState, evolve, is_stale
+from projections.contract import BatchResult, LogRecord, Rejection
 
 _QUOTES = TypeAdapter(tuple[VenueQuote, ...])
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from projections.tracking import Connection
+from adapters.postgres import Connection
 
 
 async def get_order(conn: Connection, order_id: uuid.UUID) -> dict[str, Any] | None:

@@ -2,7 +2,7 @@
 -- Every value here is derived from the events alone (no now(), no defaults that
 -- depend on when a row was written), so a replay rebuilds identical rows.
 
--- The current state of each order: services.domain.lifecycle.OrderState as columns.
+-- The current state of each order: domain.lifecycle.OrderState as columns.
 CREATE TABLE IF NOT EXISTS orders (
     order_id        uuid PRIMARY KEY,
     seq             integer      NOT NULL CHECK (seq >= 1),
@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS orders (
     amount          numeric      NOT NULL,
     slippage_bps    integer      NOT NULL,
     client_order_id text,
-    -- Limit and sniper orders only (quote per base, see services.domain.pricing).
+    -- Limit and sniper orders only (quote per base, see domain.pricing).
     limit_price     numeric,
     max_price       numeric,
     expires_at      timestamptz,

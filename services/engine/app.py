@@ -22,13 +22,13 @@ from typing import Any
 
 import faust
 
+from adapters.settings import Settings
+from adapters.venues.interface import Venue
 from events.messages import DeadLetter, Event, encode, order_key
-from services.common.settings import Settings
 from services.engine.executor import Executor, RetryPolicy
 from services.engine.intake import EngineApp, Intake
 from services.engine.ledger import Ticket
 from services.engine.processor import OrderProcessor, Position
-from services.venues.interface import Venue
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from adapters.venues.interface import SwapRequest, Venue, VenueError
+from adapters.venues.quoting import quote_all
+from domain.lifecycle import EnvelopeFields, OrderState, envelope_after
+from domain.pricing import executable_price, market_of, min_out_at, reaches, side_of
+from domain.routing import NoRoute, RouteDecision, choose_route, min_amount_out
+from domain.tokens import decimals_of
 from events.messages import (
     Event,
     OrderArmed,
@@ -26,17 +32,6 @@ from events.messages import (
     TransactionBuilt,
     TransactionSubmitted,
 )
-from services.domain.lifecycle import EnvelopeFields, OrderState, envelope_after
-from services.domain.pricing import executable_price, market_of, min_out_at, reaches, side_of
-from services.domain.tokens import decimals_of
-from services.engine.routing import (
-    NoRoute,
-    RouteDecision,
-    choose_route,
-    min_amount_out,
-    quote_all,
-)
-from services.venues.interface import SwapRequest, Venue, VenueError
 
 log = logging.getLogger(__name__)
 

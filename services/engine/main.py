@@ -7,10 +7,10 @@ import logging
 
 import faust
 
-from services.common.settings import Settings
-from services.common.topics import ensure_topics
+from adapters.kafka import ensure_topics
+from adapters.settings import Settings
+from adapters.venues.client import http_venues
 from services.engine.app import build_app
-from services.venues.client import http_venues
 
 
 def run(settings: Settings) -> None:

@@ -30,6 +30,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from adapters.locks import KeyedLocks
+from domain.lifecycle import IllegalTransition, OrderState, decide, evolve
 from events.messages import (
     Command,
     DeadLetter,
@@ -40,8 +42,6 @@ from events.messages import (
     decode_event,
     order_key,
 )
-from services.common.locks import KeyedLocks
-from services.domain.lifecycle import IllegalTransition, OrderState, decide, evolve
 from services.engine.executor import Executor
 
 log = logging.getLogger(__name__)

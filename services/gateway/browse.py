@@ -11,7 +11,7 @@ import binascii
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
@@ -19,11 +19,9 @@ from fastapi.staticfiles import StaticFiles
 
 from projections.orders import queries
 from projections.orders.handler import row_to_state
+from services.gateway.adapters import Gateway
 from services.gateway.errors import ApiError
 from services.gateway.schemas import order_view
-
-if TYPE_CHECKING:
-    from services.gateway.app import Gateway
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_PAGE = 200

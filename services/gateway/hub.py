@@ -25,6 +25,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from adapters.settings import Settings
 from events.messages import (
     Command,
     DecodeError,
@@ -33,7 +34,6 @@ from events.messages import (
     SubmitOrder,
     decode,
 )
-from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 

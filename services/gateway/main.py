@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from services.common.settings import Settings
+from adapters.settings import Settings
 from services.gateway.app import create_app
 
 

@@ -20,9 +20,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from domain.lifecycle import OrderState
+from domain.tokens import find_token
 from events.messages import Envelope, Event, OrderSpec, SubmitOrder
-from services.domain.lifecycle import OrderState
-from services.domain.tokens import find_token
 
 MAX_AMOUNT = Decimal("1e15")
 # A token that is not listed yet (a sniper's target) is named by its symbol.

@@ -25,9 +25,9 @@ from typing import Any, get_args
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from adapters.settings import Settings
+from domain.tokens import find_token
 from events.messages import DecodeError, Event, OrderAccepted, OrderType, Status, decode_event
-from services.common.settings import Settings
-from services.domain.tokens import find_token
 from services.gateway.hub import (
     Cursor,
     EventHub,

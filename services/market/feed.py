@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
+from adapters.venues.interface import PoolInfo, VenueError
+from domain.tokens import TOKENS
 from events.market import LiquidityAdded, MarketEvent, PoolCreated, PriceTick
-from services.domain.tokens import TOKENS
-from services.venues.interface import PoolInfo, VenueError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ Publish = Callable[[Sequence[MarketEvent]], Awaitable[None]]
 
 
 class MarketVenue(Protocol):
-    """What the feed needs of a venue (``services.venues.client.HttpVenue``)."""
+    """What the feed needs of a venue (``adapters.venues.client.HttpVenue``)."""
 
     name: str
 

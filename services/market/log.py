@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from adapters.settings import Settings
 from events.market import MarketEvent, decode_market, encode_market, pool_key
 from events.messages import DecodeError
-from services.common.settings import Settings
 from services.market.feed import fold
 
 log = logging.getLogger(__name__)

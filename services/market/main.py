@@ -7,10 +7,10 @@ import contextlib
 import logging
 import signal
 
-from services.common.settings import Settings, get_settings
+from adapters.settings import Settings, get_settings
+from adapters.venues.client import http_venues
 from services.market.feed import MarketFeed
 from services.market.log import MarketPublisher, read_market
-from services.venues.client import http_venues
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,11 @@ import asyncio
 import logging
 import signal
 
+from adapters.settings import Settings
+from projections.contract import Projection, Stats
 from projections.orders.handler import OrdersProjection
 from projections.registry import PROJECTIONS
-from projections.tracking import Projection, ProjectionRunner, Stats
-from services.common.settings import Settings
+from services.projector.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from domain.pricing import Market, Side, market_of, reaches, side_of
 from events.messages import OrderSpec
-from services.domain.pricing import Market, Side, market_of, reaches, side_of
 
 # (key, arrival, order id): key is limit (sell) or -limit (buy); arrival breaks ties by time.
 _Entry = tuple[Decimal, int, uuid.UUID]

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from domain.lifecycle import TRANSITIONS
+from domain.pricing import Market, executable_price, market_of
 from events.market import PoolState
 from events.messages import (
     TERMINAL_STATUSES,
@@ -28,8 +30,6 @@ from events.messages import (
     Status,
     VenueQuote,
 )
-from services.domain.lifecycle import TRANSITIONS
-from services.domain.pricing import Market, executable_price, market_of
 from services.triggers.book import Armed, ArmedBook
 
 # Statuses of a triggered order on its way to the venue: it holds a slot of the gate.

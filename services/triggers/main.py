@@ -6,8 +6,8 @@ import asyncio
 import logging
 import signal
 
-from services.common.settings import Settings
-from services.common.topics import ensure_topics
+from adapters.kafka import ensure_topics
+from adapters.settings import Settings
 from services.triggers.service import TriggerService
 
 log = logging.getLogger(__name__)

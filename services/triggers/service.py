@@ -2,7 +2,8 @@
 
 One consumer without a group reads every partition of two topics:
 
-* the order events, from the snapshot's offsets (``snapshot.py``) or the start,
+* the order events, from the offsets of a snapshot of the orders read model
+  (``projections/orders/snapshot.py``) or the start,
   folded into the armed book, the executing orders and the pending specs;
 * the market, from the start, so every pool's latest state is known.
 
@@ -29,8 +30,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from pydantic import ValidationError
 
+from adapters.postgres import connect
+from adapters.settings import Settings
+from adapters.venues.client import http_venues
+from adapters.venues.interface import Venue
+from adapters.venues.quoting import quote_all
 from events.market import decode_market
 from events.messages import (
     DecodeError,
@@ -40,8 +48,7 @@ from events.messages import (
     encode,
     order_key,
 )
-from services.common.settings import Settings
-from services.engine.routing import quote_all
+from projections.orders.snapshot import Snapshot, read_snapshot
 from services.triggers.book import Armed
 from services.triggers.core import (
     Candidate,
@@ -51,9 +58,6 @@ from services.triggers.core import (
     pool_market,
     sniper_reason,
 )
-from services.triggers.snapshot import Snapshot, load_snapshot
-from services.venues.client import http_venues
-from services.venues.interface import Venue
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,42 @@ RESEND_AFTER_S = 60.0
 def utc_now() -> datetime:
     """Return the current time in UTC."""
     return datetime.now(UTC)
+
+
+async def load_snapshot(settings: Settings, timeout_s: float = 10.0) -> Snapshot | None:
+    """Return the snapshot to start from, or None to read the events from the beginning.
+
+    None when PostgreSQL cannot be reached, the read model is missing or incomplete,
+    or nothing was projected yet; the reason is logged.
+    """
+    try:
+        conn = await asyncio.wait_for(connect(settings), timeout_s)
+    except (psycopg.Error, OSError, TimeoutError) as exc:
+        log.warning(
+            "no snapshot: PostgreSQL is not reachable (%s); reading events from the start", exc
+        )
+        return None
+    try:
+        snapshot = await asyncio.wait_for(read_snapshot(conn, settings.events_topic), timeout_s)
+    except (psycopg.Error, TimeoutError) as exc:
+        log.warning(
+            "no snapshot: cannot read the orders read model (%s); reading events from the start",
+            exc,
+        )
+        return None
+    except ValidationError as exc:
+        log.warning(
+            "no snapshot: an orders row is not a valid order (%s); reading events from the start",
+            exc,
+        )
+        return None
+    finally:
+        await conn.close()
+    if snapshot is None:
+        log.info(
+            "no snapshot: the orders projection stored no offsets; reading events from the start"
+        )
+    return snapshot
 
 
 @dataclass

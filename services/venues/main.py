@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from services.common.settings import Settings, get_settings
+from adapters.settings import Settings, get_settings
 from services.venues.service import create_app
 from services.venues.simulator import default_venues
 

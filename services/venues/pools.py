@@ -16,7 +16,7 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from itertools import combinations
 from typing import Literal
 
-from services.domain.tokens import TOKENS, Token
+from domain.tokens import TOKENS, Token
 
 BPS = Decimal(10_000)
 ONE = Decimal(1)

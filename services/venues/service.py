@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.venues.interface import PoolInfo, PoolList, Quote, SwapRequest, SwapResult, VenueError
+from adapters.venues.interface import PoolInfo, PoolList, Quote, SwapRequest, SwapResult, VenueError
 from services.venues.simulator import SYMBOL_PATTERN, SimulatedVenue
 
 NOT_FOUND_CODES = frozenset({"UNKNOWN_VENUE", "UNKNOWN_TX", "SWAP_NOT_FOUND"})

@@ -26,10 +26,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.common.settings import Settings
-from services.domain.pricing import market_of
-from services.domain.tokens import LAUNCH_DECIMALS, Token, find_token
-from services.venues.interface import PoolInfo, Quote, SwapRequest, SwapResult, VenueError
+from adapters.settings import Settings
+from adapters.venues.interface import PoolInfo, Quote, SwapRequest, SwapResult, VenueError
+from domain.pricing import market_of
+from domain.tokens import LAUNCH_DECIMALS, Token, find_token
 from services.venues.pools import (
     ConstantProductSpec,
     DlmmPool,

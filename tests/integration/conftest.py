@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from services.common.settings import Settings
-from services.common.topics import ensure_topics
+from adapters.kafka import ensure_topics
+from adapters.settings import Settings
 from tests.conftest import Infra
 from tests.integration.system import System
 

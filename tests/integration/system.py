@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from services.common.settings import Settings
-from services.common.subprocesses import die_with_parent, stop_process, tail
+from adapters.processes import die_with_parent, stop_process, tail
+from adapters.settings import Settings
 
 SERVICES = ("venues", "market", "triggers", "projector", "engine", "gateway")
 
@@ -38,7 +38,7 @@ class System:
         env = {**os.environ, **self.settings.as_env(), "PYTHONUNBUFFERED": "1"}
         log = (self.log_dir / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", name],
+            [sys.executable, "-m", "cli", name],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -18,13 +18,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from adapters.kafka import ensure_topics
+from adapters.postgres import Connection, connect
+from adapters.settings import Settings
+from cli.analytics import main as report_main
 from events.messages import Event, encode, order_key
 from projections.analytics.handler import AnalyticsProjection
 from projections.analytics.queries import analytics
-from projections.analytics.report import main as report_main
-from projections.tracking import Connection, LogRecord, connect, ensure_schema
-from services.common.settings import Settings
-from services.common.topics import ensure_topics
+from projections.contract import LogRecord, ensure_schema
 from services.projector.main import project_all
 from tests.unit.test_analytics_projection import T0, OrderBuilder
 

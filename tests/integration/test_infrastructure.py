@@ -15,11 +15,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.broker import KafkaBroker
-from services.common.settings import Settings
-from services.common.subprocesses import free_port
-from services.common.topics import TopicMismatchError, ensure_topics, topic_names
-from services.database import EmbeddedPostgres
+from adapters.embedded.kafka import KafkaBroker
+from adapters.embedded.postgres import EmbeddedPostgres
+from adapters.kafka import TopicMismatchError, ensure_topics, topic_names
+from adapters.processes import free_port
+from adapters.settings import Settings
 from tests.conftest import Infra
 
 

@@ -17,10 +17,10 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from adapters.kafka import ensure_topics
+from adapters.settings import Settings
+from domain.tokens import LAUNCH_DECIMALS
 from events.market import MarketEvent, PoolCreated, PriceTick, decode_market
-from services.common.settings import Settings
-from services.common.topics import ensure_topics
-from services.domain.tokens import LAUNCH_DECIMALS
 from tests.integration.system import System
 
 TIMEOUT_S = 30.0

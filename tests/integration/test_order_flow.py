@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from projections.replay import replay
+from services.projector.replay import replay
 from tests.integration.system import System
 
 ORDER = {

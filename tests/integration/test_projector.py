@@ -20,6 +20,10 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from adapters.kafka import ensure_topics
+from adapters.postgres import connect
+from adapters.settings import Settings
+from domain.lifecycle import envelope_after, evolve
 from events.messages import (
     DeadLetter,
     Event,
@@ -29,14 +33,12 @@ from events.messages import (
     encode,
     order_key,
 )
+from projections.contract import Stats
 from projections.orders.handler import OrdersProjection
 from projections.orders.queries import get_order, list_events
-from projections.replay import replay
-from projections.tracking import ProjectionRunner, Stats, connect
-from services.common.settings import Settings
-from services.common.topics import ensure_topics
-from services.domain.lifecycle import envelope_after, evolve
 from services.projector.main import project
+from services.projector.replay import replay
+from services.projector.runner import ProjectionRunner
 from tests.unit.test_orders_projection import T0, order_history
 
 pytestmark = pytest.mark.integration

@@ -15,25 +15,15 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from psycopg import sql
 
+from adapters.kafka import ensure_topics
+from adapters.postgres import Connection, connect
+from adapters.settings import Settings
+from cli.replay import main
 from events.messages import Event
+from projections.contract import BatchResult, LogRecord
 from projections.orders.handler import OrdersProjection
-from projections.replay import (
-    ReplayError,
-    ReplayRunningError,
-    TableDiff,
-    check,
-    main,
-    replay,
-)
-from projections.tracking import (
-    BatchResult,
-    Connection,
-    LogRecord,
-    ProjectionRunner,
-    connect,
-)
-from services.common.settings import Settings
-from services.common.topics import ensure_topics
+from services.projector.replay import ReplayError, ReplayRunningError, TableDiff, check, replay
+from services.projector.runner import ProjectionRunner
 from tests.integration.test_projector import (
     Projector,
     eventually,

@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from services.common.subprocesses import free_port
+from adapters.processes import free_port
 from tests.integration.system import System
 
 STREAM_BUFFER = 64

@@ -21,6 +21,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from psycopg.types.json import Jsonb
 
+from adapters.kafka import ensure_topics
+from adapters.postgres import connect
+from adapters.settings import Settings
 from events.market import MarketEvent, PoolCreated, PriceTick, encode_market, pool_key
 from events.messages import (
     Command,
@@ -32,10 +35,8 @@ from events.messages import (
     encode,
     order_key,
 )
+from projections.contract import ensure_schema
 from projections.orders.handler import OrdersProjection, state_to_row
-from projections.tracking import connect, ensure_schema
-from services.common.settings import Settings
-from services.common.topics import ensure_topics
 from services.triggers.service import TriggerService
 from tests.integration.system import System
 from tests.unit.factories import OrderHistory

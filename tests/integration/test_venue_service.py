@@ -17,10 +17,10 @@ import httpx
 import pytest
 import uvicorn
 
-from services.common.settings import Settings
-from services.common.subprocesses import free_port
-from services.venues.client import HttpVenue, http_venues
-from services.venues.interface import SwapRequest, VenueError
+from adapters.processes import free_port
+from adapters.settings import Settings
+from adapters.venues.client import HttpVenue, http_venues
+from adapters.venues.interface import SwapRequest, VenueError
 from services.venues.service import create_app
 from services.venues.simulator import (
     FailureRates,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from domain.lifecycle import EnvelopeFields, OrderState, envelope_after, evolve
 from events.messages import (
     Event,
     OrderAccepted,
@@ -21,7 +22,6 @@ from events.messages import (
     TransactionSubmitted,
     VenueQuote,
 )
-from services.domain.lifecycle import EnvelopeFields, OrderState, envelope_after, evolve
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 SPEC = OrderSpec(token_in="SOL", token_out="USDC", amount=Decimal("1.5"), slippage_bps=50)

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from cli.analytics import format_table
+from domain.lifecycle import IllegalTransition, OrderState, decide, envelope_after, evolve
 from events.messages import (
     Event,
     OrderArmed,
@@ -37,10 +39,8 @@ from projections.analytics.handler import (
     plan,
     row_to_facts,
 )
-from projections.analytics.report import format_table
+from projections.contract import LogRecord
 from projections.orders.handler import decode_records
-from projections.tracking import LogRecord
-from services.domain.lifecycle import IllegalTransition, OrderState, decide, envelope_after, evolve
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from domain.lifecycle import OrderState, evolve
 from events.messages import (
     DecodeError,
     OrderRouted,
@@ -17,7 +18,6 @@ from events.messages import (
     decode_stored_event,
     encode,
 )
-from services.domain.lifecycle import OrderState, evolve
 
 V1 = Path(__file__).parents[1] / "fixtures" / "events" / "v1"
 

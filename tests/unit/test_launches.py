@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from services.common.settings import Settings
-from services.domain.tokens import LAUNCH_DECIMALS, TOKENS
-from services.venues.interface import PoolInfo, SwapRequest, VenueError
+from adapters.settings import Settings
+from adapters.venues.interface import PoolInfo, SwapRequest, VenueError
+from domain.tokens import LAUNCH_DECIMALS, TOKENS
 from services.venues.pools import ConstantProductPool, DlmmPool, pair_key
 from services.venues.simulator import (
     SimulatedVenue,

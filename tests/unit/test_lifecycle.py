@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from events.messages import OrderAccepted, OrderFailed
-from services.domain.lifecycle import (
+from domain.lifecycle import (
     TRANSITIONS,
     IllegalTransition,
     decide,
@@ -13,6 +12,7 @@ from services.domain.lifecycle import (
     evolve,
     is_stale,
 )
+from events.messages import OrderAccepted, OrderFailed
 from tests.unit.factories import T0, confirmed_history, submit_order
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.common.locks import KeyedLocks
+from adapters.locks import KeyedLocks
 
 
 async def test_hold_same_key_runs_one_at_a_time_in_arrival_order():

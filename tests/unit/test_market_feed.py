@@ -10,10 +10,11 @@ from decimal import Decimal
 
 import pytest
 
+from adapters.settings import Settings
+from adapters.venues.interface import PoolInfo, VenueError
+from domain.pricing import market_of
+from domain.tokens import LAUNCH_DECIMALS, TOKENS
 from events.market import LiquidityAdded, MarketEvent, PoolCreated, PriceTick
-from services.common.settings import Settings
-from services.domain.pricing import market_of
-from services.domain.tokens import LAUNCH_DECIMALS, TOKENS
 from services.market.feed import (
     MarketFeed,
     changes,
@@ -22,7 +23,6 @@ from services.market.feed import (
     launch_symbols,
     message_id,
 )
-from services.venues.interface import PoolInfo, VenueError
 from services.venues.simulator import SimulatedVenue, default_venues
 
 AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from domain.lifecycle import OrderState, decide, envelope_after, evolve
 from events.messages import (
     Event,
     OrderArmed,
@@ -24,6 +25,7 @@ from events.messages import (
     decode_event,
     encode,
 )
+from projections.contract import LogRecord, Rejection, dead_letter
 from projections.orders.handler import (
     ORDER_COLUMNS,
     decode_records,
@@ -32,8 +34,6 @@ from projections.orders.handler import (
     row_to_state,
     state_to_row,
 )
-from projections.tracking import LogRecord, Rejection, dead_letter
-from services.domain.lifecycle import OrderState, decide, envelope_after, evolve
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 SPEC = OrderSpec(

@@ -7,7 +7,7 @@ from decimal import ROUND_DOWN, Decimal
 
 import pytest
 
-from services.domain.tokens import TOKENS
+from domain.tokens import TOKENS
 from services.venues.pools import (
     Bin,
     ConstantProductPool,

@@ -10,6 +10,8 @@ import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from adapters.settings import Settings
+from adapters.venues.interface import Quote, SwapRequest, SwapResult, VenueError
 from events.messages import (
     CancelOrder,
     DeadLetter,
@@ -21,10 +23,8 @@ from events.messages import (
     TransactionSubmitted,
     encode,
 )
-from services.common.settings import Settings
 from services.engine.executor import Executor, RetryPolicy
 from services.engine.processor import OrderProcessor, Position
-from services.venues.interface import Quote, SwapRequest, SwapResult, VenueError
 from services.venues.simulator import default_venues
 from tests.unit.factories import SPEC, T0, OrderHistory, confirmed_history, submit_order
 

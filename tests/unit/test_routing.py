@@ -7,9 +7,10 @@ from decimal import Decimal
 
 import pytest
 
+from adapters.venues.interface import Quote, SwapRequest, SwapResult, Venue, VenueError
+from adapters.venues.quoting import quote_all
+from domain.routing import NoRoute, RouteDecision, choose_route, min_amount_out
 from events.messages import VenueQuote
-from services.engine.routing import NoRoute, RouteDecision, choose_route, min_amount_out, quote_all
-from services.venues.interface import Quote, SwapRequest, SwapResult, Venue, VenueError
 
 AMOUNT_IN = Decimal("1")
 

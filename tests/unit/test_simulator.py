@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from services.common.settings import Settings
-from services.domain.tokens import TOKENS
-from services.venues.interface import SwapRequest, Venue, VenueError
+from adapters.settings import Settings
+from adapters.venues.interface import SwapRequest, Venue, VenueError
+from domain.tokens import TOKENS
 from services.venues.pools import ConstantProductPool, DlmmPool
 from services.venues.simulator import (
     INSTANT,

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from domain.pricing import market_of
 from events.market import LiquidityAdded, PoolCreated, PoolState, PriceTick
 from events.messages import (
     Event,
@@ -16,10 +17,9 @@ from events.messages import (
     OrderSpec,
     VenueQuote,
 )
-from services.domain.pricing import market_of
+from projections.orders.snapshot import waiting_from_row
 from services.triggers.book import Armed, ArmedBook
 from services.triggers.core import Candidate, Gate, TriggerState, judge
-from services.triggers.snapshot import waiting_from_row
 from tests.unit.factories import T0, OrderHistory
 
 SOL_USDC = market_of("SOL", "USDC")

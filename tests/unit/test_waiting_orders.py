@@ -10,6 +10,7 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 
+from domain.lifecycle import OrderState, evolve
 from events.messages import (
     CancelOrder,
     ExpireOrder,
@@ -20,7 +21,6 @@ from events.messages import (
     TriggerOrder,
     encode,
 )
-from services.domain.lifecycle import OrderState, evolve
 from tests.unit.factories import T0, submit_order
 from tests.unit.test_processor import WHERE, Harness
 

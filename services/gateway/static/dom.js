@@ -64,7 +64,7 @@ export function wsUrl(path) {
   return `${scheme}//${location.host}${path}`;
 }
 
-// The tokens prices are quoted in, best first (as services/domain/pricing.py).
+// The tokens prices are quoted in, best first (as domain/pricing.py).
 const QUOTE_PRIORITY = ["USDC", "USDT", "SOL"];
 
 /**

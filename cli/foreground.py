@@ -9,9 +9,9 @@ import time
 from types import FrameType
 from typing import Protocol
 
-from services.broker import BrokerError, KafkaBroker
-from services.common.settings import Settings
-from services.database import DatabaseError, EmbeddedPostgres
+from adapters.embedded.kafka import BrokerError, KafkaBroker
+from adapters.embedded.postgres import DatabaseError, EmbeddedPostgres
+from adapters.settings import Settings
 
 
 class _Server(Protocol):

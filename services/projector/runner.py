@@ -10,8 +10,8 @@ published to the dead-letter topic and skipped: a poison message never blocks
 its partition.
 
 Two advisory locks per projection coordinate live projectors with a replay
-(``projections.replay``): every live batch transaction first takes the batch lock
-(``lock_key``) shared, so a replay's swap, which takes it exclusively, waits for
+(``services.projector.replay``): every live batch transaction first takes the batch
+lock (``lock_key``) shared, so a replay's swap, which takes it exclusively, waits for
 the batches in flight and holds new ones back only while it swaps; and a live
 projector holds the presence lock (``presence_key``) shared for its whole life,
 so a replay can tell whether one is running.
@@ -24,32 +24,28 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from psycopg import sql
 
-from events.messages import DeadLetter, encode
-from services.common.settings import Settings
-from services.database import EmbeddedPostgres
+from adapters.postgres import Connection, connect
+from adapters.settings import Settings
+from events.messages import encode
+from projections.contract import (
+    BatchResult,
+    LogRecord,
+    Projection,
+    Rejection,
+    Stats,
+    dead_letter,
+    ensure_schema,
+    stored_offsets,
+)
 
 log = logging.getLogger(__name__)
-
-Connection = psycopg.AsyncConnection[Any]
-
-TRACKING_DDL = """
-CREATE TABLE IF NOT EXISTS projection_offsets (
-    projection  text    NOT NULL,
-    topic       text    NOT NULL,
-    partition   integer NOT NULL,
-    next_offset bigint  NOT NULL CHECK (next_offset >= 0),
-    PRIMARY KEY (projection, topic, partition)
-);
-"""
 
 # Claim a partition's next batch: move the stored offset from where this process
 # believes it is to the end of the batch. No row back means another process moved
@@ -68,87 +64,8 @@ _POISON_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 _MAX_BACKOFF_S = 5.0
 
 
-@dataclass(frozen=True)
-class LogRecord:
-    """One record from the log, with its position; independent of the Kafka client."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """A record a projection refuses, and why."""
-
-    record: LogRecord
-    error: str
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """What a projection did with a batch of records."""
-
-    applied: int = 0
-    skipped: int = 0
-    rejected: tuple[Rejection, ...] = ()
-
-
-@dataclass
-class Stats:
-    """Running totals of a projection run."""
-
-    batches: int = 0
-    applied: int = 0
-    skipped: int = 0
-    dead_lettered: int = 0
-    errors: int = 0
-
-    def add(self, result: BatchResult) -> None:
-        self.batches += 1
-        self.applied += result.applied
-        self.skipped += result.skipped
-        self.dead_lettered += len(result.rejected)
-
-
-class Projection(Protocol):
-    """A read model built from the log."""
-
-    name: str
-
-    # Read-only, so a class attribute such as ``tables = ("a", "b")`` satisfies it.
-    @property
-    def tables(self) -> tuple[str, ...]:
-        """Return every table ``ddl`` creates, in the order they can be dropped: a
-        replay swaps (or checks) exactly these."""
-        ...
-
-    def ddl(self) -> str:
-        """Return idempotent DDL creating the read-model tables."""
-        ...
-
-    def drop_ddl(self) -> str:
-        """Return DDL dropping the read-model tables."""
-        ...
-
-    async def apply(self, conn: Connection, records: Sequence[LogRecord]) -> BatchResult:
-        """Write the records' effects inside the caller's transaction."""
-        ...
-
-
 class PositionConflictError(RuntimeError):
     """Another process advanced a partition this process was about to project."""
-
-
-def database_url(settings: Settings) -> str:
-    """Return the PostgreSQL URL in use: the configured one, else the embedded server's."""
-    if settings.database_url is not None:
-        return settings.database_url
-    # The server `oee database` / `oee up` run; building the object starts nothing.
-    return EmbeddedPostgres(settings.data_dir / "postgres", port=settings.database_port).url
 
 
 def lock_key(projection: Projection) -> str:
@@ -160,58 +77,6 @@ def lock_key(projection: Projection) -> str:
 def presence_key(projection: Projection) -> str:
     """Return the advisory-lock name a live projector holds shared for its whole life."""
     return f"oee.projector.{projection.name}"
-
-
-async def connect(settings: Settings, *, search_path: str | None = None) -> Connection:
-    """Open an autocommit connection in UTC; callers open explicit transactions.
-
-    With ``search_path`` (one schema name), unqualified names resolve in that schema
-    alone, so a projection's DDL and SQL, and its ``projection_offsets``, land there.
-    """
-    conn = await psycopg.AsyncConnection.connect(database_url(settings), autocommit=True)
-    try:
-        await conn.execute("SET TIME ZONE 'UTC'")
-        if search_path is not None:
-            await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(search_path)))
-    except BaseException:
-        await conn.close()
-        raise
-    return conn
-
-
-async def ensure_schema(conn: Connection, projection: Projection) -> None:
-    """Create the tracking table and the projection's tables if missing."""
-    async with conn.transaction():
-        # Two processes starting together would race on CREATE ... IF NOT EXISTS.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('oee.schema'))")
-        await conn.execute(TRACKING_DDL)
-        await conn.execute(projection.ddl())
-
-
-async def stored_offsets(
-    conn: Connection, projection: str, partitions: Sequence[TopicPartition]
-) -> dict[TopicPartition, int]:
-    """Return the next offset to project for each partition (0 when none is stored)."""
-    cur = await conn.execute(
-        "SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = %s",
-        (projection,),
-    )
-    stored = {TopicPartition(t, p): int(o) for t, p, o in await cur.fetchall()}
-    return {tp: stored.get(tp, 0) for tp in partitions}
-
-
-def dead_letter(rejection: Rejection) -> DeadLetter:
-    """Build the dead letter of a rejected record; its time is the record's, not now."""
-    record = rejection.record
-    return DeadLetter(
-        source_topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key.decode(errors="backslashreplace") if record.key is not None else None,
-        value=record.value.decode(errors="backslashreplace") if record.value is not None else "",
-        error=rejection.error,
-        occurred_at=datetime.fromtimestamp(record.timestamp_ms / 1000, UTC),
-    )
 
 
 class _Listener(ConsumerRebalanceListener):

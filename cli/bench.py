@@ -37,8 +37,8 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import connect
 
-from services.common.settings import Settings
-from services.common.subprocesses import die_with_parent, free_port
+from adapters.processes import die_with_parent, free_port
+from adapters.settings import Settings
 
 AMOUNT = Decimal("0.01")  # SOL per order: the burst barely moves the pools
 MOVE = Decimal("0.04")
@@ -265,7 +265,7 @@ def private_system(data_dir: str) -> Iterator[Settings]:
     env.pop("OEE_DATABASE_URL", None)
     log = open(os.path.join(data_dir, "up.log"), "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up"],
+        [sys.executable, "-m", "cli", "up"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -9,10 +9,11 @@ from typing import Any
 
 import psycopg
 
+from adapters.postgres import connect
+from adapters.settings import Settings
 from projections.analytics.handler import AnalyticsProjection
 from projections.analytics.queries import analytics
-from projections.tracking import connect, ensure_schema
-from services.common.settings import Settings
+from projections.contract import ensure_schema
 
 HEADER = (
     "",

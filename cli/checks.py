@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from services.common.settings import REPO_ROOT
+from adapters.settings import REPO_ROOT
 
 
 def run_checks(pytest_args: Sequence[str] = ()) -> int:

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from services.common.subprocesses import OwnedProcess, die_with_parent, port_open, tail
+from adapters.processes import OwnedProcess, die_with_parent, port_open, tail
 
 KAFKA_VERSION = "4.1.1"
 
@@ -232,13 +232,13 @@ class KafkaBroker(OwnedProcess):
             "transaction.state.log.num.partitions": "8",
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
-            # Topics are created explicitly (services/common/topics.py) with the
+            # Topics are created explicitly (adapters/kafka.py) with the
             # configured partition count; a typo must fail, not make a new topic.
             "auto.create.topics.enable": "false",
             "group.initial.rebalance.delay.ms": "0",
         }
         lines = [f"{key}={value}" for key, value in props.items()]
-        return "# Written by services/broker/kafka.py on every start.\n" + "\n".join(lines) + "\n"
+        return "# Written by adapters/embedded/kafka.py on every start.\n" + "\n".join(lines) + "\n"
 
     def _java_command(self, libs: Path, *main: str) -> list[str]:
         return [

@@ -1,22 +1,16 @@
-"""Routing: quote every venue, pick the best net output, bound the slippage.
+"""Routing: pick the best net output among the venues' quotes, bound the slippage.
 
-``choose_route`` and ``min_amount_out`` are pure and tested with numbers;
-``quote_all`` is the one helper that talks to venues, and it turns every failure
-into a ``VenueQuote`` with ``error`` set so the routing decision sees all answers.
+``choose_route`` and ``min_amount_out`` are pure and tested with numbers; the quotes
+come from ``adapters.venues.quoting.quote_all``, which turns every venue failure
+into a ``VenueQuote`` with ``error`` set so the decision sees all answers.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from events.messages import Frozen, VenueQuote, price_improvement
-from services.venues.interface import Venue, VenueError
-
-log = logging.getLogger(__name__)
 
 BPS = 10_000
 _NO_FEE = Decimal("Infinity")
@@ -102,50 +96,3 @@ def min_amount_out(expected_out: Decimal, slippage_bps: int, decimals: int) -> D
         raise ValueError(f"slippage_bps must be within 0..{BPS}, got {slippage_bps}")
     bound = expected_out * (BPS - slippage_bps) / BPS
     return bound.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_DOWN)
-
-
-async def quote_all(
-    venues: Sequence[Venue],
-    token_in: str,
-    token_out: str,
-    amount_in: Decimal,
-    timeout_s: float,
-    *,
-    clock: Callable[[], float] = time.perf_counter,
-) -> tuple[VenueQuote, ...]:
-    """Quote every venue concurrently, each within ``timeout_s``, in the order given.
-
-    A venue that fails or times out yields a ``VenueQuote`` whose ``error`` is the
-    ``VenueError`` code or ``"TIMEOUT"``; this function never raises for a venue.
-    """
-
-    async def one(venue: Venue) -> VenueQuote:
-        started = clock()
-        error: str
-        try:
-            quote = await asyncio.wait_for(
-                venue.quote(token_in, token_out, amount_in), timeout=timeout_s
-            )
-        except TimeoutError:
-            error = "TIMEOUT"
-        except VenueError as exc:
-            error = exc.code
-        except Exception:
-            # A broken venue adapter must not take the whole order down with it.
-            log.exception("quote from %s failed unexpectedly", venue.name)
-            error = "UNEXPECTED_ERROR"
-        else:
-            return VenueQuote(
-                venue=venue.name,
-                amount_out=quote.amount_out,
-                fee=quote.fee,
-                price=quote.price,
-                latency_ms=_elapsed_ms(started, clock()),
-            )
-        return VenueQuote(venue=venue.name, error=error, latency_ms=_elapsed_ms(started, clock()))
-
-    return tuple(await asyncio.gather(*(one(venue) for venue in venues)))
-
-
-def _elapsed_ms(started: float, ended: float) -> int:
-    return max(0, round((ended - started) * 1000))

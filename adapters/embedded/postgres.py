@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from services.common.subprocesses import OwnedProcess, die_with_parent, port_open, tail
+from adapters.processes import OwnedProcess, die_with_parent, port_open, tail
 
 log = logging.getLogger(__name__)
 

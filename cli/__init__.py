@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
-from services.common.settings import Settings, get_settings
+from adapters.settings import Settings, get_settings
 
 # Start order of `oee up`; it stops them in reverse, so the gateway stops taking orders first.
 # The market service reads the venues; the triggers read the market.
@@ -51,19 +51,19 @@ def _run_service(name: str, settings: Settings) -> int:
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli.supervisor import up
+    from cli.supervisor import up
 
     return up(settings)
 
 
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli.foreground import run_broker
+    from cli.foreground import run_broker
 
     return run_broker(settings)
 
 
 def _database(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli.foreground import run_database
+    from cli.foreground import run_database
 
     return run_database(settings)
 
@@ -71,7 +71,7 @@ def _database(args: argparse.Namespace, settings: Settings) -> int:
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from services.common.topics import TopicMismatchError, ensure_topics, topic_names
+    from adapters.kafka import TopicMismatchError, ensure_topics, topic_names
 
     try:
         asyncio.run(ensure_topics(settings))
@@ -83,13 +83,13 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from projections.replay import main as replay_main
+    from cli.replay import main as replay_main
 
     return replay_main(settings, args.projection, check_only=args.check)
 
 
 def _analytics(args: argparse.Namespace, settings: Settings) -> int:
-    from projections.analytics.report import main as analytics_main
+    from cli.analytics import main as analytics_main
 
     return analytics_main(settings)
 
@@ -97,8 +97,8 @@ def _analytics(args: argparse.Namespace, settings: Settings) -> int:
 def _launch(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from services.venues.client import HttpVenue
-    from services.venues.interface import VenueError
+    from adapters.venues.client import HttpVenue
+    from adapters.venues.interface import VenueError
 
     async def launch() -> int:
         venue = HttpVenue(args.venue, settings.venues_url, settings.venue_timeout_s)
@@ -128,13 +128,13 @@ def _decimal(text: str) -> Decimal:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli.bench import main as bench_main
+    from cli.bench import main as bench_main
 
     return bench_main(args.bench_args, settings)
 
 
 def _test(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli.checks import run_checks
+    from cli.checks import run_checks
 
     return run_checks(args.pytest_args)
 

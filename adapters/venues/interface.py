@@ -52,7 +52,7 @@ class SwapResult(Frozen):
 class PoolInfo(Frozen):
     """One pool of a venue as the market sees it: priced in quote per base.
 
-    ``base``/``quote`` follow ``services.domain.pricing.market_of``; ``price`` is
+    ``base``/``quote`` follow ``domain.pricing.market_of``; ``price`` is
     the pool's spot price (10 significant digits) in quote per one base, whichever
     token the pool holds as its X; ``liquidity_usd`` is the USD value locked at the
     venue's reference prices, which moves with deposits (and fees kept in the pool)

@@ -18,13 +18,13 @@ from typing import IO
 
 import httpx
 
-from services.broker import BrokerError
-from services.cli import SERVICES
-from services.cli.foreground import embedded_broker, embedded_database
-from services.common.settings import Settings
-from services.common.subprocesses import die_with_parent, stop_process
-from services.common.topics import TopicMismatchError, ensure_topics, topic_names
-from services.database import DatabaseError
+from adapters.embedded.kafka import BrokerError
+from adapters.embedded.postgres import DatabaseError
+from adapters.kafka import TopicMismatchError, ensure_topics, topic_names
+from adapters.processes import die_with_parent, stop_process
+from adapters.settings import Settings
+from cli import SERVICES
+from cli.foreground import embedded_broker, embedded_database
 
 MAX_BACKOFF_S = 30.0
 # A child that ran this long before dying counts as healthy: its backoff resets.
@@ -58,10 +58,10 @@ class Child:
     _reader: threading.Thread | None = field(default=None, repr=False)
 
     def start(self) -> None:
-        """Spawn the service as ``python -m services.cli <name>``."""
+        """Spawn the service as ``python -m cli <name>``."""
         self.cwd.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", self.name],
+            [sys.executable, "-m", "cli", self.name],
             env=self.env,
             # Whatever a service writes relative to its working directory (faust's
             # local state, say) lands in the data dir, not in the source tree.

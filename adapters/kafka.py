@@ -15,7 +15,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
-from services.common.settings import Settings
+from adapters.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -1,30 +1,24 @@
-"""Where the trigger service starts: the orders read model and the log position it reflects.
+"""The waiting orders of the read model and the log position they reflect, read together.
 
 The ``orders`` projection writes its rows and its offsets (``projection_offsets``)
 in one transaction per batch, so one REPEATABLE READ transaction that reads both
 sees the waiting orders exactly as of those offsets. Tailing the events topic from
-there misses nothing and folds nothing twice (and a duplicate would be a no-op).
+there misses nothing and folds nothing twice (and a duplicate would be a no-op):
+the trigger service starts from this snapshot.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg.rows import dict_row
-from pydantic import ValidationError
 
+from adapters.postgres import Connection
 from events.messages import TERMINAL_STATUSES, OrderSpec, Status
 from projections.orders.handler import OrdersProjection, spec_from_row
-from projections.tracking import Connection, connect
-from services.common.settings import Settings
-
-log = logging.getLogger(__name__)
 
 WAITING_TYPES = ("limit", "sniper")
 
@@ -91,39 +85,3 @@ async def read_snapshot(conn: Connection, events_topic: str) -> Snapshot | None:
         await cur.execute(_WAITING_SQL, (list(WAITING_TYPES), sorted(TERMINAL_STATUSES)))
         rows = await cur.fetchall()
     return Snapshot(offsets, tuple(waiting_from_row(row) for row in rows))
-
-
-async def load_snapshot(settings: Settings, timeout_s: float = 10.0) -> Snapshot | None:
-    """Return the snapshot to start from, or None to read the events from the beginning.
-
-    None when PostgreSQL cannot be reached, the read model is missing or incomplete,
-    or nothing was projected yet; the reason is logged.
-    """
-    try:
-        conn = await asyncio.wait_for(connect(settings), timeout_s)
-    except (psycopg.Error, OSError, TimeoutError) as exc:
-        log.warning(
-            "no snapshot: PostgreSQL is not reachable (%s); reading events from the start", exc
-        )
-        return None
-    try:
-        snapshot = await asyncio.wait_for(read_snapshot(conn, settings.events_topic), timeout_s)
-    except (psycopg.Error, TimeoutError) as exc:
-        log.warning(
-            "no snapshot: cannot read the orders read model (%s); reading events from the start",
-            exc,
-        )
-        return None
-    except ValidationError as exc:
-        log.warning(
-            "no snapshot: an orders row is not a valid order (%s); reading events from the start",
-            exc,
-        )
-        return None
-    finally:
-        await conn.close()
-    if snapshot is None:
-        log.info(
-            "no snapshot: the orders projection stored no offsets; reading events from the start"
-        )
-    return snapshot

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Literal
 
-from services.domain.tokens import TOKENS
+from domain.tokens import TOKENS
 
 QUOTE_PRIORITY = ("USDC", "USDT", "SOL")
 Side = Literal["buy", "sell"]

@@ -14,8 +14,8 @@ from typing import TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from services.common.settings import Settings
-from services.venues.interface import (
+from adapters.settings import Settings
+from adapters.venues.interface import (
     PoolInfo,
     PoolList,
     Quote,

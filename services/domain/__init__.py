@@ -1,1 +1,0 @@
-"""Pure domain logic: tokens, the order lifecycle. No I/O here."""
