@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     retry_base_s: float = Field(default=0.5, ge=0)
     retry_factor: float = Field(default=2.0, ge=1)
 
+    # Sweeper: a submission not accepted after this long is submitted again, an order
+    # without a new event for this long (not armed, not waiting to retry) is resumed;
+    # each at most this many times. It reads the log from this far back at start-up.
+    sweep_submit_after_s: float = Field(default=30.0, gt=0)
+    sweep_stall_after_s: float = Field(default=60.0, gt=0)
+    sweep_max_attempts: int = Field(default=3, ge=1)
+    sweep_lookback_s: float = Field(default=900.0, gt=0)
+
     # Projector.
     projector_group: str = "oee-projector"
 

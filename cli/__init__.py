@@ -8,6 +8,7 @@ hands over to the module that does the work, imported lazily so that, say,
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -17,36 +18,14 @@ from adapters.settings import Settings, get_settings
 
 # Start order of `oee up`; it stops them in reverse, so the gateway stops taking orders first.
 # The market service reads the venues; the triggers read the market.
-SERVICES = ("venues", "market", "triggers", "engine", "projector", "gateway")
+# The sweeper drives on what the engine left behind.
+SERVICES = ("venues", "market", "triggers", "engine", "sweeper", "projector", "gateway")
 
 
 def _run_service(name: str, settings: Settings) -> int:
-    if name == "venues":
-        from services.venues.main import run as run_venues
-
-        run_venues(settings)
-    elif name == "market":
-        from services.market.main import run as run_market
-
-        run_market(settings)
-    elif name == "triggers":
-        from services.triggers.main import run as run_triggers
-
-        run_triggers(settings)
-    elif name == "engine":
-        from services.engine.main import run as run_engine
-
-        run_engine(settings)
-    elif name == "projector":
-        from services.projector.main import run as run_projector
-
-        run_projector(settings)
-    elif name == "gateway":
-        from services.gateway.main import run as run_gateway
-
-        run_gateway(settings)
-    else:  # pragma: no cover - argparse restricts the choices
-        raise ValueError(f"unknown service {name!r}")
+    # Each process is a package with a ``main.run(settings)``; imported only when run.
+    main = importlib.import_module(f"services.{name}.main")
+    main.run(settings)
     return 0
 
 

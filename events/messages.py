@@ -322,7 +322,6 @@ class OrderFailed(Envelope):
     attempt: int | None = None
 
 
-Command = SubmitOrder | TriggerOrder | CancelOrder | ExpireOrder
 Event = (
     OrderAccepted
     | OrderArmed
@@ -336,8 +335,25 @@ Event = (
     | OrderConfirmed
     | OrderFailed
 )
-Message = Annotated[Command | Event, Field(discriminator="type")]
 EventUnion = Annotated[Event, Field(discriminator="type")]
+
+
+class ResumeOrder(Envelope):
+    """Drive on an order that made no progress: its last event, as the log holds it.
+
+    The sweeper writes it when an order stayed in a non-terminal status past a
+    deadline; ``seq`` is the version of ``event``. The engine handles it as that
+    event delivered again: folded if it never was, its step performed if that never
+    happened, a no-op otherwise.
+    """
+
+    type: Literal["ResumeOrder"] = "ResumeOrder"
+    event: EventUnion
+    reason: str
+
+
+Command = SubmitOrder | TriggerOrder | CancelOrder | ExpireOrder | ResumeOrder
+Message = Annotated[Command | Event, Field(discriminator="type")]
 
 MESSAGE_ADAPTER: TypeAdapter[Command | Event] = TypeAdapter(Message)
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(EventUnion)

@@ -70,3 +70,9 @@ async def order_facts(conn: Connection, order_ids: list[uuid.UUID]) -> list[dict
             (order_ids,),
         )
         return await cur.fetchall()
+
+
+async def known_orders(conn: Connection, order_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Return which of ``order_ids`` the read model has (the engine accepted them)."""
+    cur = await conn.execute("SELECT order_id FROM orders WHERE order_id = ANY(%s)", (order_ids,))
+    return {row[0] for row in await cur.fetchall()}

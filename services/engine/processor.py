@@ -38,8 +38,10 @@ from events.messages import (
     DecodeError,
     Event,
     Frozen,
+    ResumeOrder,
     decode,
     decode_event,
+    encode,
     order_key,
 )
 from services.engine.executor import Executor
@@ -137,6 +139,14 @@ class OrderProcessor:
         if not isinstance(command, Command):
             await self._dead_letter(raw, where, f"{command.type} is not a command")
             return True
+        if isinstance(command, ResumeOrder):
+            # The sweeper saw the order stall after this event: handle it as the event
+            # delivered again (folded if it never was, reacted to if that never happened).
+            log.warning(
+                "resuming order %s at #%d: %s", command.order_id, command.seq, command.reason
+            )
+            await self._apply(command.event, encode(command.event), where)
+            return True
         async with self._locks.hold(command.order_id):
             record = self.record(command.order_id)
             if command.seq > (record.state.seq if record else 0):
@@ -226,6 +236,10 @@ class OrderProcessor:
         except DecodeError as exc:
             await self._dead_letter(raw, where, f"undecodable event: {exc}")
             return
+        await self._apply(event, raw, where)
+
+    async def _apply(self, event: Event, raw: bytes, where: Position) -> None:
+        """Fold ``event`` unless it was, then perform its step unless that happened."""
         async with self._locks.hold(event.order_id):
             record = self.record(event.order_id)
             if record is not None and event.seq < record.state.seq:

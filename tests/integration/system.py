@@ -13,7 +13,7 @@ import httpx
 from adapters.processes import die_with_parent, stop_process, tail
 from adapters.settings import Settings
 
-SERVICES = ("venues", "market", "triggers", "projector", "engine", "gateway")
+SERVICES = ("venues", "market", "triggers", "projector", "engine", "sweeper", "gateway")
 
 
 class System:

@@ -1,0 +1,34 @@
+"""Entrypoint of the sweeper process (``oee sweeper``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from adapters.kafka import ensure_topics
+from adapters.settings import Settings
+from services.sweeper.service import SweeperService
+
+log = logging.getLogger(__name__)
+
+
+async def _main(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await ensure_topics(settings)
+    log.info(
+        "sweeper watching %s and %s (resubmit after %ss, resume after %ss)",
+        settings.commands_topic,
+        settings.events_topic,
+        settings.sweep_submit_after_s,
+        settings.sweep_stall_after_s,
+    )
+    await SweeperService(settings).run(stop)
+
+
+def run(settings: Settings) -> None:
+    """Run the sweeper until SIGTERM or SIGINT."""
+    asyncio.run(_main(settings))
