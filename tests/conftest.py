@@ -45,9 +45,14 @@ class Infra:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test under ``tests/integration`` as ``integration``."""
+    """Mark tests under ``tests/integration`` as ``integration``, under ``tests/faults``
+    as ``faults`` (they run the real broker and PostgreSQL too)."""
     for item in items:
-        if "integration" in Path(str(item.fspath)).parts:
+        parts = Path(str(item.fspath)).parts
+        if "faults" in parts:
+            item.add_marker(pytest.mark.faults)
+            item.add_marker(pytest.mark.integration)
+        elif "integration" in parts:
             item.add_marker(pytest.mark.integration)
 
 
