@@ -109,7 +109,7 @@ def _decimal(text: str) -> Decimal:
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from cli.bench import main as bench_main
 
-    return bench_main(args.bench_args, settings)
+    return bench_main(args.scenario, args.bench_args, settings)
 
 
 def _test(args: argparse.Namespace, settings: Settings) -> int:
@@ -170,11 +170,13 @@ def _parser() -> argparse.ArgumentParser:
         )
     bench = sub.add_parser(
         "bench",
-        help="run a benchmark: `oee bench triggers` (10,000 armed limit orders, half fired)",
-        description="`oee bench triggers [--orders N] [--url GATEWAY]`: without --url it "
+        help="run a benchmark: `oee bench orders` (market orders end to end, CPU per "
+        "process) or `oee bench triggers` (10,000 armed limit orders, half fired)",
+        description="`oee bench orders|triggers [--orders N] [--url GATEWAY]` "
+        "(`oee bench orders --help` lists its options): without --url it "
         "starts a private system on free ports and stops it afterwards.",
     )
-    bench.add_argument("scenario", choices=["triggers"])
+    bench.add_argument("scenario", choices=["orders", "triggers"])
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(handler=_bench)
     test = sub.add_parser(

@@ -1,6 +1,6 @@
 """Ten thousand armed limit orders and one price move that crosses half of them.
 
-The same scenario `oee bench triggers` measures (cli/bench.py), run on the
+The same scenario `oee bench triggers` measures (cli/bench/triggers.py), run on the
 test system: exactly the crossing half fires, each order once, the other half stays
 armed, and market orders keep confirming while the burst executes.
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cli.bench import trigger_burst
+from cli.bench.triggers import trigger_burst
 from tests.integration.system import System
 
 

@@ -20,25 +20,19 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 from websockets.asyncio.client import connect
 
-from adapters.processes import die_with_parent, free_port
 from adapters.settings import Settings
+from cli.bench.system import private_system
 
 AMOUNT = Decimal("0.01")  # SOL per order: the burst barely moves the pools
 MOVE = Decimal("0.04")
@@ -243,58 +237,6 @@ async def _market_latency(http: httpx.AsyncClient, watch: Watch, body: dict[str,
     return (watch.first_seen[order_id, "confirmed"] - started) * 1000
 
 
-@contextmanager
-def private_system(data_dir: str) -> Iterator[Settings]:
-    """Run ``oee up`` on free ports in ``data_dir`` with instant venues and a still market."""
-    settings = Settings(
-        data_dir=Path(data_dir),
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        database_port=free_port(),
-        gateway_port=free_port(),
-        venues_port=free_port(),
-        venue_profile="instant",
-        market_drift_bps=Decimal(0),
-        market_launch_every_s=0,
-        # The benchmark's own firehose observer shares the two cores with the system
-        # under load; it must not be dropped as a slow client.
-        stream_buffer=100_000,
-    )
-    env = {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1"}
-    env.pop("OEE_KAFKA_BOOTSTRAP", None)
-    env.pop("OEE_DATABASE_URL", None)
-    log = open(os.path.join(data_dir, "up.log"), "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli", "up"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=die_with_parent(),
-    )
-    try:
-        base = f"http://{settings.gateway_host}:{settings.gateway_port}"
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"oee up exited with {process.returncode}; see {log.name}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the system did not come up; see {log.name}")
-            time.sleep(0.5)
-        yield settings
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
 def main(argv: list[str], settings: Settings) -> int:
     """Run ``oee bench triggers`` and print its figures."""
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -313,9 +255,13 @@ def main(argv: list[str], settings: Settings) -> int:
         with tempfile.TemporaryDirectory(prefix="oee-bench-") as data_dir:
             os.chmod(data_dir, 0o755)  # the embedded PostgreSQL runs as another user
             with private_system(data_dir) as running:
-                base = f"http://{running.gateway_host}:{running.gateway_port}"
                 report = asyncio.run(
-                    trigger_burst(base, running.venues_url, args.orders, args.concurrency)
+                    trigger_burst(
+                        running.base_url,
+                        running.settings.venues_url,
+                        args.orders,
+                        args.concurrency,
+                    )
                 )
     for line in report.lines():
         print(line)

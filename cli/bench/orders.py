@@ -1,0 +1,310 @@
+"""``oee bench orders``: market orders end to end, and what each costs every process.
+
+The scenario, run against a whole system (the one ``--url`` names, or a private one
+this command starts on free ports with instant venues and a still market):
+
+* N market orders, alternating SOL→USDC 1.5 and USDC→SOL 225, each POSTed with at
+  most ``--concurrency`` POSTs outstanding (closed loop), or at ``--rate`` orders a
+  second (open loop);
+* each order followed on its own WebSocket (``/api/orders/execute?orderId=``) from
+  right after its 202 until its terminal event (``--follow firehose`` watches one
+  firehose instead, which costs the client far less).
+
+It prints orders per second end to end (first POST to last terminal event), POST
+and submit→terminal latency percentiles, outcomes (confirmed, failed, lost: no end
+within ``--timeout`` after the last POST), and the CPU milliseconds per order of
+every process of the system (read from ``/proc`` before and after) and of itself.
+The client is aiohttp with keep-alive: cheap, and it measures its own cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from adapters.settings import Settings
+from cli.bench.system import RunningSystem, cpu_by_group, cpu_delta, private_system
+
+ORDERS = (
+    {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5", "slippageBps": 100},
+    {"type": "market", "tokenIn": "USDC", "tokenOut": "SOL", "amount": "225", "slippageBps": 100},
+)
+TERMINAL = frozenset({"confirmed", "failed"})
+
+
+@dataclass
+class Order:
+    """One order as the client saw it."""
+
+    index: int
+    posted_at: float = 0.0
+    answered_at: float = 0.0
+    order_id: str | None = None
+    ended_at: float | None = None
+    status: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Run:
+    """Everything a run measured."""
+
+    orders: list[Order]
+    started: float
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    client_cpu_s: float = 0.0
+
+    def figures(self) -> dict[str, Any]:
+        """Return the run's figures: rates, percentiles, outcomes, CPU per order."""
+        ended = [(o, o.ended_at) for o in self.orders if o.ended_at is not None]
+        accepted = sum(1 for o in self.orders if o.order_id is not None)
+        last = max((at for _, at in ended), default=self.started)
+        count = len(self.orders)
+        posts = sorted((o.answered_at - o.posted_at) * 1000 for o in self.orders if o.answered_at)
+        flows = sorted((at - o.posted_at) * 1000 for o, at in ended)
+        return {
+            "orders": count,
+            "seconds": last - self.started,
+            "orders_per_s": len(ended) / max(last - self.started, 1e-9),
+            "post_ms": {"p50": _pct(posts, 50), "p99": _pct(posts, 99)},
+            "submit_to_terminal_ms": {"p50": _pct(flows, 50), "p99": _pct(flows, 99)},
+            "outcomes": dict(Counter(o.status for o, _ in ended)),
+            "lost": accepted - len(ended),
+            "refused": dict(Counter(o.error for o in self.orders if o.error)),
+            "cpu_ms_per_order": {k: v * 1000 / count for k, v in self.cpu_s.items()},
+            "client_cpu_ms_per_order": self.client_cpu_s * 1000 / count,
+        }
+
+    def lines(self) -> list[str]:
+        """Return the figures as a person reads them."""
+        f = self.figures()
+        outcomes = f["outcomes"]
+        lines = [
+            f"{f['orders']} orders: {f['orders_per_s']:.1f} orders/s end to end "
+            f"({f['seconds']:.1f}s from the first POST to the last terminal event)",
+            f"POST p50 {f['post_ms']['p50']:.0f} ms, p99 {f['post_ms']['p99']:.0f} ms; "
+            f"submit→terminal p50 {f['submit_to_terminal_ms']['p50']:.0f} ms, "
+            f"p99 {f['submit_to_terminal_ms']['p99']:.0f} ms",
+            f"outcomes: {outcomes.get('confirmed', 0)} confirmed, "
+            f"{outcomes.get('failed', 0)} failed, {f['lost']} lost"
+            + (f"; refused: {f['refused']}" if f["refused"] else ""),
+        ]
+        cpu = f["cpu_ms_per_order"]
+        if cpu:
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items(), key=lambda i: -i[1]))
+            lines.append(f"server CPU per order: {sum(cpu.values()):.2f} ms ({parts})")
+        lines.append(f"client CPU per order: {f['client_cpu_ms_per_order']:.2f} ms")
+        return lines
+
+
+def _pct(values: list[float], percent: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(percent) - 1]
+
+
+class Bench:
+    """Submit the orders and watch them end."""
+
+    def __init__(self, base_url: str, args: argparse.Namespace) -> None:
+        self.base_url = base_url
+        self.ws_url = base_url.replace("http", "ws", 1)
+        self.args = args
+        self.orders = [Order(i) for i in range(args.orders)]
+        self.by_id: dict[str, Order] = {}
+        self._ended = 0
+        self._all_ended = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> Run:
+        connector = aiohttp.TCPConnector(limit=0)
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            firehose = None
+            if self.args.follow == "firehose":
+                ready = asyncio.Event()
+                firehose = asyncio.create_task(self._firehose(http, ready))
+                await ready.wait()
+            progress = asyncio.create_task(self._progress())
+            started = time.monotonic()
+            await self._submit_all(http)
+            posted = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._all_ended.wait(), self.args.timeout + max(0, posted - time.monotonic())
+                )
+            progress.cancel()
+            if firehose is not None:
+                firehose.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+        print(file=sys.stderr)
+        return Run(self.orders, started)
+
+    async def _submit_all(self, http: aiohttp.ClientSession) -> None:
+        if self.args.rate:
+            for order in self.orders:
+                self._spawn(self._order(http, order))
+                await asyncio.sleep(1 / self.args.rate)
+            return
+        slots = asyncio.Semaphore(self.args.concurrency)
+
+        async def submit(order: Order) -> None:
+            async with slots:
+                await self._post(http, order)
+            if order.order_id is not None and self.args.follow == "socket":
+                self._spawn(self._follow(http, order))
+
+        await asyncio.gather(*(submit(o) for o in self.orders))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _order(self, http: aiohttp.ClientSession, order: Order) -> None:
+        await self._post(http, order)
+        if order.order_id is not None and self.args.follow == "socket":
+            await self._follow(http, order)
+
+    async def _post(self, http: aiohttp.ClientSession, order: Order) -> None:
+        order.posted_at = time.monotonic()
+        try:
+            async with http.post(
+                f"{self.base_url}/api/orders/execute", json=ORDERS[order.index % 2]
+            ) as response:
+                body = await response.read()
+                order.answered_at = time.monotonic()
+                if response.status == 202:
+                    order.order_id = json.loads(body)["orderId"]
+                    self.by_id[order.order_id] = order
+                else:
+                    order.error = str(response.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            order.answered_at = time.monotonic()
+            order.error = type(exc).__name__
+
+    async def _follow(self, http: aiohttp.ClientSession, order: Order) -> None:
+        url = f"{self.ws_url}/api/orders/execute?orderId={order.order_id}"
+        try:
+            async with http.ws_connect(url, heartbeat=None, max_msg_size=0) as socket:
+                async for message in socket:
+                    if message.type != aiohttp.WSMsgType.TEXT:
+                        break
+                    event = json.loads(message.data)
+                    if event["status"] in TERMINAL:
+                        self._end(order, event["status"])
+                        return
+        except (aiohttp.ClientError, TimeoutError):
+            return
+
+    async def _firehose(self, http: aiohttp.ClientSession, ready: asyncio.Event) -> None:
+        url = f"{self.ws_url}/api/stream?status=confirmed,failed"
+        async with http.ws_connect(url, heartbeat=None, max_msg_size=0) as socket:
+            ready.set()
+            async for message in socket:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    break
+                event = json.loads(message.data)
+                order = self.by_id.get(event["orderId"])
+                if order is not None:
+                    self._end(order, event["status"])
+
+    def _end(self, order: Order, status: str) -> None:
+        if order.ended_at is not None:
+            return
+        order.ended_at = time.monotonic()
+        order.status = status
+        self._ended += 1
+        if self._ended >= len(self.orders):
+            self._all_ended.set()
+
+    async def _progress(self) -> None:
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(2)
+            posted = sum(1 for o in self.orders if o.answered_at)
+            print(
+                f"\r{time.monotonic() - started:6.1f}s  posted {posted}/{len(self.orders)}  "
+                f"ended {self._ended}",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _client_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def measure(system: RunningSystem, args: argparse.Namespace) -> Run:
+    """Run the scenario against ``system`` with the CPU read before and after."""
+    cpu_before = cpu_by_group(system.root_pid)
+    client_before = _client_cpu_s()
+    run = await Bench(system.base_url, args).run()
+    run.client_cpu_s = _client_cpu_s() - client_before
+    run.cpu_s = cpu_delta(cpu_before, cpu_by_group(system.root_pid))
+    return run
+
+
+def parser() -> argparse.ArgumentParser:
+    """Return the options of ``oee bench orders``."""
+    options = argparse.ArgumentParser(prog="oee bench orders", description=__doc__)
+    options.add_argument("--orders", type=int, default=1000, help="how many (1000)")
+    options.add_argument(
+        "--concurrency", type=int, default=64, help="POSTs outstanding at most (64)"
+    )
+    options.add_argument(
+        "--rate", type=float, default=None, help="open loop: orders per second instead"
+    )
+    options.add_argument(
+        "--profile", choices=("instant", "realistic"), default="instant", help="venue latency"
+    )
+    options.add_argument(
+        "--follow",
+        choices=("socket", "firehose"),
+        default="socket",
+        help="one WebSocket per order (default), or one firehose for all",
+    )
+    options.add_argument(
+        "--timeout", type=float, default=120, help="seconds after the last POST before lost"
+    )
+    options.add_argument(
+        "--url", help="a running gateway; CPU is then read from every system process here"
+    )
+    options.add_argument("--json", action="store_true", help="print the figures as JSON")
+    return options
+
+
+def main(argv: list[str], settings: Settings) -> int:
+    """Run ``oee bench orders`` and print its figures; exit 1 when an order was lost."""
+    args = parser().parse_args(argv)
+    if args.url:
+        run = asyncio.run(measure(RunningSystem(settings, None, url=args.url), args))
+    else:
+        with tempfile.TemporaryDirectory(prefix="oee-bench-") as data_dir:
+            os.chmod(data_dir, 0o755)  # the embedded PostgreSQL runs as another user
+            with private_system(data_dir, venue_profile=args.profile) as running:
+                run = asyncio.run(measure(running, args))
+    if args.json:
+        print(json.dumps(run.figures(), indent=2))
+    else:
+        for line in run.lines():
+            print(line)
+    return 1 if run.figures()["lost"] else 0

@@ -1,0 +1,186 @@
+"""What a benchmark runs against: a private system on free ports, and its CPU by process.
+
+CPU time is read from ``/proc`` before and after a run: user plus system time of
+every live process of the system, plus what each process's reaped children used
+(PostgreSQL serves each connection from a child of the postmaster, which may exit
+during the run). Processes are grouped by what they are: ``kafka``, ``postgres``,
+and one group per service (``engine``, ``gateway``...).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+
+from adapters.processes import die_with_parent, free_port
+from adapters.settings import Settings
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+SERVICE_NAMES = ("venues", "market", "triggers", "engine", "sweeper", "projector", "gateway")
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """One process as ``/proc`` shows it."""
+
+    pid: int
+    ppid: int
+    group: str | None
+    cpu_s: float  # its own user + system time
+    children_cpu_s: float  # user + system time of its reaped children
+
+
+def _read(pid: int) -> ProcessInfo | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: the fields start after the last ")".
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+    return ProcessInfo(
+        pid=pid,
+        ppid=int(fields[1]),
+        group=group_of([part.decode(errors="replace") for part in cmdline if part]),
+        cpu_s=(utime + stime) / _TICKS,
+        children_cpu_s=(cutime + cstime) / _TICKS,
+    )
+
+
+def group_of(argv: list[str]) -> str | None:
+    """Return the group a command line belongs to, or None when it is not the system's."""
+    if not argv:
+        return None
+    if any("kafka.Kafka" in part or "KafkaRaftServer" in part for part in argv) or (
+        Path(argv[0]).name == "java" and any("kafka" in part for part in argv)
+    ):
+        return "kafka"
+    if Path(argv[0]).name.startswith("postgres") or argv[0].startswith("postgres:"):
+        return "postgres"
+    if "-m" in argv and "cli" in argv:
+        rest = argv[argv.index("cli") + 1 :]
+        if rest and rest[0] in SERVICE_NAMES:
+            return rest[0]
+    return None
+
+
+def _processes() -> list[ProcessInfo]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            info = _read(int(entry.name))
+            if info is not None:
+                found.append(info)
+    return found
+
+
+def descendants(root: int, processes: list[ProcessInfo]) -> list[ProcessInfo]:
+    """Return the processes below ``root`` in the process tree."""
+    children: dict[int, list[ProcessInfo]] = defaultdict(list)
+    for info in processes:
+        children[info.ppid].append(info)
+    below, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            below.append(child)
+            stack.append(child.pid)
+    return below
+
+
+def cpu_by_group(root: int | None) -> dict[str, float]:
+    """Return CPU seconds used so far per group, for the tree under ``root`` (or every
+    process of a system on this machine when ``root`` is None)."""
+    everything = _processes()
+    scope = descendants(root, everything) if root is not None else everything
+    totals: dict[str, float] = defaultdict(float)
+    for info in scope:
+        if info.group is not None:
+            totals[info.group] += info.cpu_s + info.children_cpu_s
+    return dict(totals)
+
+
+def cpu_delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """Return the CPU seconds each group used between two readings."""
+    return {
+        group: after.get(group, 0.0) - before.get(group, 0.0)
+        for group in sorted(set(before) | set(after))
+    }
+
+
+@dataclass(frozen=True)
+class RunningSystem:
+    """A system a benchmark drives: its settings and the pid whose tree it is."""
+
+    settings: Settings
+    root_pid: int | None
+    url: str | None = None  # a gateway given by address rather than by settings
+
+    @property
+    def base_url(self) -> str:
+        return self.url or f"http://{self.settings.gateway_host}:{self.settings.gateway_port}"
+
+
+@contextmanager
+def private_system(data_dir: str, **overrides: object) -> Iterator[RunningSystem]:
+    """Run ``oee up`` on free ports in ``data_dir``: instant venues, a still market."""
+    values: dict[str, object] = {
+        "data_dir": Path(data_dir),
+        "kafka_port": free_port(),
+        "kafka_controller_port": free_port(),
+        "database_port": free_port(),
+        "gateway_port": free_port(),
+        "venues_port": free_port(),
+        "venue_profile": "instant",
+        "market_drift_bps": Decimal(0),
+        "market_launch_every_s": 0,
+        # The benchmark's own observers share the cores with the system under load;
+        # they must not be dropped as slow clients.
+        "stream_buffer": 100_000,
+    }
+    values.update(overrides)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    env = {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1"}
+    env.pop("OEE_KAFKA_BOOTSTRAP", None)
+    env.pop("OEE_DATABASE_URL", None)
+    log = open(os.path.join(data_dir, "up.log"), "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli", "up"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent(),
+    )
+    try:
+        base = f"http://{settings.gateway_host}:{settings.gateway_port}"
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"oee up exited with {process.returncode}; see {log.name}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the system did not come up; see {log.name}")
+            time.sleep(0.5)
+        yield RunningSystem(settings, process.pid)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
