@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
 
@@ -20,14 +19,13 @@ from psycopg.types.json import Jsonb
 from pydantic import TypeAdapter
 
 from adapters.postgres import Connection
-from domain.lifecycle import IllegalTransition, OrderState, evolve, is_stale
-from events.messages import DecodeError, Event, OrderSpec, VenueQuote, decode_event
-from projections.contract import BatchResult, LogRecord, Rejection
+from domain.lifecycle import OrderState, evolve
+from events.messages import Event, OrderSpec, VenueQuote
+from projections import batch
+from projections.batch import Decoded
+from projections.contract import BatchResult, LogRecord
 
 _QUOTES = TypeAdapter(tuple[VenueQuote, ...])
-
-# PostgreSQL text and jsonb cannot hold NUL; such an event could never be stored.
-_NUL_ESCAPE = b"\\u0000"
 
 ORDER_COLUMNS: tuple[str, ...] = (
     "order_id",
@@ -185,67 +183,18 @@ def event_row(record: LogRecord, event: Event) -> dict[str, Any]:
 
 # Pure planning of a batch --------------------------------------------------------
 
-Decoded = tuple[LogRecord, Event | str]
-
-
-def decode_records(records: Iterable[LogRecord]) -> list[Decoded]:
-    """Decode each record into an event, or the reason it is not one."""
-    decoded: list[Decoded] = []
-    for record in records:
-        if record.value is None:
-            decoded.append((record, "DecodeError: record has no value"))
-        elif _NUL_ESCAPE in record.value:
-            decoded.append((record, "DecodeError: NUL characters cannot be stored"))
-        else:
-            try:
-                decoded.append((record, decode_event(record.value)))
-            except DecodeError as exc:
-                decoded.append((record, f"DecodeError: {exc}"))
-    return decoded
-
-
-@dataclass
-class Plan:
-    """The writes a batch causes: new audit rows, final order states, rejections."""
-
-    events: list[tuple[LogRecord, Event]] = field(default_factory=list)
-    states: dict[uuid.UUID, OrderState] = field(default_factory=dict)
-    skipped: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
-
 
 def plan(
     decoded: Sequence[Decoded],
     states: Mapping[uuid.UUID, OrderState],
     known_ids: Iterable[uuid.UUID],
-) -> Plan:
+) -> batch.Plan[OrderState]:
     """Fold a batch into the stored states, skipping redeliveries and rejecting the illegal.
 
     ``states`` are the stored states of the batch's orders; ``known_ids`` the
     batch's message ids already in ``order_events``.
     """
-    result = Plan()
-    current = dict(states)
-    seen = set(known_ids)
-    for record, item in decoded:
-        if isinstance(item, str):
-            result.rejected.append(Rejection(record, item))
-            continue
-        event = item
-        state = current.get(event.order_id)
-        if event.message_id in seen or is_stale(state, event):
-            result.skipped += 1
-            continue
-        try:
-            new_state = evolve(state, event)
-        except IllegalTransition as exc:
-            result.rejected.append(Rejection(record, f"IllegalTransition: {exc}"))
-            continue
-        seen.add(event.message_id)
-        current[event.order_id] = new_state
-        result.states[event.order_id] = new_state
-        result.events.append((record, event))
-    return result
+    return batch.plan(decoded, states, evolve, known_ids)
 
 
 # The projection -------------------------------------------------------------------
@@ -265,7 +214,7 @@ class OrdersProjection:
 
     async def apply(self, conn: Connection, records: Sequence[LogRecord]) -> BatchResult:
         """Fold ``records`` into the read models inside the caller's transaction."""
-        decoded = decode_records(records)
+        decoded = batch.decode_records(records)
         events = [item for _, item in decoded if not isinstance(item, str)]
         order_ids = sorted({e.order_id for e in events})
         message_ids = sorted({e.message_id for e in events})
@@ -280,19 +229,22 @@ class OrdersProjection:
                 "SELECT message_id FROM order_events WHERE message_id = ANY(%s)", (message_ids,)
             )
             known = [row["message_id"] for row in await cur.fetchall()]
-            batch = plan(decoded, states, known)
-            if batch.events:
+            planned = plan(decoded, states, known)
+            if planned.events:
                 await cur.executemany(
                     _INSERT_EVENT,
-                    [_jsonb(event_row(r, e), "payload") for r, e in batch.events],
+                    [_jsonb(event_row(r, e), ("payload",)) for r, e in planned.events],
                 )
-            if batch.states:
+            if planned.states:
                 await cur.executemany(
                     _UPSERT_ORDER,
-                    [_jsonb(state_to_row(batch.states[k]), "quotes") for k in sorted(batch.states)],
+                    [
+                        _jsonb(state_to_row(planned.states[k]), ("quotes",))
+                        for k in sorted(planned.states)
+                    ],
                 )
-        return BatchResult(len(batch.events), batch.skipped, tuple(batch.rejected))
+        return planned.result()
 
 
-def _jsonb(row: dict[str, Any], column: str) -> dict[str, Any]:
-    return {**row, column: Jsonb(row[column])}
+def _jsonb(row: dict[str, Any], columns: Iterable[str]) -> dict[str, Any]:
+    return {**row, **{c: Jsonb(row[c]) for c in columns}}

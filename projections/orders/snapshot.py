@@ -17,7 +17,8 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from adapters.postgres import Connection
-from events.messages import TERMINAL_STATUSES, OrderSpec, Status
+from domain.lifecycle import TERMINAL_STATUSES
+from events.messages import OrderSpec, Status
 from projections.orders.handler import OrdersProjection, spec_from_row
 
 WAITING_TYPES = ("limit", "sniper")

@@ -25,10 +25,10 @@ from events.messages import (
     decode_event,
     encode,
 )
+from projections.batch import decode_records
 from projections.contract import LogRecord, Rejection, dead_letter
 from projections.orders.handler import (
     ORDER_COLUMNS,
-    decode_records,
     event_row,
     plan,
     row_to_state,
