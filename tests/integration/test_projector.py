@@ -12,29 +12,32 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from types import NoneType, UnionType
+from typing import Any, Literal, get_args, get_origin
 
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import AwareDatetime
 
 from adapters.kafka import ensure_topics
 from adapters.postgres import connect
 from adapters.settings import Settings
-from domain.lifecycle import envelope_after, evolve
+from domain.lifecycle import OrderState, envelope_after, evolve
 from events.messages import (
     DeadLetter,
     Event,
     OrderAccepted,
     OrderFailed,
+    OrderSpec,
     decode_event,
     encode,
     order_key,
 )
-from projections.contract import Stats
-from projections.orders.handler import OrdersProjection
+from projections.contract import Stats, ensure_schema
+from projections.orders.handler import ORDER_COLUMNS, OrdersProjection
 from projections.orders.queries import get_order, list_events
 from services.projector.main import project
 from services.projector.replay import replay
@@ -234,6 +237,48 @@ async def test_projector_events_produced_appear_in_read_models(
     finally:
         await conn.close()
     assert (stats.applied, stats.skipped, stats.dead_lettered) == (7, 0, 0)
+
+
+async def test_orders_table_has_exactly_the_columns_generated_from_order_state(
+    settings: Settings,
+) -> None:
+    conn = await connect(settings)
+    try:
+        await ensure_schema(conn, OrdersProjection())
+        cur = await conn.execute(
+            "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = 'orders'"
+        )
+        columns = {name: (kind, nullable) for name, kind, nullable in await cur.fetchall()}
+    finally:
+        await conn.close()
+
+    assert sorted(columns) == sorted(ORDER_COLUMNS)
+    fields = {**OrderState.model_fields, **OrderSpec.model_fields}
+    for name in ORDER_COLUMNS:
+        assert columns[name] == sql_column(fields[name].annotation), name
+
+
+_SQL_TYPES: dict[object, str] = {
+    uuid.UUID: "uuid",
+    int: "integer",
+    str: "text",
+    Decimal: "numeric",
+    datetime: "timestamp with time zone",
+    AwareDatetime: "timestamp with time zone",
+}
+
+
+def sql_column(annotation: Any) -> tuple[str, bool]:
+    """Return the PostgreSQL type and nullability a field's annotation calls for."""
+    nullable = get_origin(annotation) is UnionType and NoneType in get_args(annotation)
+    if nullable:
+        [annotation] = [a for a in get_args(annotation) if a is not NoneType]
+    if get_origin(annotation) is Literal:
+        return "text", nullable
+    if get_origin(annotation) is tuple:
+        return "jsonb", nullable
+    return _SQL_TYPES[annotation], nullable
 
 
 async def test_projector_duplicate_event_resent_is_noop(
