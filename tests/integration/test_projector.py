@@ -38,7 +38,15 @@ from events.messages import (
 )
 from projections.contract import Stats, ensure_schema
 from projections.orders.handler import ORDER_COLUMNS, OrdersProjection
-from projections.orders.queries import get_order, list_events
+from projections.orders.queries import (
+    OrderLabels,
+    find_order,
+    get_order,
+    list_events,
+    newest_orders,
+    order_labels,
+    stored_events,
+)
 from services.projector.main import project
 from services.projector.replay import replay
 from services.projector.runner import ProjectionRunner
@@ -239,6 +247,37 @@ async def test_projector_events_produced_appear_in_read_models(
     assert (stats.applied, stats.skipped, stats.dead_lettered) == (7, 0, 0)
 
 
+async def test_projector_typed_queries_answer_the_states_evolve_folds(
+    settings: Settings, producer: AIOKafkaProducer
+) -> None:
+    older, newer = order_history(), order_history(start=T0 + timedelta(hours=1))
+    positions = await produce(producer, settings.events_topic, older + newer)
+    stop = asyncio.Event()
+    task = asyncio.create_task(project(settings, stop))
+    await wait_for_events(settings, 10)
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+    conn = await connect(settings)
+    try:
+        # Every field survives the row and its generated mapping, to the exact state.
+        assert await find_order(conn, older[0].order_id) == fold_all(older)
+        assert await find_order(conn, uuid.uuid4()) is None
+        assert await newest_orders(conn, 5) == [fold_all(newer), fold_all(older)]
+        page = await newest_orders(conn, 5, (fold_all(newer).created_at, newer[0].order_id))
+        assert page == [fold_all(older)]
+
+        trail = await stored_events(conn, older[0].order_id)
+        assert [decode_event(json.dumps(e.payload)) for e in trail] == older
+        assert [(e.seq, e.status) for e in trail] == [(ev.seq, ev.status) for ev in older]
+        assert [(e.partition, e.offset) for e in trail] == positions[:5]
+
+        [labels] = await order_labels(conn, [newer[0].order_id, uuid.uuid4()])
+        assert labels == OrderLabels(newer[0].order_id, "market", "SOL", "USDC", "raydium")
+    finally:
+        await conn.close()
+
+
 async def test_orders_table_has_exactly_the_columns_generated_from_order_state(
     settings: Settings,
 ) -> None:
@@ -279,6 +318,14 @@ def sql_column(annotation: Any) -> tuple[str, bool]:
     if get_origin(annotation) is tuple:
         return "jsonb", nullable
     return _SQL_TYPES[annotation], nullable
+
+
+def fold_all(events: list[Event]) -> OrderState:
+    state = None
+    for event in events:
+        state = evolve(state, event)
+    assert state is not None
+    return state
 
 
 async def test_projector_duplicate_event_resent_is_noop(
