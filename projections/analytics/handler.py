@@ -52,20 +52,14 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from adapters.postgres import Connection
-from domain.lifecycle import IllegalTransition, fold_event
+from domain.lifecycle import fold_event
 from events.messages import (
     Event,
     OrderAccepted,
-    OrderArmed,
-    OrderCancelled,
     OrderConfirmed,
-    OrderExpired,
     OrderFailed,
     OrderRouted,
-    OrderTriggered,
     Status,
-    SwapAttemptFailed,
-    TransactionBuilt,
     TransactionSubmitted,
 )
 from projections import batch
@@ -133,43 +127,27 @@ def _accepted(event: OrderAccepted) -> AnalyticsFacts:
 
 
 def _changed(facts: AnalyticsFacts, event: Event) -> AnalyticsFacts:
-    common: dict[str, Any] = {"seq": event.seq, "status": event.status}
+    facts = replace(facts, seq=event.seq, status=event.status)
     match event:
         case OrderRouted():
             # Each routing replaces the last: the order is attributed to where it went.
-            changes: dict[str, Any] = {
-                "venue": event.venue,
-                "improvement_bps": event.improvement_bps,
-            }
-        case TransactionSubmitted() if event.attempt == facts.submitted_attempt:
-            # The same attempt submitted again: the engine found, after a failed
-            # confirmation, that the swap had reached the venue. It was sent at the
-            # first submission, so that time stands.
-            changes = {}
-        case TransactionSubmitted():
-            changes = {"submitted_attempt": event.attempt, "submitted_at": event.occurred_at}
+            return replace(facts, venue=event.venue, improvement_bps=event.improvement_bps)
+        case TransactionSubmitted() if event.attempt != facts.submitted_attempt:
+            return replace(facts, submitted_attempt=event.attempt, submitted_at=event.occurred_at)
         case OrderConfirmed():
-            changes = {
-                "venue": event.venue,
-                "confirmed_at": event.occurred_at,
-                "amount_out": event.amount_out,
-            }
+            return replace(
+                facts,
+                venue=event.venue,
+                confirmed_at=event.occurred_at,
+                amount_out=event.amount_out,
+            )
         case OrderFailed():
-            changes = {"failure_code": event.code}
-        case (
-            TransactionBuilt()
-            | SwapAttemptFailed()
-            | OrderArmed()
-            | OrderTriggered()
-            | OrderCancelled()
-            | OrderExpired()
-        ):
-            # The status (and seq) is all these change here. A re-armed order keeps
-            # its latest routing's venue: it was routed there, whatever comes next.
-            changes = {}
-        case _:
-            raise IllegalTransition(f"unhandled event {type(event).__name__}")
-    return replace(facts, **common, **changes)
+            return replace(facts, failure_code=event.code)
+    # Any other event changes only the status and seq here. A re-armed order keeps its
+    # latest routing's venue: it was routed there, whatever comes next. The same attempt
+    # submitted again (after a failed confirmation the engine found that the swap had
+    # reached the venue) keeps the time of its first submission, when it was sent.
+    return facts
 
 
 def plan(
