@@ -273,24 +273,25 @@ def fold_prefix(events: Iterable[Event]) -> OrderState | None:
 def _accepted(event: OrderAccepted) -> OrderState:
     return OrderState(
         order_id=event.order_id,
-        seq=event.seq,
-        status=event.status,
         spec=event.spec,
         request_hash=event.request_hash,
         correlation_id=event.correlation_id,
-        last_event_id=event.message_id,
         created_at=event.occurred_at,
-        updated_at=event.occurred_at,
+        **_stamp(event),
     )
 
 
-def _changed(state: OrderState, event: Event) -> OrderState:
-    common: dict[str, Any] = {
+def _stamp(event: Event) -> dict[str, Any]:
+    # What every event changes: the version, the status and when.
+    return {
         "seq": event.seq,
         "status": event.status,
         "last_event_id": event.message_id,
         "updated_at": event.occurred_at,
     }
+
+
+def _changed(state: OrderState, event: Event) -> OrderState:
     match event:
         case OrderRouted():
             changes = {
@@ -329,7 +330,7 @@ def _changed(state: OrderState, event: Event) -> OrderState:
             changes = {}
         case _:
             raise IllegalTransition(f"unhandled event {type(event).__name__}")
-    return state.model_copy(update={**common, **changes})
+    return state.model_copy(update={**_stamp(event), **changes})
 
 
 def envelope_after(state: OrderState | None, cause: Envelope, now: datetime) -> EnvelopeFields:

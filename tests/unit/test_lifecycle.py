@@ -24,17 +24,9 @@ from domain.lifecycle import (
     refusal,
 )
 from events import messages
-from events.messages import Event, OrderAccepted, OrderFailed, OrderSpec, Status
+from events.messages import Event, OrderAccepted, OrderFailed, Status
 from tests.unit.factories import T0, OrderHistory, confirmed_history, submit_order
-
-LIMIT = OrderSpec(
-    order_type="limit",
-    token_in="SOL",
-    token_out="USDC",
-    amount=Decimal(1),
-    slippage_bps=50,
-    limit_price=Decimal(150),
-)
+from tests.unit.test_waiting_orders import limit_sell
 
 
 def fold(events):
@@ -152,7 +144,7 @@ def test_steps_are_none_only_where_the_engine_waits_for_a_command_or_the_order_i
 
 def test_next_step_arms_a_waiting_order_and_routes_a_market_order():
     market = evolve(None, confirmed_history()[0])
-    limit = OrderHistory(spec=LIMIT)
+    limit = OrderHistory(spec=limit_sell(Decimal(150)))
     limit.accepted()
     assert next_step(market) == "route"
     assert limit.state is not None and next_step(limit.state) == "arm"
