@@ -1,17 +1,24 @@
-"""The order lifecycle: a transition table, ``evolve`` and ``decide``. Pure, no I/O.
+"""The order lifecycle: a transition table, the engine's step beside it, one checked
+fold of an order's events, and ``decide``. Pure, no I/O.
 
-``evolve(state, event) -> state`` folds one event into an order's state;
-``decide(state, command, now) -> [events]`` turns a command into new events.
-Both the engine and the projections fold events with ``evolve``, so the read
-model and the engine agree on what an order is.
+``TRANSITIONS`` says where each status may go next and ``STEPS`` what the engine does
+once an order is there; the terminal and executing statuses derive from the table.
+``fold_event`` is the one fold of order events: it checks each event against the
+table and the sequence, then lets its caller apply it to a state of its own.
+``evolve(state, event) -> state`` is that fold into an ``OrderState``, the one the
+engine and the orders read model keep; the analytics read model and the trigger
+service keep smaller states, folded the same way. ``decide(state, command, now) ->
+[events]`` turns a command into new events.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypedDict
+from typing import Any, Literal, Protocol, TypedDict, TypeVar
 
 from events.messages import (
     CancelOrder,
@@ -69,6 +76,50 @@ TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     "expired": frozenset(),
 }
 
+# What the engine does once an order reaches each status, and so which event comes
+# next: arm it (OrderArmed), quote every venue and route it (OrderRouted), build the
+# swap (TransactionBuilt), submit it (TransactionSubmitted), confirm it (OrderConfirmed),
+# or resume after the backoff. Any step may also end the order (OrderFailed).
+Step = Literal["arm", "route", "build", "submit", "confirm", "resume"]
+
+# None: the engine waits for a command (armed), or the order is done.
+STEPS: dict[Status, Step | None] = {
+    # An order that waits for a condition (limit, sniper) is armed first: see next_step.
+    "pending": "route",
+    "armed": None,
+    "triggered": "route",
+    "routing": "build",
+    "building": "submit",
+    "submitted": "confirm",
+    # Follow the earlier swap if it reached the venue after all, else route again.
+    "retrying": "resume",
+    "confirmed": None,
+    "failed": None,
+    "cancelled": None,
+    "expired": None,
+}
+
+# The statuses with no way out.
+TERMINAL_STATUSES: frozenset[Status] = frozenset(
+    status for status, targets in TRANSITIONS.items() if status is not None and not targets
+)
+
+
+def _executing() -> frozenset[Status]:
+    # Everything the table allows after a trigger until the order ends or waits again.
+    found: set[Status] = set()
+    todo: list[Status] = ["triggered"]
+    while todo:
+        status = todo.pop()
+        if status not in found and status not in TERMINAL_STATUSES and status != "armed":
+            found.add(status)
+            todo.extend(TRANSITIONS[status])
+    return frozenset(found)
+
+
+# The statuses of a triggered order on its way to a venue.
+EXECUTING: frozenset[Status] = _executing()
+
 
 class EnvelopeFields(TypedDict):
     """The envelope of a new event, ready to splat into its constructor."""
@@ -111,46 +162,136 @@ class OrderState(Frozen):
 
     @property
     def terminal(self) -> bool:
-        return not TRANSITIONS[self.status]
+        return self.status in TERMINAL_STATUSES
 
 
-def is_stale(state: OrderState | None, event: Event) -> bool:
+def next_step(state: OrderState) -> Step | None:
+    """Return what the engine does with an order at its current status (``STEPS``)."""
+    if state.status == "pending" and state.spec.waits:
+        return "arm"
+    return STEPS[state.status]
+
+
+# One checked fold ------------------------------------------------------------------
+
+
+class Versioned(Protocol):
+    """The least any fold of an order's events keeps: its status and its last seq."""
+
+    @property
+    def status(self) -> Status: ...
+
+    @property
+    def seq(self) -> int: ...
+
+
+State = TypeVar("State", bound=Versioned)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why an event may not follow an order's state: an illegal status change, a gap, or both."""
+
+    illegal: str | None
+    gap: str | None
+
+    @property
+    def reason(self) -> str:
+        """Return the illegal change, or else the gap: what ``IllegalTransition`` says."""
+        reason = self.illegal or self.gap
+        assert reason is not None  # ``refusal`` makes one only when something is wrong
+        return reason
+
+
+def is_stale(state: Versioned | None, event: Event) -> bool:
     """Tell whether ``event`` was already folded into ``state`` (a redelivery)."""
     return state is not None and event.seq <= state.seq
 
 
-def check_next(status: Status | None, seq: int, event: Event) -> None:
-    """Raise ``IllegalTransition`` unless ``event`` may follow an order at ``status``/``seq``.
+def refusal(state: Versioned | None, event: Event) -> Refusal | None:
+    """Return why ``event`` may not follow ``state``, or None when it may.
 
-    ``status`` None (and ``seq`` 0) is an order that does not exist yet. Every fold
-    of order events (this module's ``evolve``, the read models' own) checks this.
+    ``state`` None is an order that does not exist yet. The event must change the
+    status as ``TRANSITIONS`` allows and carry the next seq, with no gap.
     """
-    if event.status not in TRANSITIONS[status]:
-        raise IllegalTransition(f"{status} -> {event.status} is not a legal transition")
-    if event.seq != seq + 1:
-        raise IllegalTransition(f"expected seq {seq + 1}, got {event.seq}")
+    status, seq = (state.status, state.seq) if state is not None else (None, 0)
+    illegal = (
+        None
+        if event.status in TRANSITIONS[status]
+        else f"{status} -> {event.status} is not a legal transition"
+    )
+    gap = None if event.seq == seq + 1 else f"expected seq {seq + 1}, got {event.seq}"
+    return None if illegal is None and gap is None else Refusal(illegal, gap)
+
+
+def check_next(state: Versioned | None, event: Event) -> None:
+    """Raise ``IllegalTransition`` unless ``event`` may follow ``state`` (see ``refusal``)."""
+    refused = refusal(state, event)
+    if refused is not None:
+        raise IllegalTransition(refused.reason)
+
+
+def fold_event(
+    state: State | None,
+    event: Event,
+    start: Callable[[OrderAccepted], State],
+    step: Callable[[State, Event], State],
+) -> State:
+    """Fold one event into a state of the caller's own, or raise ``IllegalTransition``.
+
+    ``start`` makes the state of a new order from its ``OrderAccepted``; ``step``
+    applies any later event. Both see only events that ``check_next`` allows, so every
+    fold of order events agrees on which ones count.
+    """
+    check_next(state, event)
+    if isinstance(event, OrderAccepted):
+        return start(event)
+    assert state is not None  # the table admits only OrderAccepted from None
+    return step(state, event)
 
 
 def evolve(state: OrderState | None, event: Event) -> OrderState:
     """Fold one event into the state, or raise ``IllegalTransition``."""
-    check_next(state.status if state else None, state.seq if state else 0, event)
+    return fold_event(state, event, _accepted, _changed)
 
-    common: dict[str, Any] = {
+
+def fold_prefix(events: Iterable[Event]) -> OrderState | None:
+    """Return the state after the contiguous prefix of ``events`` (seq 1, 2, ...).
+
+    The fold stops at the first event that may not follow (a gap: the rest is not
+    known yet), so a history read from several sources answers what is certain.
+    """
+    state: OrderState | None = None
+    for event in events:
+        try:
+            state = evolve(state, event)
+        except IllegalTransition:
+            break
+    return state
+
+
+def _accepted(event: OrderAccepted) -> OrderState:
+    return OrderState(
+        order_id=event.order_id,
+        spec=event.spec,
+        request_hash=event.request_hash,
+        correlation_id=event.correlation_id,
+        created_at=event.occurred_at,
+        **_stamp(event),
+    )
+
+
+def _stamp(event: Event) -> dict[str, Any]:
+    # What every event changes: the version, the status and when.
+    return {
         "seq": event.seq,
         "status": event.status,
         "last_event_id": event.message_id,
         "updated_at": event.occurred_at,
     }
-    if isinstance(event, OrderAccepted):
-        return OrderState(
-            order_id=event.order_id,
-            spec=event.spec,
-            request_hash=event.request_hash,
-            correlation_id=event.correlation_id,
-            created_at=event.occurred_at,
-            **common,
-        )
-    assert state is not None  # the table admits only OrderAccepted from None
+
+
+def _changed(state: OrderState, event: Event) -> OrderState:
     match event:
         case OrderRouted():
             changes = {
@@ -189,7 +330,7 @@ def evolve(state: OrderState | None, event: Event) -> OrderState:
             changes = {}
         case _:
             raise IllegalTransition(f"unhandled event {type(event).__name__}")
-    return state.model_copy(update={**common, **changes})
+    return state.model_copy(update={**_stamp(event), **changes})
 
 
 def envelope_after(state: OrderState | None, cause: Envelope, now: datetime) -> EnvelopeFields:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
-from events.messages import Frozen, VenueQuote, price_improvement
+from events.messages import Frozen, VenueQuote
 
 BPS = 10_000
 _NO_FEE = Decimal("Infinity")
@@ -88,6 +88,23 @@ def choose_route(quotes: Sequence[VenueQuote], *, token_out: str | None = None) 
         runner_up=runner_up,
         improvement_bps=improvement,
     )
+
+
+def price_improvement(
+    quotes: tuple[VenueQuote, ...], venue: str
+) -> tuple[str | None, Decimal | None]:
+    """Return the best usable quote other than ``venue``'s and ``venue``'s gain over it in bps.
+
+    Both are None when ``venue`` gave no usable quote or no other venue did.
+    """
+    usable = {q.venue: q.amount_out for q in quotes if q.ok and q.amount_out and q.amount_out > 0}
+    chosen = usable.pop(venue, None)
+    if chosen is None or not usable:
+        return None, None
+    # Highest output first, then the name, so the answer never depends on quote order.
+    runner_up, other = min(usable.items(), key=lambda item: (-item[1], item[0]))
+    gain = ((chosen - other) / other * BPS).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return runner_up, gain
 
 
 def min_amount_out(expected_out: Decimal, slippage_bps: int, decimals: int) -> Decimal:

@@ -33,7 +33,6 @@ from pydantic import (
 
 # The version a message type starts at; types that changed override it (see UPCASTERS).
 SCHEMA_VERSION = 1
-BPS = Decimal(10_000)
 
 # Event ids are derived from (order id, seq): a re-emitted event after a crash gets
 # the id of the first one, so "same id" and "same seq" mean the same thing to consumers.
@@ -236,35 +235,29 @@ class OrderRouted(Envelope):
     improvement_bps: Decimal | None
 
 
-def price_improvement(
-    quotes: tuple[VenueQuote, ...], venue: str
-) -> tuple[str | None, Decimal | None]:
-    """Return the best usable quote other than ``venue``'s and ``venue``'s gain over it in bps.
-
-    Both are None when ``venue`` gave no usable quote or no other venue did.
-    """
-    usable = {q.venue: q.amount_out for q in quotes if q.ok and q.amount_out and q.amount_out > 0}
-    chosen = usable.pop(venue, None)
-    if chosen is None or not usable:
-        return None, None
-    # Highest output first, then the name, so the answer never depends on quote order.
-    runner_up, other = min(usable.items(), key=lambda item: (-item[1], item[0]))
-    gain = ((chosen - other) / other * BPS).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    return runner_up, gain
-
-
 _QUOTES: TypeAdapter[tuple[VenueQuote, ...]] = TypeAdapter(tuple[VenueQuote, ...])
 
 
 def _routed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    quotes = _QUOTES.validate_python(data.get("quotes", ()))
-    runner_up, gain = price_improvement(quotes, str(data.get("venue")))
-    return {
-        **data,
-        "schema_version": 2,
-        "runner_up": runner_up,
-        "improvement_bps": None if gain is None else str(gain),
+    """Add what version 2 added, computed from the event's own quotes.
+
+    The computation is a copy of ``domain.routing.price_improvement`` as it stood
+    when version 2 was introduced, and it must never follow that function: an old
+    event has to decode to the same values forever, whatever routing becomes.
+    """
+    usable = {
+        q.venue: q.amount_out
+        for q in _QUOTES.validate_python(data.get("quotes", ()))
+        if q.ok and q.amount_out and q.amount_out > 0
     }
+    chosen = usable.pop(str(data.get("venue")), None)
+    runner_up: str | None = None
+    gain: str | None = None
+    if chosen is not None and usable:
+        runner_up, other = min(usable.items(), key=lambda item: (-item[1], item[0]))
+        bps = (chosen - other) / other * Decimal(10_000)
+        gain = str(bps.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+    return {**data, "schema_version": 2, "runner_up": runner_up, "improvement_bps": gain}
 
 
 class TransactionBuilt(Envelope):
@@ -357,6 +350,9 @@ Message = Annotated[Command | Event, Field(discriminator="type")]
 
 MESSAGE_ADAPTER: TypeAdapter[Command | Event] = TypeAdapter(Message)
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(EventUnion)
+# The gateway still imports this name from here; the lifecycle's own, derived from its
+# transition table, is ``domain.lifecycle.TERMINAL_STATUSES`` (a unit test keeps the
+# two equal). Remove it once the gateway imports that one: nothing here needs it.
 TERMINAL_STATUSES: frozenset[str] = frozenset({"confirmed", "failed", "cancelled", "expired"})
 
 

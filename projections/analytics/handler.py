@@ -1,14 +1,14 @@
 """The analytics projection: fold order events into one fact row per order.
 
-Each row (``OrderFacts``) keeps what the execution figures need: the order's pair,
+Each row (``AnalyticsFacts``) keeps what the execution figures need: the order's pair,
 what it sold, the venue of its latest routing and that routing's price improvement,
 when the confirming attempt was submitted and confirmed, and the final failure
 code. ``projections.analytics.queries`` aggregates the rows per venue and per pair
 at query time, so a row never depends on another order and every value derives
 from the events alone (no clock): a replay rebuilds identical rows.
 
-The fold accepts exactly what ``domain.lifecycle.evolve`` accepts (the same
-transition table, the same gap-free sequence), so this read model and the orders
+The fold (``fold_facts``) is the lifecycle's checked fold
+(``domain.lifecycle.fold_event``, as ``evolve`` is), so this read model and the orders
 one agree on which events count. A redelivered or stale event (its seq at or below
 the row's) is a no-op; an illegal or undecodable one is rejected.
 
@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from decimal import Decimal
 from importlib.resources import files
@@ -52,24 +52,19 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from adapters.postgres import Connection
-from domain.lifecycle import IllegalTransition, check_next
+from domain.lifecycle import fold_event
 from events.messages import (
     Event,
     OrderAccepted,
-    OrderArmed,
-    OrderCancelled,
     OrderConfirmed,
-    OrderExpired,
     OrderFailed,
     OrderRouted,
-    OrderTriggered,
     Status,
-    SwapAttemptFailed,
-    TransactionBuilt,
     TransactionSubmitted,
 )
-from projections.contract import BatchResult, LogRecord, Rejection
-from projections.orders.handler import Decoded, decode_records
+from projections import batch
+from projections.batch import Decoded, decode_records
+from projections.contract import BatchResult, LogRecord
 
 
 def pair_of(token_a: str, token_b: str) -> str:
@@ -78,7 +73,7 @@ def pair_of(token_a: str, token_b: str) -> str:
 
 
 @dataclass(frozen=True)
-class OrderFacts:
+class AnalyticsFacts:
     """One order as the analytics need it: a row of ``analytics_orders``."""
 
     order_id: uuid.UUID
@@ -100,7 +95,7 @@ class OrderFacts:
         return self.venue is not None
 
 
-COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(OrderFacts))
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(AnalyticsFacts))
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM analytics_orders"
 _UPSERT = (
     f"INSERT INTO analytics_orders ({', '.join(COLUMNS)})"
@@ -115,106 +110,61 @@ _UPSERT = (
 # The pure fold ---------------------------------------------------------------------
 
 
-def is_stale(facts: OrderFacts | None, event: Event) -> bool:
-    """Tell whether ``event`` was already folded into ``facts`` (a redelivery)."""
-    return facts is not None and event.seq <= facts.seq
-
-
-def fold(facts: OrderFacts | None, event: Event) -> OrderFacts:
+def fold_facts(facts: AnalyticsFacts | None, event: Event) -> AnalyticsFacts:
     """Fold one event into an order's facts, or raise ``IllegalTransition`` as ``evolve`` does."""
-    check_next(facts.status if facts else None, facts.seq if facts else 0, event)
-    if isinstance(event, OrderAccepted):
-        return OrderFacts(
-            order_id=event.order_id,
-            seq=event.seq,
-            status=event.status,
-            pair=pair_of(event.spec.token_in, event.spec.token_out),
-            token_in=event.spec.token_in,
-            amount_in=event.spec.amount,
-        )
-    assert facts is not None  # the table admits only OrderAccepted from None
-    common: dict[str, Any] = {"seq": event.seq, "status": event.status}
+    return fold_event(facts, event, _accepted, _changed)
+
+
+def _accepted(event: OrderAccepted) -> AnalyticsFacts:
+    return AnalyticsFacts(
+        order_id=event.order_id,
+        seq=event.seq,
+        status=event.status,
+        pair=pair_of(event.spec.token_in, event.spec.token_out),
+        token_in=event.spec.token_in,
+        amount_in=event.spec.amount,
+    )
+
+
+def _changed(facts: AnalyticsFacts, event: Event) -> AnalyticsFacts:
+    facts = replace(facts, seq=event.seq, status=event.status)
     match event:
         case OrderRouted():
             # Each routing replaces the last: the order is attributed to where it went.
-            changes: dict[str, Any] = {
-                "venue": event.venue,
-                "improvement_bps": event.improvement_bps,
-            }
-        case TransactionSubmitted() if event.attempt == facts.submitted_attempt:
-            # The same attempt submitted again: the engine found, after a failed
-            # confirmation, that the swap had reached the venue. It was sent at the
-            # first submission, so that time stands.
-            changes = {}
-        case TransactionSubmitted():
-            changes = {"submitted_attempt": event.attempt, "submitted_at": event.occurred_at}
+            return replace(facts, venue=event.venue, improvement_bps=event.improvement_bps)
+        case TransactionSubmitted() if event.attempt != facts.submitted_attempt:
+            return replace(facts, submitted_attempt=event.attempt, submitted_at=event.occurred_at)
         case OrderConfirmed():
-            changes = {
-                "venue": event.venue,
-                "confirmed_at": event.occurred_at,
-                "amount_out": event.amount_out,
-            }
+            return replace(
+                facts,
+                venue=event.venue,
+                confirmed_at=event.occurred_at,
+                amount_out=event.amount_out,
+            )
         case OrderFailed():
-            changes = {"failure_code": event.code}
-        case (
-            TransactionBuilt()
-            | SwapAttemptFailed()
-            | OrderArmed()
-            | OrderTriggered()
-            | OrderCancelled()
-            | OrderExpired()
-        ):
-            # The status (and seq) is all these change here. A re-armed order keeps
-            # its latest routing's venue: it was routed there, whatever comes next.
-            changes = {}
-        case _:
-            raise IllegalTransition(f"unhandled event {type(event).__name__}")
-    return replace(facts, **common, **changes)
+            return replace(facts, failure_code=event.code)
+    # Any other event changes only the status and seq here. A re-armed order keeps its
+    # latest routing's venue: it was routed there, whatever comes next. The same attempt
+    # submitted again (after a failed confirmation the engine found that the swap had
+    # reached the venue) keeps the time of its first submission, when it was sent.
+    return facts
 
 
-# Pure planning of a batch --------------------------------------------------------
-
-
-@dataclass
-class Plan:
-    """The writes a batch causes: the final facts of each changed order, and the rest."""
-
-    facts: dict[uuid.UUID, OrderFacts] = field(default_factory=dict)
-    applied: int = 0
-    skipped: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
-
-
-def plan(decoded: Sequence[Decoded], stored: Mapping[uuid.UUID, OrderFacts]) -> Plan:
+def plan(
+    decoded: Sequence[Decoded], stored: Mapping[uuid.UUID, AnalyticsFacts]
+) -> batch.Plan[AnalyticsFacts]:
     """Fold a batch into the stored facts, skipping redeliveries and rejecting the illegal."""
-    result = Plan()
-    current = dict(stored)
-    for record, item in decoded:
-        if isinstance(item, str):
-            result.rejected.append(Rejection(record, item))
-            continue
-        facts = current.get(item.order_id)
-        if is_stale(facts, item):
-            result.skipped += 1
-            continue
-        try:
-            new_facts = fold(facts, item)
-        except IllegalTransition as exc:
-            result.rejected.append(Rejection(record, f"IllegalTransition: {exc}"))
-            continue
-        current[item.order_id] = result.facts[item.order_id] = new_facts
-        result.applied += 1
-    return result
+    return batch.plan(decoded, stored, fold_facts)
 
 
-def facts_to_row(facts: OrderFacts) -> dict[str, Any]:
+def facts_to_row(facts: AnalyticsFacts) -> dict[str, Any]:
     """Return the ``analytics_orders`` row of an order's facts."""
     return {c: getattr(facts, c) for c in COLUMNS}
 
 
-def row_to_facts(row: Mapping[str, Any]) -> OrderFacts:
+def row_to_facts(row: Mapping[str, Any]) -> AnalyticsFacts:
     """Rebuild the facts an ``analytics_orders`` row was written from."""
-    return OrderFacts(**{c: row[c] for c in COLUMNS})
+    return AnalyticsFacts(**{c: row[c] for c in COLUMNS})
 
 
 # The projection -------------------------------------------------------------------
@@ -243,9 +193,9 @@ class AnalyticsProjection:
                 (order_ids,),
             )
             stored = {row["order_id"]: row_to_facts(row) for row in await cur.fetchall()}
-            batch = plan(decoded, stored)
-            if batch.facts:
+            planned = plan(decoded, stored)
+            if planned.states:
                 await cur.executemany(
-                    _UPSERT, [facts_to_row(batch.facts[k]) for k in sorted(batch.facts)]
+                    _UPSERT, [facts_to_row(planned.states[k]) for k in sorted(planned.states)]
                 )
-        return BatchResult(batch.applied, batch.skipped, tuple(batch.rejected))
+        return planned.result()

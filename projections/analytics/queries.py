@@ -2,7 +2,8 @@
 
 The figures are aggregated from ``analytics_orders`` in one statement (one snapshot,
 so the groups agree with each other); the definitions are in
-``projections.analytics.handler``. The answer is JSON-ready and camelCase:
+``projections.analytics.handler``. ``figures`` answers one ``GroupFigures`` per venue
+and per pair; ``analytics`` renders them as the API answers, JSON-ready and camelCase:
 counts are ints, every other number a decimal string (latency in ms to 0.1, basis
 points to 0.01, fill rate to 0.0001, rounded half away from zero) or null when
 the group has nothing to measure it on.
@@ -10,11 +11,11 @@ the group has nothing to measure it on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
-from psycopg.rows import dict_row
+from psycopg.rows import class_row
 
 from adapters.postgres import Connection
 
@@ -88,36 +89,61 @@ ORDER BY kind, name COLLATE "C"
 """
 
 
+@dataclass(frozen=True, slots=True)
+class GroupFigures:
+    """The figures of one venue or one pair, as the statement answers them."""
+
+    kind: Literal["venue", "pair"]
+    name: str
+    orders_routed: int
+    confirmed: int
+    failed: int
+    cancelled: int
+    expired: int
+    fill_rate: Decimal | None
+    volume_in: dict[str, str]
+    latency_avg_ms: Decimal | None
+    latency_p50_ms: Decimal | None
+    latency_p99_ms: Decimal | None
+    improvement_avg_bps: Decimal | None
+    failure_reasons: dict[str, int]
+
+
+async def figures(conn: Connection) -> list[GroupFigures]:
+    """Return the figures of every pair and every venue, by ``kind`` and then by name."""
+    async with conn.cursor(row_factory=class_row(GroupFigures)) as cur:
+        await cur.execute(_ANALYTICS_SQL)
+        return await cur.fetchall()
+
+
 def _text(value: Decimal | None) -> str | None:
     # Fixed-point: str(Decimal) would write a small volume as "1E-7".
     return None if value is None else f"{value:f}"
 
 
-def _group(row: Mapping[str, Any]) -> dict[str, Any]:
+def _group(figures: GroupFigures) -> dict[str, Any]:
     return {
-        "ordersRouted": row["orders_routed"],
-        "confirmed": row["confirmed"],
-        "failed": row["failed"],
-        "cancelled": row["cancelled"],
-        "expired": row["expired"],
-        "fillRate": _text(row["fill_rate"]),
-        "volumeIn": dict(sorted(row["volume_in"].items())),
+        "ordersRouted": figures.orders_routed,
+        "confirmed": figures.confirmed,
+        "failed": figures.failed,
+        "cancelled": figures.cancelled,
+        "expired": figures.expired,
+        "fillRate": _text(figures.fill_rate),
+        "volumeIn": dict(sorted(figures.volume_in.items())),
         "confirmLatencyMs": {
-            "avg": _text(row["latency_avg_ms"]),
-            "p50": _text(row["latency_p50_ms"]),
-            "p99": _text(row["latency_p99_ms"]),
+            "avg": _text(figures.latency_avg_ms),
+            "p50": _text(figures.latency_p50_ms),
+            "p99": _text(figures.latency_p99_ms),
         },
-        "priceImprovementBps": {"avg": _text(row["improvement_avg_bps"])},
-        "failureReasons": dict(sorted(row["failure_reasons"].items())),
+        "priceImprovementBps": {"avg": _text(figures.improvement_avg_bps)},
+        "failureReasons": dict(sorted(figures.failure_reasons.items())),
     }
 
 
 async def analytics(conn: Connection) -> dict[str, Any]:
-    """Return the execution figures of every venue and every pair, each sorted by name."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_ANALYTICS_SQL)
-        rows = await cur.fetchall()
+    """Return the execution figures of every venue and every pair as the API answers them."""
+    groups = await figures(conn)
     return {
-        "venues": [{"venue": r["name"], **_group(r)} for r in rows if r["kind"] == "venue"],
-        "pairs": [{"pair": r["name"], **_group(r)} for r in rows if r["kind"] == "pair"],
+        "venues": [{"venue": g.name, **_group(g)} for g in groups if g.kind == "venue"],
+        "pairs": [{"pair": g.name, **_group(g)} for g in groups if g.kind == "pair"],
     }

@@ -1,7 +1,8 @@
 """The orders projection: fold order events into ``orders`` and ``order_events``.
 
 Each order row is an ``OrderState`` folded with ``domain.lifecycle.evolve``,
-the same function the engine uses, so the read model and the engine agree. A batch
+the same function the engine uses, so the read model and the engine agree; its
+columns are derived from the state's fields (``ORDER_COLUMNS``). A batch
 is planned by a pure function (``plan``) and then written in the caller's
 transaction; redeliveries are no-ops and illegal or undecodable events are
 rejected (the runner dead-letters them).
@@ -11,53 +12,39 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import Any
+from typing import Any, get_origin
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from adapters.postgres import Connection
-from domain.lifecycle import IllegalTransition, OrderState, evolve, is_stale
-from events.messages import DecodeError, Event, OrderSpec, VenueQuote, decode_event
-from projections.contract import BatchResult, LogRecord, Rejection
+from domain.lifecycle import OrderState, evolve
+from events.messages import Event, OrderSpec
+from projections import batch
+from projections.batch import Decoded
+from projections.contract import BatchResult, LogRecord
 
-_QUOTES = TypeAdapter(tuple[VenueQuote, ...])
-
-# PostgreSQL text and jsonb cannot hold NUL; such an event could never be stored.
-_NUL_ESCAPE = b"\\u0000"
-
-ORDER_COLUMNS: tuple[str, ...] = (
-    "order_id",
-    "seq",
-    "status",
-    "order_type",
-    "token_in",
-    "token_out",
-    "amount",
-    "slippage_bps",
-    "client_order_id",
-    "limit_price",
-    "max_price",
-    "expires_at",
-    "request_hash",
-    "venue",
-    "quotes",
-    "expected_out",
-    "min_amount_out",
-    "client_ref",
-    "tx_hash",
-    "amount_out",
-    "executed_price",
-    "failure_code",
-    "failure_reason",
-    "attempt",
-    "last_event_id",
-    "created_at",
-    "updated_at",
-    "correlation_id",
+# The orders table is OrderState's fields, with two changes: a nested model's fields
+# are columns of their own (the spec's: order_type, token_in, ... are queried), and a
+# collection (the quotes) is one jsonb column, stored JSON-ready.
+_NESTED: dict[str, type[BaseModel]] = {
+    name: info.annotation
+    for name, info in OrderState.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+}
+_JSON: dict[str, TypeAdapter[Any]] = {
+    name: TypeAdapter(annotation)
+    for name, info in OrderState.model_fields.items()
+    if (annotation := info.annotation) is not None and get_origin(annotation) in (tuple, list, dict)
+}
+JSON_COLUMNS: tuple[str, ...] = tuple(_JSON)
+SPEC_COLUMNS: tuple[str, ...] = tuple(OrderSpec.model_fields)
+ORDER_COLUMNS: tuple[str, ...] = tuple(
+    column
+    for name in OrderState.model_fields
+    for column in (_NESTED[name].model_fields if name in _NESTED else (name,))
 )
 EVENT_COLUMNS: tuple[str, ...] = (
     "message_id",
@@ -94,76 +81,30 @@ _UPSERT_ORDER = (
 
 def state_to_row(state: OrderState) -> dict[str, Any]:
     """Return the ``orders`` row of a state (quotes as JSON-ready dicts)."""
-    return {
-        "order_id": state.order_id,
-        "seq": state.seq,
-        "status": state.status,
-        "order_type": state.spec.order_type,
-        "token_in": state.spec.token_in,
-        "token_out": state.spec.token_out,
-        "amount": state.spec.amount,
-        "slippage_bps": state.spec.slippage_bps,
-        "client_order_id": state.spec.client_order_id,
-        "limit_price": state.spec.limit_price,
-        "max_price": state.spec.max_price,
-        "expires_at": state.spec.expires_at,
-        "request_hash": state.request_hash,
-        "venue": state.venue,
-        "quotes": [q.model_dump(mode="json") for q in state.quotes],
-        "expected_out": state.expected_out,
-        "min_amount_out": state.min_amount_out,
-        "client_ref": state.client_ref,
-        "tx_hash": state.tx_hash,
-        "amount_out": state.amount_out,
-        "executed_price": state.executed_price,
-        "failure_code": state.failure_code,
-        "failure_reason": state.failure_reason,
-        "attempt": state.attempt,
-        "last_event_id": state.last_event_id,
-        "created_at": state.created_at,
-        "updated_at": state.updated_at,
-        "correlation_id": state.correlation_id,
-    }
+    row: dict[str, Any] = {}
+    for name in OrderState.model_fields:
+        value = getattr(state, name)
+        if name in _NESTED:
+            row.update((column, getattr(value, column)) for column in _NESTED[name].model_fields)
+        elif name in _JSON:
+            row[name] = _JSON[name].dump_python(value, mode="json")
+        else:
+            row[name] = value
+    return row
 
 
 def spec_from_row(row: Mapping[str, Any]) -> OrderSpec:
     """Rebuild the ``OrderSpec`` stored in an ``orders`` row's columns."""
-    return OrderSpec(
-        order_type=row["order_type"],
-        token_in=row["token_in"],
-        token_out=row["token_out"],
-        amount=row["amount"],
-        slippage_bps=row["slippage_bps"],
-        client_order_id=row["client_order_id"],
-        limit_price=row["limit_price"],
-        max_price=row["max_price"],
-        expires_at=row["expires_at"],
-    )
+    return OrderSpec.model_validate({column: row[column] for column in SPEC_COLUMNS})
 
 
 def row_to_state(row: Mapping[str, Any]) -> OrderState:
     """Rebuild the ``OrderState`` an ``orders`` row was written from."""
-    return OrderState(
-        order_id=row["order_id"],
-        seq=row["seq"],
-        status=row["status"],
-        spec=spec_from_row(row),
-        request_hash=row["request_hash"],
-        correlation_id=row["correlation_id"],
-        last_event_id=row["last_event_id"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        quotes=_QUOTES.validate_python(row["quotes"]),
-        venue=row["venue"],
-        expected_out=row["expected_out"],
-        min_amount_out=row["min_amount_out"],
-        client_ref=row["client_ref"],
-        attempt=row["attempt"],
-        tx_hash=row["tx_hash"],
-        amount_out=row["amount_out"],
-        executed_price=row["executed_price"],
-        failure_code=row["failure_code"],
-        failure_reason=row["failure_reason"],
+    return OrderState.model_validate(
+        {
+            name: {c: row[c] for c in _NESTED[name].model_fields} if name in _NESTED else row[name]
+            for name in OrderState.model_fields
+        }
     )
 
 
@@ -185,67 +126,18 @@ def event_row(record: LogRecord, event: Event) -> dict[str, Any]:
 
 # Pure planning of a batch --------------------------------------------------------
 
-Decoded = tuple[LogRecord, Event | str]
-
-
-def decode_records(records: Iterable[LogRecord]) -> list[Decoded]:
-    """Decode each record into an event, or the reason it is not one."""
-    decoded: list[Decoded] = []
-    for record in records:
-        if record.value is None:
-            decoded.append((record, "DecodeError: record has no value"))
-        elif _NUL_ESCAPE in record.value:
-            decoded.append((record, "DecodeError: NUL characters cannot be stored"))
-        else:
-            try:
-                decoded.append((record, decode_event(record.value)))
-            except DecodeError as exc:
-                decoded.append((record, f"DecodeError: {exc}"))
-    return decoded
-
-
-@dataclass
-class Plan:
-    """The writes a batch causes: new audit rows, final order states, rejections."""
-
-    events: list[tuple[LogRecord, Event]] = field(default_factory=list)
-    states: dict[uuid.UUID, OrderState] = field(default_factory=dict)
-    skipped: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
-
 
 def plan(
     decoded: Sequence[Decoded],
     states: Mapping[uuid.UUID, OrderState],
     known_ids: Iterable[uuid.UUID],
-) -> Plan:
+) -> batch.Plan[OrderState]:
     """Fold a batch into the stored states, skipping redeliveries and rejecting the illegal.
 
     ``states`` are the stored states of the batch's orders; ``known_ids`` the
     batch's message ids already in ``order_events``.
     """
-    result = Plan()
-    current = dict(states)
-    seen = set(known_ids)
-    for record, item in decoded:
-        if isinstance(item, str):
-            result.rejected.append(Rejection(record, item))
-            continue
-        event = item
-        state = current.get(event.order_id)
-        if event.message_id in seen or is_stale(state, event):
-            result.skipped += 1
-            continue
-        try:
-            new_state = evolve(state, event)
-        except IllegalTransition as exc:
-            result.rejected.append(Rejection(record, f"IllegalTransition: {exc}"))
-            continue
-        seen.add(event.message_id)
-        current[event.order_id] = new_state
-        result.states[event.order_id] = new_state
-        result.events.append((record, event))
-    return result
+    return batch.plan(decoded, states, evolve, known_ids)
 
 
 # The projection -------------------------------------------------------------------
@@ -265,7 +157,7 @@ class OrdersProjection:
 
     async def apply(self, conn: Connection, records: Sequence[LogRecord]) -> BatchResult:
         """Fold ``records`` into the read models inside the caller's transaction."""
-        decoded = decode_records(records)
+        decoded = batch.decode_records(records)
         events = [item for _, item in decoded if not isinstance(item, str)]
         order_ids = sorted({e.order_id for e in events})
         message_ids = sorted({e.message_id for e in events})
@@ -280,19 +172,22 @@ class OrdersProjection:
                 "SELECT message_id FROM order_events WHERE message_id = ANY(%s)", (message_ids,)
             )
             known = [row["message_id"] for row in await cur.fetchall()]
-            batch = plan(decoded, states, known)
-            if batch.events:
+            planned = plan(decoded, states, known)
+            if planned.events:
                 await cur.executemany(
                     _INSERT_EVENT,
-                    [_jsonb(event_row(r, e), "payload") for r, e in batch.events],
+                    [_jsonb(event_row(r, e), ("payload",)) for r, e in planned.events],
                 )
-            if batch.states:
+            if planned.states:
                 await cur.executemany(
                     _UPSERT_ORDER,
-                    [_jsonb(state_to_row(batch.states[k]), "quotes") for k in sorted(batch.states)],
+                    [
+                        _jsonb(state_to_row(planned.states[k]), JSON_COLUMNS)
+                        for k in sorted(planned.states)
+                    ],
                 )
-        return BatchResult(len(batch.events), batch.skipped, tuple(batch.rejected))
+        return planned.result()
 
 
-def _jsonb(row: dict[str, Any], column: str) -> dict[str, Any]:
-    return {**row, column: Jsonb(row[column])}
+def _jsonb(row: dict[str, Any], columns: Iterable[str]) -> dict[str, Any]:
+    return {**row, **{c: Jsonb(row[c]) for c in columns}}

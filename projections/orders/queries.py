@@ -1,26 +1,69 @@
-"""Read-only queries on the orders read model, for the gateway."""
+"""Read-only queries on the orders read model, for the gateway: typed rows, not dicts.
+
+An order comes back as the ``OrderState`` its row was written from, an event of
+the audit trail as a ``StoredEvent``, and what the firehose filters on as
+``OrderLabels``.
+"""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, kwargs_row
 
 from adapters.postgres import Connection
+from domain.lifecycle import OrderState
+from events.messages import Status
+from projections.orders.handler import row_to_state, state_to_row
 
 
-async def get_order(conn: Connection, order_id: uuid.UUID) -> dict[str, Any] | None:
-    """Return an order's current row (money as ``Decimal``), or ``None`` if unknown."""
-    async with conn.cursor(row_factory=dict_row) as cur:
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One applied event of an order (``payload``: the message as JSON) and where it
+    sits on the log."""
+
+    message_id: uuid.UUID
+    seq: int
+    type: str
+    status: Status
+    occurred_at: datetime
+    payload: dict[str, Any]
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLabels:
+    """What a stream filter asks of an order: its type, tokens and venue."""
+
+    order_id: uuid.UUID
+    order_type: str
+    token_in: str
+    token_out: str
+    venue: str | None
+
+
+def _state(**row: Any) -> OrderState:
+    return row_to_state(row)
+
+
+_STATE_ROW = kwargs_row(_state)
+
+
+async def find_order(conn: Connection, order_id: uuid.UUID) -> OrderState | None:
+    """Return an order's current state, or ``None`` if unknown."""
+    async with conn.cursor(row_factory=_STATE_ROW) as cur:
         await cur.execute("SELECT * FROM orders WHERE order_id = %s", (order_id,))
         return await cur.fetchone()
 
 
-async def list_events(conn: Connection, order_id: uuid.UUID) -> list[dict[str, Any]]:
+async def stored_events(conn: Connection, order_id: uuid.UUID) -> list[StoredEvent]:
     """Return an order's applied events, oldest first, with their log positions."""
-    async with conn.cursor(row_factory=dict_row) as cur:
+    async with conn.cursor(row_factory=class_row(StoredEvent)) as cur:
         await cur.execute(
             """
             SELECT message_id, seq, type, status, occurred_at, payload,
@@ -34,15 +77,15 @@ async def list_events(conn: Connection, order_id: uuid.UUID) -> list[dict[str, A
         return await cur.fetchall()
 
 
-async def list_orders(
+async def newest_orders(
     conn: Connection, limit: int, before: tuple[datetime, uuid.UUID] | None = None
-) -> list[dict[str, Any]]:
+) -> list[OrderState]:
     """Return up to ``limit`` orders, newest first, created before the ``before`` key.
 
     Keyset pagination on ``(created_at, order_id)``: the order id breaks ties between
     orders created in the same microsecond, so no page repeats or skips a row.
     """
-    async with conn.cursor(row_factory=dict_row) as cur:
+    async with conn.cursor(row_factory=_STATE_ROW) as cur:
         if before is None:
             await cur.execute(
                 "SELECT * FROM orders ORDER BY created_at DESC, order_id DESC LIMIT %s",
@@ -61,9 +104,9 @@ async def list_orders(
         return await cur.fetchall()
 
 
-async def order_facts(conn: Connection, order_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+async def order_labels(conn: Connection, order_ids: list[uuid.UUID]) -> list[OrderLabels]:
     """Return the type, tokens and venue of each known order among ``order_ids``."""
-    async with conn.cursor(row_factory=dict_row) as cur:
+    async with conn.cursor(row_factory=class_row(OrderLabels)) as cur:
         await cur.execute(
             "SELECT order_id, order_type, token_in, token_out, venue FROM orders"
             " WHERE order_id = ANY(%s)",
@@ -76,3 +119,30 @@ async def known_orders(conn: Connection, order_ids: list[uuid.UUID]) -> set[uuid
     """Return which of ``order_ids`` the read model has (the engine accepted them)."""
     cur = await conn.execute("SELECT order_id FROM orders WHERE order_id = ANY(%s)", (order_ids,))
     return {row[0] for row in await cur.fetchall()}
+
+
+# The gateway still reads rows as dicts under these names, until it moves to the
+# typed queries above; each is that query's answer as the dicts it had.
+
+
+async def get_order(conn: Connection, order_id: uuid.UUID) -> dict[str, Any] | None:
+    """Return ``find_order`` as an ``orders`` row."""
+    state = await find_order(conn, order_id)
+    return None if state is None else state_to_row(state)
+
+
+async def list_events(conn: Connection, order_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Return ``stored_events`` as dicts."""
+    return [asdict(event) for event in await stored_events(conn, order_id)]
+
+
+async def list_orders(
+    conn: Connection, limit: int, before: tuple[datetime, uuid.UUID] | None = None
+) -> list[dict[str, Any]]:
+    """Return ``newest_orders`` as ``orders`` rows."""
+    return [state_to_row(state) for state in await newest_orders(conn, limit, before)]
+
+
+async def order_facts(conn: Connection, order_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+    """Return ``order_labels`` as dicts."""
+    return [asdict(labels) for labels in await order_labels(conn, order_ids)]

@@ -17,8 +17,9 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from adapters.postgres import Connection
-from events.messages import TERMINAL_STATUSES, OrderSpec, Status
-from projections.orders.handler import OrdersProjection, spec_from_row
+from domain.lifecycle import TERMINAL_STATUSES
+from events.messages import OrderSpec, Status
+from projections.orders.handler import SPEC_COLUMNS, OrdersProjection, spec_from_row
 
 WAITING_TYPES = ("limit", "sniper")
 
@@ -29,9 +30,8 @@ WHERE projection = %s AND topic = %s
 
 # Every limit or sniper order that is not finished: armed ones go in the book, the
 # executing ones hold a slot of the gate, pending ones wait for their arming.
-_WAITING_SQL = """
-SELECT order_id, seq, status, correlation_id, order_type, token_in, token_out, amount,
-       slippage_bps, client_order_id, limit_price, max_price, expires_at
+_WAITING_SQL = f"""
+SELECT order_id, seq, status, correlation_id, {", ".join(SPEC_COLUMNS)}
 FROM orders
 WHERE order_type = ANY(%s) AND NOT (status = ANY(%s))
 ORDER BY created_at, order_id

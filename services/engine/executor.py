@@ -1,10 +1,11 @@
 """What the engine does after each order event: the next step of the lifecycle.
 
 ``Executor.react(state, cause)`` takes an order whose latest event is ``cause``
-and performs the step that status calls for (quote, build, submit, confirm),
-returning the next event. Venue calls go through the ``Venue`` interface only.
-Every step is safe to repeat: a redelivered event after a crash re-runs its step,
-and the submit step asks the venue by client reference before sending a swap.
+and performs the step the lifecycle names for its status (``domain.lifecycle.STEPS``:
+arm, route, build, submit, confirm, resume), returning the next event. Venue calls
+go through the ``Venue`` interface only. Every step is safe to repeat: a redelivered
+event after a crash re-runs its step, and the submit step asks the venue by client
+reference before sending a swap.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import assert_never
 
 from adapters.venues.interface import SwapRequest, Venue, VenueError
 from adapters.venues.quoting import quote_all
-from domain.lifecycle import EnvelopeFields, OrderState, envelope_after
+from domain.lifecycle import EnvelopeFields, OrderState, envelope_after, next_step
 from domain.pricing import executable_price, market_of, min_out_at, reaches, side_of
 from domain.routing import NoRoute, RouteDecision, choose_route, min_amount_out
 from domain.tokens import decimals_of
@@ -122,27 +124,24 @@ class Executor:
         self._sleep = sleep
 
     async def react(self, state: OrderState, cause: Event) -> Event | None:
-        """Return the event that follows ``state``, or None when the order is done."""
-        match state.status:
-            case "pending" if state.spec.waits:
-                return self._arm(state, cause, waiting_for(state))
-            case "pending" | "triggered":
-                return await self._route(state, cause)
-            case "routing":
-                return self._build(state, cause)
-            case "building":
-                return await self._submit(state, cause)
-            case "submitted":
-                return await self._confirm(state, cause)
-            case "retrying":
-                assert isinstance(cause, SwapAttemptFailed)
-                # An absolute time, so a worker restarted mid-wait waits only the rest.
-                wait = (cause.retry_at - self._clock()).total_seconds()
-                if wait > 0:
-                    await self._sleep(wait)
-                return await self._resume(state, cause)
-            case _:
+        """Return the event that follows ``state``, or None when the order is done or waits."""
+        match next_step(state):
+            case None:
                 return None
+            case "arm":
+                return self._arm(state, cause, waiting_for(state))
+            case "route":
+                return await self._route(state, cause)
+            case "build":
+                return self._build(state, cause)
+            case "submit":
+                return await self._submit(state, cause)
+            case "confirm":
+                return await self._confirm(state, cause)
+            case "resume":
+                return await self._resume(state, cause)
+            case unknown:
+                assert_never(unknown)
 
     def _envelope(self, state: OrderState, cause: Event) -> EnvelopeFields:
         # Stamped after the step's I/O, so the timestamp says when the step finished.
@@ -187,6 +186,11 @@ class Executor:
         )
 
     async def _resume(self, state: OrderState, cause: Event) -> Event:
+        assert isinstance(cause, SwapAttemptFailed)
+        # An absolute time, so a worker restarted mid-wait waits only the rest.
+        wait = (cause.retry_at - self._clock()).total_seconds()
+        if wait > 0:
+            await self._sleep(wait)
         venue = self._venues.get(state.venue or "")
         if venue is not None and state.client_ref is not None:
             try:

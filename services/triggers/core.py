@@ -19,11 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from domain.lifecycle import TRANSITIONS
+from domain.lifecycle import EXECUTING, TERMINAL_STATUSES, is_stale, refusal
 from domain.pricing import Market, executable_price, market_of
 from events.market import PoolState
 from events.messages import (
-    TERMINAL_STATUSES,
     Event,
     OrderAccepted,
     OrderSpec,
@@ -31,11 +30,6 @@ from events.messages import (
     VenueQuote,
 )
 from services.triggers.book import Armed, ArmedBook
-
-# Statuses of a triggered order on its way to the venue: it holds a slot of the gate.
-EXECUTING: frozenset[Status] = frozenset(
-    {"triggered", "routing", "building", "submitted", "retrying"}
-)
 
 
 def pool_market(pool: PoolState) -> tuple[Market, Decimal]:
@@ -269,20 +263,28 @@ class TriggerState:
             self.gate.executes(order_id)
 
     def apply(self, event: Event) -> Effect:
-        """Fold one order event; duplicates and events of other orders change nothing."""
+        """Fold one order event; duplicates and events of other orders change nothing.
+
+        Events are checked as every fold of them is (``domain.lifecycle.refusal``).
+        """
         known = self.orders.get(event.order_id)
-        if isinstance(event, OrderAccepted):
-            if known is None and event.spec.waits and event.seq == 1:
+        if known is None:
+            if (
+                isinstance(event, OrderAccepted)
+                and event.spec.waits
+                and refusal(None, event) is None
+            ):
                 self.orders[event.order_id] = Waiting(
-                    event.spec, event.correlation_id, 1, "pending"
+                    event.spec, event.correlation_id, event.seq, event.status
                 )
-            return NOTHING
-        if known is None or event.seq <= known.seq:
-            return NOTHING  # a market order, or a redelivered event
-        if event.seq != known.seq + 1:
-            return Effect(skipped=f"expected seq {known.seq + 1}, got {event.seq}")
-        if event.status not in TRANSITIONS[known.status]:
-            return Effect(skipped=f"{known.status} -> {event.status} is not a legal transition")
+            return NOTHING  # a market order, or one this service does not follow
+        if is_stale(known, event):
+            return NOTHING  # a redelivered event
+        refused = refusal(known, event)
+        if refused is not None:
+            # A gap is named first: this service's view starts from a snapshot of the
+            # read model, so an event it missed is what the log should point at.
+            return Effect(skipped=refused.gap or refused.reason)
         known.seq, known.status = event.seq, event.status
         order_id = event.order_id
         released = False

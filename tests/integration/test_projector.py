@@ -12,30 +12,41 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from types import NoneType, UnionType
+from typing import Any, Literal, get_args, get_origin
 
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import AwareDatetime
 
 from adapters.kafka import ensure_topics
 from adapters.postgres import connect
 from adapters.settings import Settings
-from domain.lifecycle import envelope_after, evolve
+from domain.lifecycle import OrderState, envelope_after, evolve
 from events.messages import (
     DeadLetter,
     Event,
     OrderAccepted,
     OrderFailed,
+    OrderSpec,
     decode_event,
     encode,
     order_key,
 )
-from projections.contract import Stats
-from projections.orders.handler import OrdersProjection
-from projections.orders.queries import get_order, list_events
+from projections.contract import Stats, ensure_schema
+from projections.orders.handler import ORDER_COLUMNS, OrdersProjection
+from projections.orders.queries import (
+    OrderLabels,
+    find_order,
+    get_order,
+    list_events,
+    newest_orders,
+    order_labels,
+    stored_events,
+)
 from services.projector.main import project
 from services.projector.replay import replay
 from services.projector.runner import ProjectionRunner
@@ -234,6 +245,87 @@ async def test_projector_events_produced_appear_in_read_models(
     finally:
         await conn.close()
     assert (stats.applied, stats.skipped, stats.dead_lettered) == (7, 0, 0)
+
+
+async def test_projector_typed_queries_answer_the_states_evolve_folds(
+    settings: Settings, producer: AIOKafkaProducer
+) -> None:
+    older, newer = order_history(), order_history(start=T0 + timedelta(hours=1))
+    positions = await produce(producer, settings.events_topic, older + newer)
+    stop = asyncio.Event()
+    task = asyncio.create_task(project(settings, stop))
+    await wait_for_events(settings, 10)
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+    conn = await connect(settings)
+    try:
+        # Every field survives the row and its generated mapping, to the exact state.
+        assert await find_order(conn, older[0].order_id) == fold_all(older)
+        assert await find_order(conn, uuid.uuid4()) is None
+        assert await newest_orders(conn, 5) == [fold_all(newer), fold_all(older)]
+        page = await newest_orders(conn, 5, (fold_all(newer).created_at, newer[0].order_id))
+        assert page == [fold_all(older)]
+
+        trail = await stored_events(conn, older[0].order_id)
+        assert [decode_event(json.dumps(e.payload)) for e in trail] == older
+        assert [(e.seq, e.status) for e in trail] == [(ev.seq, ev.status) for ev in older]
+        assert [(e.partition, e.offset) for e in trail] == positions[:5]
+
+        [labels] = await order_labels(conn, [newer[0].order_id, uuid.uuid4()])
+        assert labels == OrderLabels(newer[0].order_id, "market", "SOL", "USDC", "raydium")
+    finally:
+        await conn.close()
+
+
+async def test_orders_table_has_exactly_the_columns_generated_from_order_state(
+    settings: Settings,
+) -> None:
+    conn = await connect(settings)
+    try:
+        await ensure_schema(conn, OrdersProjection())
+        cur = await conn.execute(
+            "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = 'orders'"
+        )
+        columns = {name: (kind, nullable) for name, kind, nullable in await cur.fetchall()}
+    finally:
+        await conn.close()
+
+    assert sorted(columns) == sorted(ORDER_COLUMNS)
+    fields = {**OrderState.model_fields, **OrderSpec.model_fields}
+    for name in ORDER_COLUMNS:
+        assert columns[name] == sql_column(fields[name].annotation), name
+
+
+_SQL_TYPES: dict[object, str] = {
+    uuid.UUID: "uuid",
+    int: "integer",
+    str: "text",
+    Decimal: "numeric",
+    datetime: "timestamp with time zone",
+    AwareDatetime: "timestamp with time zone",
+}
+
+
+def sql_column(annotation: Any) -> tuple[str, bool]:
+    """Return the PostgreSQL type and nullability a field's annotation calls for."""
+    nullable = get_origin(annotation) is UnionType and NoneType in get_args(annotation)
+    if nullable:
+        [annotation] = [a for a in get_args(annotation) if a is not NoneType]
+    if get_origin(annotation) is Literal:
+        return "text", nullable
+    if get_origin(annotation) is tuple:
+        return "jsonb", nullable
+    return _SQL_TYPES[annotation], nullable
+
+
+def fold_all(events: list[Event]) -> OrderState:
+    state = None
+    for event in events:
+        state = evolve(state, event)
+    assert state is not None
+    return state
 
 
 async def test_projector_duplicate_event_resent_is_noop(

@@ -32,15 +32,15 @@ from events.messages import (
     encode,
 )
 from projections.analytics.handler import (
-    OrderFacts,
+    AnalyticsFacts,
     facts_to_row,
-    fold,
+    fold_facts,
     pair_of,
     plan,
     row_to_facts,
 )
+from projections.batch import decode_records
 from projections.contract import LogRecord
-from projections.orders.handler import decode_records
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -185,10 +185,10 @@ def records_of(events: list[Event], first_offset: int = 0) -> list[LogRecord]:
     ]
 
 
-def fold_all(events: list[Event]) -> OrderFacts:
-    facts: OrderFacts | None = None
+def fold_all(events: list[Event]) -> AnalyticsFacts:
+    facts: AnalyticsFacts | None = None
     for event in events:
-        facts = fold(facts, event)
+        facts = fold_facts(facts, event)
     assert facts is not None
     return facts
 
@@ -211,9 +211,9 @@ def test_pair_of_either_direction_gives_the_same_sorted_pair() -> None:
 def test_fold_accepted_order_has_its_pair_and_amount_and_no_venue() -> None:
     order = OrderBuilder("USDC", "SOL", "250")
 
-    facts = fold(None, order.events[0])
+    facts = fold_facts(None, order.events[0])
 
-    assert facts == OrderFacts(
+    assert facts == AnalyticsFacts(
         order_id=order.order_id,
         seq=1,
         status="pending",
@@ -307,7 +307,7 @@ def test_fold_retries_then_failure_records_only_the_final_code() -> None:
     )
     before_the_end = fold_all(order.events[:-1])
 
-    facts = fold(before_the_end, order.events[-1])
+    facts = fold_facts(before_the_end, order.events[-1])
 
     assert before_the_end.failure_code is None  # a retried attempt is not a failure
     assert (facts.status, facts.failure_code, facts.venue) == (
@@ -398,9 +398,9 @@ def test_fold_sequence_gap_raises_the_error_evolve_raises() -> None:
     accepted, submitted = order.events[0], order.events[3]
 
     with pytest.raises(IllegalTransition, match="pending -> submitted is not a legal transition"):
-        fold(fold(None, accepted), submitted)
+        fold_facts(fold_facts(None, accepted), submitted)
     with pytest.raises(IllegalTransition, match="None -> routing is not a legal transition"):
-        fold(None, order.events[1])
+        fold_facts(None, order.events[1])
 
 
 def test_fold_refuses_exactly_the_events_evolve_refuses() -> None:
@@ -455,7 +455,7 @@ def test_fold_refuses_exactly_the_events_evolve_refuses() -> None:
                 )
                 candidate = event.model_copy(update=update)
                 evolve_ok = _succeeds(evolve, state, candidate)
-                fold_ok = _succeeds(fold, facts, candidate)
+                fold_ok = _succeeds(fold_facts, facts, candidate)
                 assert fold_ok == evolve_ok, (length, type(event).__name__, candidate.seq)
 
 
@@ -475,7 +475,7 @@ def test_plan_full_history_on_new_order_folds_to_the_last_event() -> None:
 
     batch = plan(decode_records(records_of(events)), stored={})
 
-    assert batch.facts == {events[0].order_id: fold_all(events)}
+    assert batch.states == {events[0].order_id: fold_all(events)}
     assert (batch.applied, batch.skipped, batch.rejected) == (5, 0, [])
 
 
@@ -485,7 +485,7 @@ def test_plan_event_redelivered_within_batch_is_skipped() -> None:
 
     batch = plan(decode_records(records_of(doubled)), stored={})
 
-    assert batch.facts == {events[0].order_id: fold_all(events[:3])}
+    assert batch.states == {events[0].order_id: fold_all(events[:3])}
     assert (batch.applied, batch.skipped) == (3, 2)
 
 
@@ -495,7 +495,7 @@ def test_plan_event_at_or_below_stored_seq_is_skipped() -> None:
 
     batch = plan(decode_records(records_of([events[1], events[4]])), {stored.order_id: stored})
 
-    assert (batch.facts, batch.applied, batch.skipped) == ({}, 0, 2)
+    assert (batch.states, batch.applied, batch.skipped) == ({}, 0, 2)
 
 
 def test_plan_garbage_and_illegal_events_are_rejected_and_the_rest_applied() -> None:
@@ -506,7 +506,7 @@ def test_plan_garbage_and_illegal_events_are_rejected_and_the_rest_applied() -> 
 
     batch = plan(decode_records([records[0], garbage, orphan, *records[1:]]), stored={})
 
-    assert batch.facts == {events[0].order_id: fold_all(events)}
+    assert batch.states == {events[0].order_id: fold_all(events)}
     assert [r.record for r in batch.rejected] == [garbage, orphan]
     assert batch.rejected[0].error.startswith("DecodeError")
     assert batch.rejected[1].error == "IllegalTransition: None -> routing is not a legal transition"
@@ -519,11 +519,11 @@ def test_plan_batches_split_anywhere_fold_to_the_same_facts() -> None:
     ]
     # Interleaved as two partitions' worth of records might arrive.
     events = [e for pair in itertools.zip_longest(*(o.events for o in orders)) for e in pair if e]
-    whole = plan(decode_records(records_of(events)), stored={}).facts
+    whole = plan(decode_records(records_of(events)), stored={}).states
 
     for cut in range(1, len(events)):
-        first = plan(decode_records(records_of(events[:cut])), stored={}).facts
-        second = plan(decode_records(records_of(events[cut:])), stored=first).facts
+        first = plan(decode_records(records_of(events[:cut])), stored={}).states
+        second = plan(decode_records(records_of(events[cut:])), stored=first).states
         assert {**first, **second} == whole
 
 

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from domain import routing
 from domain.lifecycle import OrderState, evolve
 from events.messages import (
     DecodeError,
     OrderRouted,
     SubmitOrder,
+    VenueQuote,
     decode,
     decode_event,
     decode_stored_event,
@@ -20,6 +22,10 @@ from events.messages import (
 )
 
 V1 = Path(__file__).parents[1] / "fixtures" / "events" / "v1"
+QUOTES = (
+    VenueQuote(venue="meteora", amount_out=Decimal("224.518986")),
+    VenueQuote(venue="raydium", amount_out=Decimal("224.409346")),
+)
 
 
 def fixture(name: str) -> bytes:
@@ -98,3 +104,33 @@ def test_decode_v1_routed_missing_a_v1_field_raises_decode_error():
     del broken["venue"]
     with pytest.raises(DecodeError):
         decode(json.dumps(broken))
+
+
+# What every version-1 OrderRouted fixture decodes to today: history never changes.
+V1_ROUTED_IMPROVEMENTS = {
+    "02-OrderRouted.json": ("raydium", Decimal("4.89")),
+    "06-OrderRouted.json": (None, None),
+}
+
+
+def routed_improvements() -> dict[str, tuple[str | None, Decimal | None]]:
+    decoded = {name: decode_event(fixture(name)) for name in V1_ROUTED_IMPROVEMENTS}
+    return {
+        name: (routed.runner_up, routed.improvement_bps)
+        for name, routed in decoded.items()
+        if isinstance(routed, OrderRouted)
+    }
+
+
+def test_decode_v1_routed_fixtures_give_the_pinned_runner_up_and_improvement():
+    assert routed_improvements() == V1_ROUTED_IMPROVEMENTS
+
+
+def test_decode_v1_routed_does_not_change_when_the_live_improvement_does(monkeypatch):
+    def absurd(quotes, venue):
+        return "nowhere", Decimal("-999999")
+
+    monkeypatch.setattr(routing, "price_improvement", absurd)
+    assert routing.choose_route(QUOTES).improvement_bps == Decimal("-999999")  # it is live
+
+    assert routed_improvements() == V1_ROUTED_IMPROVEMENTS

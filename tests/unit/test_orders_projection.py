@@ -25,10 +25,11 @@ from events.messages import (
     decode_event,
     encode,
 )
+from projections.batch import decode_records
 from projections.contract import LogRecord, Rejection, dead_letter
 from projections.orders.handler import (
+    JSON_COLUMNS,
     ORDER_COLUMNS,
-    decode_records,
     event_row,
     plan,
     row_to_state,
@@ -432,3 +433,11 @@ def test_dead_letter_time_is_the_record_timestamp_not_now() -> None:
     assert letter.occurred_at == datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)
     assert (letter.partition, letter.offset, letter.key) == (3, 9, "k")
     assert letter.value == "\\xffgarbage"
+
+
+def test_order_columns_are_the_state_fields_with_the_spec_flattened() -> None:
+    state_fields = set(OrderState.model_fields) - {"spec"}
+
+    assert set(ORDER_COLUMNS) == state_fields | set(OrderSpec.model_fields)
+    assert len(ORDER_COLUMNS) == len(state_fields) + len(OrderSpec.model_fields)
+    assert JSON_COLUMNS == ("quotes",)

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from domain.lifecycle import EnvelopeFields, IllegalTransition, envelope_after, evolve
 from domain.pricing import market_of
 from events.market import LiquidityAdded, PoolCreated, PoolState, PriceTick
 from events.messages import (
@@ -87,21 +88,23 @@ def pool(
     )
 
 
+def routed(envelope: EnvelopeFields) -> OrderRouted:
+    return OrderRouted(
+        **envelope,
+        quotes=(),
+        venue="raydium",
+        expected_out=Decimal(150),
+        reason="r",
+        runner_up=None,
+        improvement_bps=None,
+    )
+
+
 class History(OrderHistory):
     """An order's events, with the routing step these tests need."""
 
     def routed(self) -> Event:
-        return self.add(
-            lambda e: OrderRouted(
-                **e,
-                quotes=(),
-                venue="raydium",
-                expected_out=Decimal(150),
-                reason="r",
-                runner_up=None,
-                improvement_bps=None,
-            )
-        )
+        return self.add(routed)
 
 
 def new_state(cap: int = 200, min_liquidity: str = "10000") -> TriggerState:
@@ -615,3 +618,20 @@ def test_waiting_from_row_limit_row_without_its_price_raises():
     }
     with pytest.raises(ValueError):
         waiting_from_row(row)
+
+
+def test_state_illegal_event_is_skipped_with_the_reason_evolve_gives():
+    state = new_state()
+    history = History(sell("150"))
+    state.apply(history.accepted())
+    state.apply(history.armed())
+    assert history.state is not None
+    # An armed order is triggered before it is routed: the table has no armed -> routing.
+    early = routed(envelope_after(history.state, history.events[-1], T0))
+
+    effect = state.apply(early)
+
+    assert effect.skipped == "armed -> routing is not a legal transition"
+    with pytest.raises(IllegalTransition, match=effect.skipped):
+        evolve(history.state, early)
+    assert state.book.is_armed(history.order_id, 2)
