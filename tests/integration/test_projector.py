@@ -372,7 +372,9 @@ async def test_projector_restart_mid_stream_applies_every_event_exactly_once(
     resumed = await second.close()
 
     # Offsets committed with the rows: the restart neither re-reads nor skips anything.
-    assert killed.applied + resumed.applied == len(events)
+    # (What the killed runner counted is no measure: a kill that lands while COMMIT is
+    # in flight leaves rows stored that it never counted. The database is the truth.)
+    assert resumed.applied == len(events) - stopped_at
     assert resumed.skipped == 0
     assert killed.dead_lettered + resumed.dead_lettered == 0
     rows = await fetch(settings, "SELECT status, seq FROM orders")
