@@ -16,6 +16,8 @@ from pydantic import BaseModel, ValidationError
 
 from adapters.settings import Settings
 from adapters.venues.interface import (
+    Ledger,
+    LedgerEntry,
     PoolInfo,
     PoolList,
     Quote,
@@ -85,6 +87,11 @@ class HttpVenue:
         if response.status_code == 404 and _error_code(response) == "SWAP_NOT_FOUND":
             return None
         return _parse(SwapResult, self._ok(response))
+
+    async def ledger(self) -> tuple[LedgerEntry, ...]:
+        """Return every swap the venue knows, oldest first, those that have landed settled."""
+        response = await self._request("GET", f"{self._prefix}/ledger")
+        return _parse(Ledger, self._ok(response)).swaps
 
     async def pools(self) -> tuple[PoolInfo, ...]:
         """Return every pool of the venue as it is now."""

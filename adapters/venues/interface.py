@@ -49,6 +49,22 @@ class SwapResult(Frozen):
     error: str | None = None
 
 
+class LedgerEntry(SwapResult):
+    """One swap as the venue's ledger lists it: what was asked, and what became of it."""
+
+    venue: str
+    token_in: str
+    token_out: str
+    amount_in: Decimal
+    min_amount_out: Decimal
+
+
+class Ledger(Frozen):
+    """Every swap one venue knows, oldest first."""
+
+    swaps: tuple[LedgerEntry, ...]
+
+
 class PoolInfo(Frozen):
     """One pool of a venue as the market sees it: priced in quote per base.
 

@@ -18,7 +18,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.venues.interface import PoolInfo, PoolList, Quote, SwapRequest, SwapResult, VenueError
+from adapters.venues.interface import (
+    Ledger,
+    PoolInfo,
+    PoolList,
+    Quote,
+    SwapRequest,
+    SwapResult,
+    VenueError,
+)
 from services.venues.simulator import SYMBOL_PATTERN, SimulatedVenue
 
 NOT_FOUND_CODES = frozenset({"UNKNOWN_VENUE", "UNKNOWN_TX", "SWAP_NOT_FOUND"})
@@ -184,6 +192,11 @@ def create_app(
                 "SWAP_NOT_FOUND", f"no swap with client_ref {client_ref!r}", transient=False
             )
         return result
+
+    # Read-only: every swap the venue knows, for an audit against the order events.
+    @app.get("/venues/{name}/ledger")
+    async def ledger(name: str) -> Ledger:
+        return Ledger(swaps=venue_named(name).ledger())
 
     @app.get("/venues/{name}/pools")
     async def pools(name: str) -> PoolList:

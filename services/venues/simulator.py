@@ -27,7 +27,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.settings import Settings
-from adapters.venues.interface import PoolInfo, Quote, SwapRequest, SwapResult, VenueError
+from adapters.venues.interface import (
+    LedgerEntry,
+    PoolInfo,
+    Quote,
+    SwapRequest,
+    SwapResult,
+    VenueError,
+)
 from domain.pricing import market_of
 from domain.tokens import LAUNCH_DECIMALS, Token, find_token
 from services.venues.pools import (
@@ -324,6 +331,27 @@ class SimulatedVenue:
             return None
         self._settle_if_landed(swap)
         return swap.result
+
+    def ledger(self) -> tuple[LedgerEntry, ...]:
+        """Return every swap submitted here, oldest first.
+
+        A swap settles at its first observation after it lands; the ledger is one, as
+        ``find_swap`` is, so a swap that landed unobserved shows as it landed.
+        """
+        entries = []
+        for swap in self._by_ref.values():
+            self._settle_if_landed(swap)
+            entries.append(
+                LedgerEntry(
+                    **swap.result.model_dump(),
+                    venue=self.name,
+                    token_in=swap.token_in.symbol,
+                    token_out=swap.token_out.symbol,
+                    amount_in=swap.request.amount_in,
+                    min_amount_out=swap.request.min_amount_out,
+                )
+            )
+        return tuple(entries)
 
     def script_failures(self, call: Call, codes: Sequence[str]) -> None:
         """Make the next calls of kind ``call`` fail with ``codes``, one each, in order.
