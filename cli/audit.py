@@ -158,7 +158,7 @@ def describe(report: AuditReport, seconds: float) -> list[str]:
     """Return the summary of a report: what was read, then one line per problem."""
     seen = report.coverage
     tables = ", ".join(f"{table} {rows}" for table, rows in seen.read_models.items())
-    ledger = "skipped" if seen.ledger_swaps is None else f"{seen.ledger_swaps} swaps"
+    ledger = "skipped" if seen.ledger_swaps is None else f"{seen.ledger_swaps} swap(s)"
     lines = [
         f"audited in {seconds:.2f}s as of {report.checked_at.isoformat(timespec='seconds')} "
         f"(grace {report.grace_s:g}s, stall {report.stall_s:g}s)",
@@ -170,7 +170,7 @@ def describe(report: AuditReport, seconds: float) -> list[str]:
     lines += [f"skipped {source}: {why}" for source, why in seen.skipped.items()]
     if report.clean:
         return [*lines, "no problems"]
-    lines.append(f"{len(report.problems)} problems: {_counts(report.problem_counts)}")
+    lines.append(f"{len(report.problems)} problem(s): {_counts(report.problem_counts)}")
     return lines + [_line(problem) for problem in report.problems]
 
 

@@ -176,4 +176,4 @@ async def test_audit_reports_the_dead_letters_of_an_undecodable_event(
     assert any("undecodable event" in p.detail for p in report.problems)
     assert any("DecodeError" in p.detail for p in report.problems)
     assert code == 1
-    assert "2 problems: 2 dead_letter" in out.splitlines()
+    assert "2 problem(s): 2 dead_letter" in out.splitlines()

@@ -688,5 +688,5 @@ def test_describe_lists_each_problem_on_one_line() -> None:
     lines = describe(world.audit(), seconds=1)
 
     assert "skipped ledger: venue service down" in lines
-    assert lines[-2] == "1 problems: 1 not_accepted"
+    assert lines[-2] == "1 problem(s): 1 not_accepted"
     assert lines[-1].split()[:3] == ["not_accepted", str(lost.order_id), f"{COMMANDS}[0]@0"]
