@@ -16,11 +16,13 @@ and no read-model row can be ahead of the log it was projected from.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -129,12 +131,27 @@ async def collect(settings: Settings) -> Sources:
     )
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    # Tens of thousands of decoded messages stay alive until the report is made, and
+    # every collection the allocations trigger walks them all, to find no cycle among
+    # frozen values: the collector doubled the audit's decoding time at 60,000 records.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
 async def run_audit(
     settings: Settings, limits: Limits = DEFAULT_LIMITS, clock: Callable[[], datetime] = utc_now
 ) -> AuditReport:
     """Read every source and return what the audit finds, as of when it started."""
     now = clock()
-    return reconcile(await collect(settings), now, limits)
+    with _collector_paused():
+        return reconcile(await collect(settings), now, limits)
 
 
 # Printing ---------------------------------------------------------------------------------
