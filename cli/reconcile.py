@@ -106,7 +106,8 @@ class Sources:
 
 @dataclass(frozen=True)
 class Limits:
-    """How old a record must be before its absence of consequence is a problem."""
+    """How long the audit waits: records younger than ``grace`` are in flight, and a live
+    order may keep one status for ``stall`` (an armed or retrying one, past its due time)."""
 
     grace: timedelta = timedelta(seconds=30)
     stall: timedelta = timedelta(seconds=120)
@@ -121,7 +122,8 @@ class Problem(Frozen):
     kind: ProblemKind
     detail: str
     order_id: uuid.UUID | None = None
-    # The record the problem is about, and when it reached the log.
+    # The record the problem is about, and since when it is one: when that record reached
+    # the log, or the expiry or retry that fell due.
     position: Position | None = None
     since: AwareDatetime | None = None
 

@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+
 from adapters.venues.interface import LedgerEntry
+from cli import main as cli_main
 from cli.audit import describe
 from cli.reconcile import AuditReport, Limits, Logged, Position, Sources, reconcile
 from domain.lifecycle import EnvelopeFields
@@ -690,3 +693,13 @@ def test_describe_lists_each_problem_on_one_line() -> None:
     assert "skipped ledger: venue service down" in lines
     assert lines[-2] == "1 problem(s): 1 not_accepted"
     assert lines[-1].split()[:3] == ["not_accepted", str(lost.order_id), f"{COMMANDS}[0]@0"]
+
+
+def test_audit_command_negative_grace_is_refused_before_reading_anything(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["audit", "--grace-s", "-1"])
+
+    assert exited.value.code == 2
+    assert "must be a number of seconds >= 0, got '-1'" in capsys.readouterr().err
