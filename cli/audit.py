@@ -54,6 +54,7 @@ DETAIL_CHARS = 300
 
 
 def utc_now() -> datetime:
+    """Return the current UTC time (the audit's default clock)."""
     return datetime.now(UTC)
 
 
