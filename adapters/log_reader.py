@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
 
 from adapters.settings import Settings
 
@@ -33,16 +33,8 @@ class ReadStalledError(TimeoutError):
     """The broker stopped handing out records before the end offsets were reached."""
 
 
-@dataclass(frozen=True, slots=True)
-class TopicRecord:
-    """One record with its position and its log timestamp (ms since the epoch)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
+# A record as the broker gave it: its position, key, value and timestamp (ms since the epoch).
+TopicRecord: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 class TopicSnapshot:
@@ -52,10 +44,6 @@ class TopicSnapshot:
         self._consumer = consumer
         self._idle_s = idle_s
         self.ends: dict[TopicPartition, int] = dict(ends)
-
-    def end_offsets(self, topic: str) -> dict[int, int]:
-        """Return the end offset of each partition of ``topic``, as taken at the start."""
-        return {tp.partition: end for tp, end in sorted(self.ends.items()) if tp.topic == topic}
 
     async def batches(self) -> AsyncIterator[list[TopicRecord]]:
         """Yield every record before the end offsets, in batches.
@@ -68,14 +56,11 @@ class TopicSnapshot:
         consumer.pause(*(set(self.ends) - pending))
         last_progress = time.monotonic()
         while pending:
-            fetched: dict[TopicPartition, list[Any]] = await consumer.getmany(
+            fetched: dict[TopicPartition, list[TopicRecord]] = await consumer.getmany(
                 timeout_ms=500, max_records=BATCH_RECORDS
             )
             batch = [
-                TopicRecord(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-                for tp, records in fetched.items()
-                for r in records
-                if r.offset < self.ends[tp]
+                r for tp, records in fetched.items() for r in records if r.offset < self.ends[tp]
             ]
             done = {tp for tp in pending if await consumer.position(tp) >= self.ends[tp]}
             if done:

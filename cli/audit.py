@@ -84,7 +84,7 @@ def _logged(record: TopicRecord, decode_as: Callable[[bytes], T]) -> Logged[T]:
         Position.model_construct(
             topic=record.topic, partition=record.partition, offset=record.offset
         ),
-        datetime.fromtimestamp(record.timestamp_ms / 1000, UTC),
+        datetime.fromtimestamp(record.timestamp / 1000, UTC),
         _decoded(record.value, decode_as),
     )
 

@@ -17,7 +17,6 @@ from cli.audit import describe
 from cli.reconcile import AuditReport, Limits, Logged, Position, Sources, reconcile
 from domain.lifecycle import EnvelopeFields
 from events.messages import (
-    CancelOrder,
     Command,
     DeadLetter,
     Event,
@@ -33,21 +32,15 @@ from events.messages import (
     TriggerOrder,
 )
 from projections.heads import Head
-from tests.unit.factories import T0, OrderHistory
+from tests.unit.factories import SPEC, T0, OrderHistory
+from tests.unit.test_processor import cancel
 
 NOW = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
 # Older than both the grace period (30 s) and the stall deadline (120 s).
 LONG_AGO = NOW - timedelta(minutes=10)
 JUST_NOW = NOW - timedelta(seconds=5)
 COMMANDS, EVENTS, DEAD_LETTERS = "orders.commands", "orders.events", "orders.deadletter"
-LIMIT = OrderSpec(
-    order_type="limit",
-    token_in="SOL",
-    token_out="USDC",
-    amount=Decimal(1),
-    slippage_bps=50,
-    limit_price=Decimal(160),
-)
+LIMIT = SPEC.model_copy(update={"order_type": "limit", "limit_price": Decimal(160)})
 
 
 def routed(e: EnvelopeFields) -> Event:
@@ -288,14 +281,8 @@ def test_reconcile_events_of_an_order_nobody_submitted_are_not_submitted() -> No
 
 
 def trigger(order: OrderHistory, seq: int) -> TriggerOrder:
-    return TriggerOrder(
-        message_id=uuid.uuid4(),
-        order_id=order.order_id,
-        seq=seq,
-        occurred_at=T0,
-        correlation_id=order.command.correlation_id,
-        reason="crossed",
-    )
+    """Return a trigger of the armed version ``seq``, as the trigger service writes one."""
+    return TriggerOrder(**cancel(order, seq).model_dump(exclude={"type", "reason"}), reason="x")
 
 
 def test_reconcile_trigger_for_the_armed_version_the_order_is_still_at_is_unanswered() -> None:
@@ -323,17 +310,11 @@ def test_reconcile_trigger_for_an_earlier_arming_is_not_unanswered() -> None:
 def test_reconcile_cancel_within_the_grace_is_in_flight() -> None:
     world = World()
     order = world.order(armed, spec=LIMIT)
-    cancel = CancelOrder(
-        message_id=uuid.uuid4(),
-        order_id=order.order_id,
-        seq=2,
-        occurred_at=T0,
-        correlation_id=order.command.correlation_id,
-    )
-    world.command(cancel, at=JUST_NOW)
+    cancelling = cancel(order, seq=2)
+    world.command(cancelling, at=JUST_NOW)
 
     assert world.audit().clean
-    world.commands[-1] = Logged(world.commands[-1].position, LONG_AGO, cancel)
+    world.commands[-1] = Logged(world.commands[-1].position, LONG_AGO, cancelling)
     assert kinds(world.audit()) == [("unanswered_command", order.order_id)]
 
 
@@ -491,7 +472,7 @@ def test_reconcile_row_behind_events_older_than_the_grace_is_reported() -> None:
     report = world.audit()
 
     assert kinds(report) == [("read_model", order.order_id)]
-    assert report.problems[0].detail == ("orders is behind at seq 1; the log has seq 2 (failed)")
+    assert report.problems[0].detail == "orders is behind at seq 1; the log has seq 2 (failed)"
     assert report.problems[0].position == Position(topic=EVENTS, partition=0, offset=2)
 
 
