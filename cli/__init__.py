@@ -73,6 +73,22 @@ def _analytics(args: argparse.Namespace, settings: Settings) -> int:
     return analytics_main(settings)
 
 
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from cli.audit import main as audit_main
+
+    return audit_main(settings, grace_s=args.grace_s, stall_s=args.stall_s, as_json=args.json)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
 def _launch(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
@@ -147,6 +163,29 @@ def _parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="compare with the live read model; change nothing"
     )
     replay.set_defaults(handler=_replay)
+    audit = sub.add_parser(
+        "audit",
+        help="reconcile the log, the read models and the venues' ledger (exit 1 on a problem)",
+        description="Read the commands, events and dead-letter topics from their start, the "
+        "read models and the venues' ledger, and report every problem: a submission never "
+        "accepted, a stalled order, a sequence gap, a read model behind the log, a dead "
+        "letter, a swap without a confirmed order. Exit code 0 when there is none, 1 when "
+        "there are, 2 when the log or PostgreSQL cannot be read.",
+    )
+    audit.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    audit.add_argument(
+        "--grace-s",
+        type=_seconds,
+        default=30.0,
+        help="records younger than this are in flight: nothing is expected of them yet (30)",
+    )
+    audit.add_argument(
+        "--stall-s",
+        type=_seconds,
+        default=120.0,
+        help="a live order whose last event is older than this is stalled (120)",
+    )
+    audit.set_defaults(handler=_audit)
     launch = sub.add_parser(
         "launch",
         help="list a new token on a venue and open its pool (simulation)",
