@@ -19,13 +19,15 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer
 
 from adapters.settings import Settings
+from cli.audit import run_audit
+from cli.reconcile import Limits
 from events.messages import Command, DecodeError, Event, decode
 from projections.analytics.handler import AnalyticsProjection
 from projections.orders.handler import OrdersProjection
@@ -223,13 +225,16 @@ class Verdict:
     twice: list[str]
     gaps: list[str]
     replay_differences: int
+    audit_problems: list[str]
     recovery: dict[str, float]
     refused: int = 0  # POST answers other than 202, retried by the client
     slowest_answer_s: float = 0.0
 
     @property
     def clean(self) -> bool:
-        return not (self.lost or self.twice or self.gaps or self.replay_differences)
+        return not (
+            self.lost or self.twice or self.gaps or self.replay_differences or self.audit_problems
+        )
 
     def row(self) -> str:
         recovery = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in self.recovery.items())
@@ -237,6 +242,7 @@ class Verdict:
             f"{self.scenario:<34} accepted {self.accepted:>4}  lost {len(self.lost)}  "
             f"twice {len(self.twice)}  gaps {len(self.gaps)}  "
             f"replay {'clean' if not self.replay_differences else self.replay_differences}  "
+            f"audit {'clean' if not self.audit_problems else len(self.audit_problems)}  "
             f"refused {self.refused} (slowest answer {self.slowest_answer_s:.1f}s)  "
             f"recovery: {recovery or '-'}"
         )
@@ -261,6 +267,8 @@ async def verdict(
     for projection in (OrdersProjection(), AnalyticsProjection()):
         report = await check(system.settings, projection)
         differences += len(report.differences)
+    # Every order ended a moment ago: give the read models that moment to catch up.
+    audit = await run_audit(system.settings, Limits(grace=timedelta(seconds=10)))
     return Verdict(
         scenario=scenario,
         accepted=len(accepted),
@@ -268,6 +276,7 @@ async def verdict(
         twice=twice,
         gaps=gaps,
         replay_differences=differences,
+        audit_problems=[f"{p.kind}: {p.detail}" for p in audit.problems],
         recovery=recovery,
         refused=sum(len(s.errors) for s in load.submissions),
         slowest_answer_s=max((s.slowest_answer_s for s in load.submissions), default=0.0),

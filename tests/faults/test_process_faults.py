@@ -58,6 +58,7 @@ def assert_clean(found: Verdict) -> None:
     assert not found.twice, f"orders with two landed swaps: {found.twice[:5]}"
     assert not found.gaps, f"orders with a gap in their events: {found.gaps[:5]}"
     assert found.replay_differences == 0
+    assert not found.audit_problems, found.audit_problems[:5]
 
 
 async def engine_kills(system: System, times: int, apart_s: float) -> dict[str, float]:
