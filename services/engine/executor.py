@@ -277,18 +277,17 @@ class Executor:
             return self.fail(state, cause, "UNKNOWN_VENUE", state.venue)
         try:
             # A worker that died after submitting but before recording it must not
-            # swap again: the client reference finds the earlier submission.
-            result = await venue.find_swap(state.client_ref)
-            if result is None:
-                result = await venue.submit(
-                    SwapRequest(
-                        client_ref=state.client_ref,
-                        token_in=state.spec.token_in,
-                        token_out=state.spec.token_out,
-                        amount_in=state.spec.amount,
-                        min_amount_out=state.min_amount_out,
-                    )
+            # swap again: a venue answers a client reference it knows with the swap
+            # submitted under it, never a second swap.
+            result = await venue.submit(
+                SwapRequest(
+                    client_ref=state.client_ref,
+                    token_in=state.spec.token_in,
+                    token_out=state.spec.token_out,
+                    amount_in=state.spec.amount,
+                    min_amount_out=state.min_amount_out,
                 )
+            )
         except VenueError as exc:
             return self.attempt_failed(state, cause, exc.code, str(exc), transient=exc.transient)
         return TransactionSubmitted(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
-import httpx
 import pytest
+import uvicorn
 
+from adapters.processes import free_port
 from adapters.venues.client import HttpVenue
 from adapters.venues.interface import VenueError
 from services.venues.service import create_app
@@ -55,34 +57,50 @@ async def test_simulated_venue_ledger_reading_twice_settles_a_swap_once() -> Non
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[list[float], SimulatedVenue, httpx.AsyncClient]]:
+async def served() -> AsyncIterator[tuple[list[float], SimulatedVenue, str]]:
+    """Serve the venue app on a free loopback port; yield the clock, venue and URL."""
     now = [100.0]
     venue = landing_venue(now)
-    transport = httpx.ASGITransport(app=create_app([venue]))
-    async with httpx.AsyncClient(transport=transport, base_url="http://venues") as client:
-        yield now, venue, client
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app([venue]), host="127.0.0.1", port=port, log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    for _ in range(500):  # up to 5 s
+        if server.started:
+            break
+        await asyncio.sleep(0.01)
+    try:
+        yield now, venue, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
 
 
 async def test_http_venue_ledger_returns_what_the_service_lists(
-    served: tuple[list[float], SimulatedVenue, httpx.AsyncClient],
+    served: tuple[list[float], SimulatedVenue, str],
 ) -> None:
-    now, venue, client = served
+    now, venue, url = served
     await venue.submit(swap("order-1:1"))
     now[0] = 104.0
 
-    listed = await HttpVenue("meteora", "http://venues", 5.0, client=client).ledger()
+    client = HttpVenue("meteora", url, 5.0)
+    listed = await client.ledger()
+    await client.aclose()
 
     assert listed == venue.ledger()
     assert [e.status for e in listed] == ["confirmed"]
 
 
 async def test_http_venue_ledger_of_an_unknown_venue_raises_unknown_venue(
-    served: tuple[list[float], SimulatedVenue, httpx.AsyncClient],
+    served: tuple[list[float], SimulatedVenue, str],
 ) -> None:
-    _, _, client = served
+    _, _, url = served
+    client = HttpVenue("orca", url, 5.0)
 
     with pytest.raises(VenueError) as raised:
-        await HttpVenue("orca", "http://venues", 5.0, client=client).ledger()
+        await client.ledger()
+    await client.aclose()
 
     assert raised.value.code == "UNKNOWN_VENUE"
     assert not raised.value.transient
