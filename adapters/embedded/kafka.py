@@ -318,7 +318,7 @@ class KafkaBroker(OwnedProcess):
         while time.monotonic() < deadline:
             if not self.running:
                 raise BrokerError(
-                    f"Kafka exited with code {self._exit_code()} during start-up; "
+                    f"Kafka exited with code {self.exit_code} during start-up; "
                     f"last log lines:\n{self._diagnostics()}"
                 )
             if broker_reachable(self.bootstrap) and self.running:
@@ -329,9 +329,6 @@ class KafkaBroker(OwnedProcess):
             f"Kafka did not become ready within {timeout:.0f}s; last log lines:\n"
             f"{self._diagnostics()}"
         )
-
-    def _exit_code(self) -> int | None:
-        return self._process.poll() if self._process is not None else None
 
     def _diagnostics(self) -> str:
         return "\n".join(
