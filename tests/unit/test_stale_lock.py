@@ -2,35 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from adapters.embedded.postgres import EmbeddedPostgres
 from adapters.processes import pid_alive
 
 
-def test_pid_alive_running_killed_and_reaped_process() -> None:
-    process = subprocess.Popen(["sleep", "30"])
+@contextlib.contextmanager
+def sleeping(executable: str = "sleep") -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``executable 30`` for the block, then kill and reap it."""
+    process = subprocess.Popen([executable, "30"])
     try:
-        assert pid_alive(process.pid)
-        os.kill(process.pid, signal.SIGKILL)
-        # Not reaped yet: a zombie, which still answers kill(pid, 0).
-        deadline = time.monotonic() + 5
-        while pid_alive(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        os.kill(process.pid, 0)
-        assert not pid_alive(process.pid)
+        yield process
     finally:
         process.kill()
         process.wait()
-    assert not pid_alive(process.pid)
 
 
-def _lock_file(tmp_path: Path, pid: int) -> EmbeddedPostgres:
+def zombie(process: subprocess.Popen[bytes]) -> int:
+    """Kill ``process`` without reaping it; return its pid, now a zombie's."""
+    os.kill(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while pid_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return process.pid
+
+
+def lock_file_of(tmp_path: Path, pid: int) -> EmbeddedPostgres:
+    """Return a server whose data holds a ``postmaster.pid`` naming ``pid``."""
     database = EmbeddedPostgres(tmp_path / "postgres", port=1)
     database.pgdata.mkdir(parents=True)
     # The layout PostgreSQL writes: pid, data dir, start time, port, socket dir,
@@ -40,33 +46,49 @@ def _lock_file(tmp_path: Path, pid: int) -> EmbeddedPostgres:
     return database
 
 
+def cleared(tmp_path: Path, pid: int) -> list[str]:
+    """Clear the leftovers of a server whose lock file names ``pid``; return what was said."""
+    database = lock_file_of(tmp_path, pid)
+    said = database.clear_leftovers()
+    assert database.lock_file.exists() == (said == [])
+    return said
+
+
+def test_pid_alive_running_killed_and_reaped_process() -> None:
+    with sleeping() as process:
+        assert pid_alive(process.pid)
+        zombie(process)
+        # Not reaped yet: a zombie still answers kill(pid, 0), and is not alive.
+        os.kill(process.pid, 0)
+        assert not pid_alive(process.pid)
+    assert not pid_alive(process.pid)
+
+
 def test_clear_leftovers_lock_file_of_a_dead_process_is_removed(tmp_path: Path) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
-    database = _lock_file(tmp_path, dead.pid)
 
-    cleared = database.clear_leftovers()
-
-    assert not database.lock_file.exists()
-    assert cleared == [f"removed the stale postmaster.pid of pid {dead.pid} (gone)"]
+    assert cleared(tmp_path, dead.pid) == [
+        f"removed the stale postmaster.pid of pid {dead.pid} (gone)"
+    ]
 
 
 def test_clear_leftovers_lock_file_of_a_zombie_is_removed(tmp_path: Path) -> None:
-    process = subprocess.Popen(["sleep", "30"])
-    try:
-        os.kill(process.pid, signal.SIGKILL)
-        while pid_alive(process.pid):
-            time.sleep(0.01)
-        database = _lock_file(tmp_path, process.pid)
+    with sleeping() as process:
+        pid = zombie(process)
 
-        cleared = database.clear_leftovers()
-
-        assert not database.lock_file.exists()
-        assert cleared == [
-            f"removed the stale postmaster.pid of pid {process.pid} (a zombie nobody reaped)"
+        assert cleared(tmp_path, pid) == [
+            f"removed the stale postmaster.pid of pid {pid} (a zombie nobody reaped)"
         ]
-    finally:
-        process.wait()
+
+
+def test_clear_leftovers_lock_file_naming_a_live_process_that_is_no_postgres_is_removed(
+    tmp_path: Path,
+) -> None:
+    with sleeping() as process:
+        assert cleared(tmp_path, process.pid) == [
+            f"removed the stale postmaster.pid of pid {process.pid} (now the pid of sleep)"
+        ]
 
 
 def test_clear_leftovers_lock_file_of_a_live_postgres_is_kept(tmp_path: Path) -> None:
@@ -74,30 +96,5 @@ def test_clear_leftovers_lock_file_of_a_live_postgres_is_kept(tmp_path: Path) ->
     (tmp_path / "bin").mkdir()
     stand_in = tmp_path / "bin" / "postgres"
     stand_in.symlink_to(shutil.which("sleep") or "/bin/sleep")
-    process = subprocess.Popen([str(stand_in), "30"])
-    try:
-        database = _lock_file(tmp_path, process.pid)
-
-        assert database.clear_leftovers() == []
-        assert database.lock_file.exists()
-    finally:
-        process.kill()
-        process.wait()
-
-
-def test_clear_leftovers_lock_file_naming_a_live_process_that_is_no_postgres_is_removed(
-    tmp_path: Path,
-) -> None:
-    process = subprocess.Popen(["sleep", "30"])
-    try:
-        database = _lock_file(tmp_path, process.pid)
-
-        cleared = database.clear_leftovers()
-
-        assert not database.lock_file.exists()
-        assert cleared == [
-            f"removed the stale postmaster.pid of pid {process.pid} (now the pid of sleep)"
-        ]
-    finally:
-        process.kill()
-        process.wait()
+    with sleeping(str(stand_in)) as process:
+        assert cleared(tmp_path, process.pid) == []
