@@ -18,12 +18,12 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Protocol
 
 import httpx
 
-from adapters.embedded.kafka import BrokerError, KafkaBroker
-from adapters.embedded.postgres import DatabaseError, EmbeddedPostgres
+from adapters.embedded.kafka import BrokerError
+from adapters.embedded.postgres import DatabaseError
 from adapters.kafka import TopicMismatchError, ensure_topics, topic_names
 from adapters.processes import die_with_parent, stop_process
 from adapters.settings import Settings
@@ -146,6 +146,22 @@ class Child(Supervised):
         self.process = None
 
 
+class ServerProcess(Protocol):
+    """What the supervisor needs of a server it owns (``KafkaBroker``, ``EmbeddedPostgres``)."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+    def clear_leftovers(self) -> list[str]: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class Server(Supervised):
     """The embedded broker or database, restarted on its data when it dies.
 
@@ -155,7 +171,7 @@ class Server(Supervised):
     are restarted right after, their backoff cut short.
     """
 
-    def __init__(self, name: str, server: KafkaBroker | EmbeddedPostgres) -> None:
+    def __init__(self, name: str, server: ServerProcess) -> None:
         super().__init__(name)
         self.server = server
         self.down_since: float | None = None
@@ -176,12 +192,14 @@ class Server(Supervised):
         return code
 
     def restart(self, now: float) -> None:
+        # A start that fails is no stable run: the next wait is longer.
+        self.started_at = now
         try:
             for cleared in self.server.clear_leftovers():
                 say("oee", f"{self.name}: {cleared}")
             self.server.start()
         except (BrokerError, DatabaseError, OSError) as exc:
-            self.schedule(time.monotonic(), f"{self.name} did not start: {exc}")
+            self.schedule(now, f"{self.name} did not start: {exc}")
             return
         self.started_at = time.monotonic()
         down_s = self.started_at - (self.down_since or now)

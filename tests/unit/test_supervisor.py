@@ -1,8 +1,12 @@
-"""The supervisor's restarts: exponential backoff, reset after a stable run, cut short."""
+"""The supervisor's restarts: backoff, reset or cut short; a server cleared before it restarts."""
 
 from __future__ import annotations
 
-from cli.supervisor import MAX_BACKOFF_S, STABLE_AFTER_S, Supervised
+import pytest
+
+from adapters.embedded.postgres import DatabaseError
+from adapters.settings import Settings
+from cli.supervisor import MAX_BACKOFF_S, STABLE_AFTER_S, Infrastructure, Server, Supervised
 
 
 class Scripted(Supervised):
@@ -69,3 +73,71 @@ def test_supervised_hurry_while_running_changes_nothing() -> None:
     svc.check(3.0)
     assert svc.starts == []
     assert svc.restart_at is None
+
+
+class FakeServer:
+    """A broker or database that dies when told and fails its next ``failing`` starts."""
+
+    def __init__(self, failing: int = 0) -> None:
+        self.pid: int | None = 100
+        self.exit_code: int | None = None
+        self.failing = failing
+        self.calls: list[str] = []
+
+    def clear_leftovers(self) -> list[str]:
+        self.calls.append("clear")
+        return ["removed the stale postmaster.pid of pid 100 (gone)"]
+
+    def start(self) -> None:
+        self.calls.append("start")
+        if self.failing:
+            self.failing -= 1
+            raise DatabaseError("port 15432 on 127.0.0.1 is already in use")
+        self.exit_code = None
+        self.pid = (self.pid or 0) + 1
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+
+
+def supervising(fake: FakeServer) -> Infrastructure:
+    infrastructure = Infrastructure(Settings())
+    infrastructure.servers.append(Server("PostgreSQL", fake))
+    return infrastructure
+
+
+def test_infrastructure_server_killed_is_cleared_restarted_and_reported_back(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake = FakeServer()
+    infrastructure = supervising(fake)
+    fake.exit_code = -9
+
+    back = [infrastructure.check(now) for now in (10.0, 10.5, 11.0, 11.5)]
+
+    assert back == [False, False, True, False]
+    assert fake.calls == ["clear", "start"]
+    out = capsys.readouterr().out
+    assert "PostgreSQL stopped unexpectedly (killed by SIGKILL); restarting in 1s" in out
+    assert "PostgreSQL: removed the stale postmaster.pid of pid 100 (gone)" in out
+    assert "PostgreSQL serving again (pid 101)" in out
+
+
+def test_infrastructure_server_that_fails_to_start_is_tried_again_later(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake = FakeServer(failing=1)
+    infrastructure = supervising(fake)
+    fake.exit_code = -9
+
+    back = [infrastructure.check(now) for now in (0.0, 1.0, 2.5, 3.0)]
+
+    assert back == [False, False, False, True]
+    assert fake.calls == ["clear", "start", "clear", "start"]
+    assert "PostgreSQL did not start: port 15432" in capsys.readouterr().out
+
+
+def test_infrastructure_stop_stops_the_servers() -> None:
+    fake = FakeServer()
+    supervising(fake).stop()
+    assert fake.calls == ["stop"]
