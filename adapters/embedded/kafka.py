@@ -236,6 +236,12 @@ class KafkaBroker(OwnedProcess):
             # configured partition count; a typo must fail, not make a new topic.
             "auto.create.topics.enable": "false",
             "group.initial.rebalance.delay.ms": "0",
+            # A broker restarted after a kill -9 cannot register until the controller
+            # fences its previous incarnation, when that one's session expires (9 s by
+            # default). Broker and controller are one process here, so the old one is
+            # surely gone: a short session lets it serve again sooner.
+            "broker.heartbeat.interval.ms": "1000",
+            "broker.session.timeout.ms": "3000",
         }
         lines = [f"{key}={value}" for key, value in props.items()]
         return "# Written by adapters/embedded/kafka.py on every start.\n" + "\n".join(lines) + "\n"
