@@ -185,12 +185,15 @@ class KafkaBroker(OwnedProcess):
         port: int = 19092,
         controller_port: int = 19093,
         heap: str = "768m",
+        session_timeout_ms: int | None = None,
         cache_dir: Path | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.controller_port = controller_port
         self.heap = heap
+        # None: Kafka's default (9 s, a heartbeat every 2 s).
+        self.session_timeout_ms = session_timeout_ms
         self.cache_dir = cache_dir
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -236,13 +239,13 @@ class KafkaBroker(OwnedProcess):
             # configured partition count; a typo must fail, not make a new topic.
             "auto.create.topics.enable": "false",
             "group.initial.rebalance.delay.ms": "0",
-            # A broker restarted after a kill -9 cannot register until the controller
-            # fences its previous incarnation, when that one's session expires (9 s by
-            # default). Broker and controller are one process here, so the old one is
-            # surely gone: a short session lets it serve again sooner.
-            "broker.heartbeat.interval.ms": "1000",
-            "broker.session.timeout.ms": "3000",
         }
+        if self.session_timeout_ms is not None:
+            # A broker restarted after a kill -9 cannot register until the controller
+            # fences its previous incarnation, when that one's session expires. Broker
+            # and controller are one process here, so the old one is surely gone.
+            props["broker.session.timeout.ms"] = str(self.session_timeout_ms)
+            props["broker.heartbeat.interval.ms"] = str(max(1, self.session_timeout_ms // 3))
         lines = [f"{key}={value}" for key, value in props.items()]
         return "# Written by adapters/embedded/kafka.py on every start.\n" + "\n".join(lines) + "\n"
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from adapters.embedded.kafka import KafkaBroker
 from adapters.embedded.postgres import DatabaseError
 from adapters.settings import Settings
+from cli.foreground import embedded_broker
 from cli.supervisor import MAX_BACKOFF_S, STABLE_AFTER_S, Infrastructure, Server, Supervised
 
 
@@ -141,3 +145,14 @@ def test_infrastructure_stop_stops_the_servers() -> None:
     fake = FakeServer()
     supervising(fake).stop()
     assert fake.calls == ["stop"]
+
+
+def test_embedded_broker_of_oee_up_has_a_short_session_with_its_controller(
+    tmp_path: Path,
+) -> None:
+    supervised = embedded_broker(Settings(data_dir=tmp_path)).server_properties()
+    plain = KafkaBroker(tmp_path / "kafka").server_properties()
+
+    assert "broker.session.timeout.ms=3000\n" in supervised
+    assert "broker.heartbeat.interval.ms=1000\n" in supervised
+    assert "broker.session.timeout.ms" not in plain
