@@ -13,8 +13,15 @@ import time
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
+from aiokafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+    for_code,
+)
 
+from adapters.backoff import until_reachable
 from adapters.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -112,3 +119,22 @@ async def ensure_topics(settings: Settings, *, wait_s: float = 30.0) -> None:
             f"OEE_PARTITIONS={settings.partitions}). Orders are keyed by id across topics, "
             "so the counts must match: recreate the topics or set OEE_PARTITIONS accordingly."
         )
+
+
+async def await_topics(settings: Settings) -> None:
+    """``ensure_topics``, waiting with backoff while the broker cannot be reached.
+
+    A service started while the broker restarts waits for it instead of exiting; a
+    topic with the wrong layout still raises ``TopicMismatchError`` at once.
+    """
+    await until_reachable(
+        lambda: ensure_topics(settings), broker_unreachable, f"Kafka at {settings.bootstrap}"
+    )
+
+
+def broker_unreachable(exc: Exception) -> bool:
+    """Tell whether ``exc`` means the broker is down or not ready yet (worth a retry)."""
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
+    # A connection refused, or no partition leader yet (ensure_topics' own wait).
+    return isinstance(exc, (OSError, TimeoutError))

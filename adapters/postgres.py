@@ -7,10 +7,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from adapters.backoff import until_reachable
 from adapters.embedded.postgres import EmbeddedPostgres
 from adapters.settings import Settings
 
 Connection = psycopg.AsyncConnection[Any]
+# What a lost or refused connection raises (the server is restarting, say).
+CONNECTION_ERRORS = (psycopg.OperationalError, OSError)
 
 
 def database_url(settings: Settings) -> str:
@@ -36,3 +39,13 @@ async def connect(settings: Settings, *, search_path: str | None = None) -> Conn
         await conn.close()
         raise
     return conn
+
+
+async def await_database(settings: Settings) -> None:
+    """Return once PostgreSQL accepts a connection, waiting with backoff until it does."""
+
+    async def attempt() -> None:
+        conn = await connect(settings)
+        await conn.close()
+
+    await until_reachable(attempt, lambda exc: isinstance(exc, CONNECTION_ERRORS), "PostgreSQL")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 _PR_SET_PDEATHSIG = 1
 
@@ -34,7 +35,7 @@ def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None] 
 
 
 def stop_process(
-    process: subprocess.Popen[bytes],
+    process: subprocess.Popen[Any],
     *,
     sig: signal.Signals = signal.SIGTERM,
     timeout: float = 30.0,
@@ -49,6 +50,29 @@ def stop_process(
             process.kill()
             process.wait()
     return process.returncode
+
+
+def pid_alive(pid: int) -> bool:
+    """Return whether process ``pid`` exists and is not a zombie.
+
+    A zombie (dead, not yet reaped by its parent) still answers ``kill(pid, 0)``, so
+    a server that checks its lock file that way takes it for alive; it is not.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        # No /proc (not Linux): fall back to the signal probe.
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows the last ")".
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -100,6 +124,18 @@ class OwnedProcess:
     def running(self) -> bool:
         """Return whether the process is alive."""
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """Return how the process ended (reaping it), or None while it runs or never ran."""
+        return self._process.poll() if self._process is not None else None
+
+    def clear_leftovers(self) -> list[str]:
+        """Remove what a killed process left behind that would stop a new one; say what.
+
+        Call it only while the process is not running.
+        """
+        return []
 
     def wait(self) -> int:
         """Block until the process exits and return its exit code."""

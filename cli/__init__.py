@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 from adapters.settings import Settings, get_settings
+from cli.logs import configure_logging
 
 # Start order of `oee up`; it stops them in reverse, so the gateway stops taking orders first.
 # The market service reads the venues; the triggers read the market.
@@ -235,11 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command != "test":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = extra
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging()
     try:
         code: int = args.handler(args, get_settings())
     except KeyboardInterrupt:

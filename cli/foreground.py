@@ -23,12 +23,20 @@ class _Server(Protocol):
     def stop(self, timeout: float = ...) -> None: ...
 
 
+# The broker's session with its own controller: a broker restarted after a kill -9
+# serves again once the controller fenced the killed one, this long after it starts
+# (Kafka's default is 9 s). A stall this long of the whole process fences it for a
+# moment; the clients retry.
+BROKER_SESSION_MS = 3000
+
+
 def embedded_broker(settings: Settings) -> KafkaBroker:
     """Return the embedded broker configured by ``settings`` (not yet started)."""
     return KafkaBroker(
         settings.data_dir / "kafka",
         port=settings.kafka_port,
         controller_port=settings.kafka_controller_port,
+        session_timeout_ms=BROKER_SESSION_MS,
     )
 
 

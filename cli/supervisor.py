@@ -1,4 +1,10 @@
-"""``oee up``: start the infrastructure and every service, keep them running, stop in order."""
+"""``oee up``: start the infrastructure and every service, keep them running, stop in order.
+
+Every process is supervised: a service, the embedded broker or the embedded database
+that dies is reaped at once (no zombie is left to look alive), and started again
+with exponential backoff. A server keeps its data; the services are not restarted
+for it, they reconnect by themselves.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Protocol
 
 import httpx
 
@@ -43,19 +47,62 @@ class _Shutdown(Exception):
     """Raised by the signal handler to unwind start-up or supervision into cleanup."""
 
 
-@dataclass
-class Child:
-    """One supervised service process and its restart bookkeeping."""
+class Supervised:
+    """Restart bookkeeping of one supervised process: exponential backoff, reset after a
+    stable run. Subclasses say how the process is started and how it ended."""
 
-    name: str
-    env: dict[str, str]
-    cwd: Path
-    process: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0
-    restarts: int = 0
-    backoff_s: float = 1.0
-    restart_at: float | None = None
-    _reader: threading.Thread | None = field(default=None, repr=False)
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started_at = 0.0
+        self.restarts = 0
+        self.backoff_s = 1.0
+        self.restart_at: float | None = None
+
+    def exit_code(self) -> int | None:
+        """Return how the process ended (reaping it), or None while it runs."""
+        raise NotImplementedError
+
+    def restart(self, now: float) -> None:
+        """Start the process again; schedule another try if that fails."""
+        raise NotImplementedError
+
+    def check(self, now: float) -> None:
+        """Schedule a restart if the process died, and perform a due restart."""
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                self.restart_at = None
+                self.restarts += 1
+                say("oee", f"restarting {self.name} (restart #{self.restarts})")
+                self.restart(now)
+            return
+        code = self.exit_code()
+        if code is not None:
+            self.schedule(now, f"{self.name} stopped unexpectedly ({describe_exit(code)})")
+
+    def schedule(self, now: float, why: str) -> None:
+        """Say why the process is down and when it restarts, backing off each time."""
+        if now - self.started_at >= STABLE_AFTER_S:
+            self.backoff_s = 1.0
+        say("oee", f"{why}; restarting in {self.backoff_s:.0f}s")
+        self.restart_at = now + self.backoff_s
+        self.backoff_s = min(self.backoff_s * 2, MAX_BACKOFF_S)
+
+    def hurry(self, now: float) -> None:
+        """Restart now if a restart is pending: what it waited for may be back."""
+        if self.restart_at is not None:
+            self.restart_at = now
+            self.backoff_s = 1.0
+
+
+class Child(Supervised):
+    """One supervised service process, run as ``python -m cli <name>``."""
+
+    def __init__(self, name: str, env: dict[str, str], cwd: Path) -> None:
+        super().__init__(name)
+        self.env = env
+        self.cwd = cwd
+        self.process: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
 
     def start(self) -> None:
         """Spawn the service as ``python -m cli <name>``."""
@@ -74,32 +121,18 @@ class Child:
             preexec_fn=die_with_parent(signal.SIGTERM),
         )
         self.started_at = time.monotonic()
-        self.restart_at = None
+        say("oee", f"started {self.name} (pid {self.process.pid})")
         assert self.process.stdout is not None
         self._reader = threading.Thread(
             target=_relay, args=(self.name, self.process.stdout), daemon=True
         )
         self._reader.start()
 
-    def check(self, now: float) -> None:
-        """Schedule a restart if the process died, and perform a due restart."""
-        if self.restart_at is not None:
-            if now >= self.restart_at:
-                self.restarts += 1
-                say("oee", f"restarting {self.name} (restart #{self.restarts})")
-                self.start()
-            return
-        if self.process is None or self.process.poll() is None:
-            return
-        if now - self.started_at >= STABLE_AFTER_S:
-            self.backoff_s = 1.0
-        say(
-            "oee",
-            f"{self.name} stopped unexpectedly ({describe_exit(self.process.returncode)}); "
-            f"restarting in {self.backoff_s:.0f}s",
-        )
-        self.restart_at = now + self.backoff_s
-        self.backoff_s = min(self.backoff_s * 2, MAX_BACKOFF_S)
+    def exit_code(self) -> int | None:
+        return self.process.poll() if self.process is not None else None
+
+    def restart(self, now: float) -> None:
+        self.start()
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the service (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
@@ -111,6 +144,136 @@ class Child:
             self._reader.join(timeout=2)
         say("oee", f"stopped {self.name} ({describe_exit(code)})")
         self.process = None
+
+
+class ServerProcess(Protocol):
+    """What the supervisor needs of a server it owns (``KafkaBroker``, ``EmbeddedPostgres``)."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+    def clear_leftovers(self) -> list[str]: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Server(Supervised):
+    """The embedded broker or database, restarted on its data when it dies.
+
+    A restart runs in the supervisor's main thread, for the seconds the server takes
+    to answer: a server is told to stop when the thread that spawned it ends
+    (PR_SET_PDEATHSIG), so it must not be a passing one. Services that died meanwhile
+    are restarted right after, their backoff cut short.
+    """
+
+    def __init__(self, name: str, server: ServerProcess) -> None:
+        super().__init__(name)
+        self.server = server
+        self.down_since: float | None = None
+
+    def start(self) -> None:
+        """Start the server; an error propagates (nothing runs without it)."""
+        began = time.monotonic()
+        self.server.start()
+        self.started_at = time.monotonic()
+        say(
+            "oee", f"{self.name} ready after {self.started_at - began:.1f}s (pid {self.server.pid})"
+        )
+
+    def exit_code(self) -> int | None:
+        code = self.server.exit_code
+        if code is not None and self.down_since is None:
+            self.down_since = time.monotonic()
+        return code
+
+    def restart(self, now: float) -> None:
+        # A start that fails is no stable run: the next wait is longer.
+        self.started_at = now
+        try:
+            for cleared in self.server.clear_leftovers():
+                say("oee", f"{self.name}: {cleared}")
+            self.server.start()
+        except (BrokerError, DatabaseError, OSError) as exc:
+            self.schedule(now, f"{self.name} did not start: {exc}")
+            return
+        self.started_at = time.monotonic()
+        down_s = self.started_at - (self.down_since or now)
+        self.down_since = None
+        say(
+            "oee",
+            f"{self.name} serving again (pid {self.server.pid}), {down_s:.1f}s after it was "
+            "found dead; the services reconnect by themselves",
+        )
+
+    def stop(self) -> None:
+        """Stop the server cleanly."""
+        self.restart_at = None
+        self.server.stop()
+
+
+class Infrastructure:
+    """The embedded broker and database ``oee up`` runs, each restarted when it dies.
+
+    An external broker (``OEE_KAFKA_BOOTSTRAP``) or database (``OEE_DATABASE_URL``) is
+    used as it is and not supervised.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.servers: list[Server] = []
+
+    def start(self) -> Settings:
+        """Start what is embedded, create the topics; return the settings addressing both."""
+        settings = self.settings
+        bootstrap = settings.kafka_bootstrap
+        if bootstrap is None:
+            broker = embedded_broker(settings)
+            say(
+                "oee", f"starting Kafka (embedded, KRaft) on {broker.bootstrap} ({broker.data_dir})"
+            )
+            self._start(Server("Kafka", broker))
+            bootstrap = broker.bootstrap
+        else:
+            say("oee", f"using Kafka at {bootstrap} (OEE_KAFKA_BOOTSTRAP)")
+        database_url = settings.database_url
+        if database_url is None:
+            database = embedded_database(settings)
+            say("oee", f"starting PostgreSQL on port {database.port} ({database.data_dir})")
+            self._start(Server("PostgreSQL", database))
+            database_url = database.url
+            say("oee", f"PostgreSQL at {database_url}")
+        else:
+            say("oee", "using PostgreSQL at OEE_DATABASE_URL")
+        self.settings = settings.model_copy(
+            update={"kafka_bootstrap": bootstrap, "database_url": database_url}
+        )
+        asyncio.run(ensure_topics(self.settings))
+        say("oee", f"topics ready: {', '.join(topic_names(self.settings))}")
+        return self.settings
+
+    def _start(self, server: Server) -> None:
+        # Registered before it starts: a start that fails half-way is still stopped.
+        self.servers.append(server)
+        server.start()
+
+    def check(self, now: float) -> bool:
+        """Reap and restart servers that died; return whether one came back just now."""
+        back = False
+        for server in self.servers:
+            pending = server.restart_at is not None
+            server.check(now)
+            back |= pending and server.restart_at is None
+        return back
+
+    def stop(self) -> None:
+        """Stop the servers in reverse order."""
+        for server in reversed(self.servers):
+            server.stop()
 
 
 def describe_exit(code: int | None) -> str:
@@ -159,54 +322,37 @@ def up(settings: Settings) -> int:
     # The health poll would otherwise log every request.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-    cleanups: list[Callable[[], None]] = []
+    infrastructure = Infrastructure(settings)
     children: list[Child] = []
     try:
-        bootstrap = settings.kafka_bootstrap
-        if bootstrap is None:
-            broker = embedded_broker(settings)
-            say(
-                "oee", f"starting Kafka (embedded, KRaft) on {broker.bootstrap} ({broker.data_dir})"
-            )
-            cleanups.append(broker.stop)
-            broker.start()
-            bootstrap = broker.bootstrap
-            say("oee", f"Kafka ready after {time.monotonic() - began:.1f}s")
-        else:
-            say("oee", f"using Kafka at {bootstrap} (OEE_KAFKA_BOOTSTRAP)")
-
-        database_url = settings.database_url
-        if database_url is None:
-            database = embedded_database(settings)
-            say("oee", f"starting PostgreSQL on port {database.port} ({database.data_dir})")
-            cleanups.append(database.stop)
-            database.start()
-            database_url = database.url
-            say("oee", f"PostgreSQL ready after {time.monotonic() - began:.1f}s: {database_url}")
-        else:
-            say("oee", "using PostgreSQL at OEE_DATABASE_URL")
-
-        settings = settings.model_copy(
-            update={"kafka_bootstrap": bootstrap, "database_url": database_url}
-        )
-        asyncio.run(ensure_topics(settings))
-        say("oee", f"topics ready: {', '.join(topic_names(settings))}")
+        settings = infrastructure.start()
         infra_s = time.monotonic() - began
-
+        assert settings.kafka_bootstrap is not None and settings.database_url is not None
         env = os.environ | {
-            "OEE_KAFKA_BOOTSTRAP": bootstrap,
-            "OEE_DATABASE_URL": database_url,
+            # Children run in the data dir, where a relative entry would point elsewhere.
+            "PYTHONPATH": os.pathsep.join(
+                str(Path(entry).resolve())
+                for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                if entry
+            ),
+            "OEE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "OEE_DATABASE_URL": settings.database_url,
             # Children write into a pipe we relay line by line; do not hold lines back.
             "PYTHONUNBUFFERED": "1",
         }
         for name in SERVICES:
-            child = Child(name, env, settings.data_dir)
+            child = Child(name, env=env, cwd=settings.data_dir)
             children.append(child)
             child.start()
 
         announced = False
         while True:
             now = time.monotonic()
+            # Servers first: a service waiting out its backoff for the broker or the
+            # database starts as soon as they are back.
+            if infrastructure.check(now):
+                for child in children:
+                    child.hurry(now)
             for child in children:
                 child.check(now)
             if not announced and _gateway_healthy(settings):
@@ -225,6 +371,5 @@ def up(settings: Settings) -> int:
         stopping = True
         for child in reversed(children):
             child.stop()
-        for cleanup in reversed(cleanups):
-            cleanup()
+        infrastructure.stop()
         say("oee", "stopped")

@@ -185,12 +185,15 @@ class KafkaBroker(OwnedProcess):
         port: int = 19092,
         controller_port: int = 19093,
         heap: str = "768m",
+        session_timeout_ms: int | None = None,
         cache_dir: Path | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.controller_port = controller_port
         self.heap = heap
+        # None: Kafka's default (9 s, a heartbeat every 2 s).
+        self.session_timeout_ms = session_timeout_ms
         self.cache_dir = cache_dir
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -237,6 +240,12 @@ class KafkaBroker(OwnedProcess):
             "auto.create.topics.enable": "false",
             "group.initial.rebalance.delay.ms": "0",
         }
+        if self.session_timeout_ms is not None:
+            # A broker restarted after a kill -9 cannot register until the controller
+            # fences its previous incarnation, when that one's session expires. Broker
+            # and controller are one process here, so the old one is surely gone.
+            props["broker.session.timeout.ms"] = str(self.session_timeout_ms)
+            props["broker.heartbeat.interval.ms"] = str(max(1, self.session_timeout_ms // 3))
         lines = [f"{key}={value}" for key, value in props.items()]
         return "# Written by adapters/embedded/kafka.py on every start.\n" + "\n".join(lines) + "\n"
 
@@ -318,7 +327,7 @@ class KafkaBroker(OwnedProcess):
         while time.monotonic() < deadline:
             if not self.running:
                 raise BrokerError(
-                    f"Kafka exited with code {self._exit_code()} during start-up; "
+                    f"Kafka exited with code {self.exit_code} during start-up; "
                     f"last log lines:\n{self._diagnostics()}"
                 )
             if broker_reachable(self.bootstrap) and self.running:
@@ -329,9 +338,6 @@ class KafkaBroker(OwnedProcess):
             f"Kafka did not become ready within {timeout:.0f}s; last log lines:\n"
             f"{self._diagnostics()}"
         )
-
-    def _exit_code(self) -> int | None:
-        return self._process.poll() if self._process is not None else None
 
     def _diagnostics(self) -> str:
         return "\n".join(

@@ -20,13 +20,18 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from adapters.processes import OwnedProcess, die_with_parent, port_open, tail
+from adapters.processes import OwnedProcess, die_with_parent, pid_alive, port_open, tail
 
 log = logging.getLogger(__name__)
 
 # PostgreSQL refuses to run as root; when we are root the server runs as this user.
 UNPRIVILEGED_USER = "nobody"
 SUPERUSER = "postgres"
+# Line 7 of postmaster.pid: the key and id of the server's System V shared memory,
+# attached by every process of that server while it lives.
+_LOCK_LINE_SHMEM = 6
+# How long a start waits for the processes of a killed server to let go of its memory.
+_RELEASE_WAIT_S = 10.0
 
 
 class DatabaseError(RuntimeError):
@@ -57,6 +62,28 @@ def _identity() -> _Identity:
         return _Identity()
     entry = pwd.getpwnam(UNPRIVILEGED_USER)
     return _Identity(entry.pw_uid, entry.pw_gid, ())
+
+
+def _shared_memory_attached(shmid: int) -> int:
+    """Return how many processes have System V segment ``shmid`` attached (0 when gone)."""
+    try:
+        rows = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    except OSError:
+        return 0
+    for row in rows:
+        # key shmid perms size cpid lpid nattch ...
+        fields = row.split()
+        if len(fields) > 6 and fields[1] == str(shmid):
+            return int(fields[6])
+    return 0
+
+
+def _command_name(pid: int) -> str | None:
+    """Return the command name of process ``pid``, or None when it cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
 
 
 def _check_traversable(path: Path) -> None:
@@ -102,6 +129,50 @@ class EmbeddedPostgres(OwnedProcess):
         """Return a ``postgresql://`` URL of ``database`` on this server."""
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
+    @property
+    def lock_file(self) -> Path:
+        """Return the server's lock file, ``postmaster.pid``, which names its process."""
+        return self.pgdata / "postmaster.pid"
+
+    def clear_leftovers(self) -> list[str]:
+        """Remove the lock file of a server that is gone; return what was removed.
+
+        PostgreSQL refuses to start while ``postmaster.pid`` names a process that
+        answers a signal, and a killed postmaster whose parent has not reaped it (a
+        zombie) does, and so does an unrelated process that was given the same pid later.
+        The file is removed when its process is dead, a zombie or not a postgres, and no
+        process of that server still holds its shared memory: then no server uses the
+        data. A lock file of a live postgres is left for PostgreSQL to refuse.
+        """
+        try:
+            lines = self.lock_file.read_text().splitlines()
+            pid = int(lines[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            # No file, or one being written: a server starting now; PostgreSQL decides.
+            return []
+        if pid_alive(pid) and _command_name(pid) in ("postgres", None):
+            return []
+        shmem = lines[_LOCK_LINE_SHMEM].split() if len(lines) > _LOCK_LINE_SHMEM else []
+        if len(shmem) == 2 and shmem[1].isdigit():
+            # The postmaster's children leave when they notice it died: at most a moment.
+            deadline = time.monotonic() + _RELEASE_WAIT_S
+            while (attached := _shared_memory_attached(int(shmem[1]))) > 0:
+                if time.monotonic() > deadline:
+                    raise DatabaseError(
+                        f"the PostgreSQL server of {self.pgdata} (pid {pid}) is gone but "
+                        f"{attached} of its processes still hold its shared memory; "
+                        "stop them before starting a new server"
+                    )
+                time.sleep(0.1)
+        self.lock_file.unlink(missing_ok=True)
+        if pid_alive(pid):
+            state = f"now the pid of {_command_name(pid)}"
+        elif Path(f"/proc/{pid}").exists():
+            state = "a zombie nobody reaped"
+        else:
+            state = "gone"
+        return [f"removed the stale {self.lock_file.name} of pid {pid} ({state})"]
+
     def initialise(self) -> None:
         """Create the cluster in ``pgdata`` unless it already exists."""
         if (self.pgdata / "PG_VERSION").exists():
@@ -144,6 +215,8 @@ class EmbeddedPostgres(OwnedProcess):
         if self.running:
             return
         self.initialise()
+        for cleared in self.clear_leftovers():
+            log.info("%s", cleared)
         if port_open("127.0.0.1", self.port):
             raise DatabaseError(
                 f"port {self.port} on 127.0.0.1 is already in use (choose OEE_DATABASE_PORT, "
@@ -177,7 +250,10 @@ class EmbeddedPostgres(OwnedProcess):
                 extra_groups=who.extra_groups,
             )
         self._wait_ready(timeout)
-        self._create_database()
+        try:
+            self._create_database()
+        except psycopg.Error as exc:
+            raise DatabaseError(f"cannot create database {self.database}: {exc}") from exc
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -135,7 +135,12 @@ def build_app(
         value_type=bytes,
         extra_topic_configs=CHANGELOG_CONFIG,
     )
-    intake = Intake(app, bootstrap=settings.bootstrap, group_id=settings.engine_id)
+    intake = Intake(
+        app,
+        topics=(settings.commands_topic, settings.events_topic),
+        bootstrap=settings.bootstrap,
+        group_id=settings.engine_id,
+    )
 
     async def emit(event: Event) -> None:
         # force=True: send now and wait for acks=all, so the event is on the log

@@ -85,11 +85,15 @@ class Intake:
         self,
         app: EngineApp,
         *,
+        topics: Iterable[str],
         bootstrap: str,
         group_id: str,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._app = app
+        # The agents' input; the table's changelog (read by faust's recovery, never by
+        # an agent) and faust's own topics are assigned too but are none of the ledger's.
+        self._topics = frozenset(topics)
         self._ledger = app.ledger
         self._bootstrap = bootstrap
         self._group_id = group_id
@@ -128,9 +132,12 @@ class Intake:
         """Rewind partitions whose log holds offsets that have not arrived; return how many."""
         now = self._monotonic()
         rewound = 0
-        for tp in list(self._app.consumer.assignment()):
+        for tp in self._inputs():
             key = (tp.topic, tp.partition)
-            if not self._ledger.started(key) or now - self._progress_at.get(key, now) < STALL_S:
+            if (
+                not self._ledger.started(key)
+                or now - self._progress_at.setdefault(key, now) < STALL_S
+            ):
                 continue
             end = self._app.consumer.highwater(tp)
             expected = self._ledger.expected(key)
@@ -139,6 +146,10 @@ class Intake:
                 await self._rewind(tp, end)
                 rewound += 1
         return rewound
+
+    def _inputs(self) -> list[TP]:
+        """Return the assigned partitions of the agents' input topics."""
+        return [tp for tp in self._app.consumer.assignment() if tp.topic in self._topics]
 
     async def stop(self) -> None:
         """Close the admin client."""
@@ -152,7 +163,7 @@ class Intake:
         async with self._starting:
             if self._ledger.started((tp.topic, tp.partition)):
                 return True
-            assigned = self._app.consumer.assignment()
+            assigned = self._inputs()
             if tp not in assigned:
                 return False
             pending = [p for p in assigned if not self._ledger.started((p.topic, p.partition))]

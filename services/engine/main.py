@@ -7,7 +7,7 @@ import logging
 
 import faust
 
-from adapters.kafka import ensure_topics
+from adapters.kafka import await_topics
 from adapters.settings import Settings
 from adapters.venues.client import http_venues
 from services.engine.app import build_app
@@ -18,7 +18,7 @@ def run(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(ensure_topics(settings))
+    loop.run_until_complete(await_topics(settings))
     venues = {venue.name: venue for venue in loop.run_until_complete(http_venues(settings))}
     app = build_app(settings, venues)
     worker = faust.Worker(app, loop=loop, loglevel="WARN", quiet=True)

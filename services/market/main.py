@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 
+from adapters.kafka import await_topics
 from adapters.settings import Settings, get_settings
 from adapters.venues.client import http_venues
 from services.market.feed import MarketFeed
@@ -51,6 +52,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def _main(settings: Settings) -> None:
+    # Started while the broker restarts: wait for it (a signal meanwhile ends the
+    # process at once).
+    await await_topics(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

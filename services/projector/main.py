@@ -11,6 +11,8 @@ import asyncio
 import logging
 import signal
 
+from adapters.kafka import await_topics
+from adapters.postgres import await_database
 from adapters.settings import Settings
 from projections.contract import Projection, Stats
 from projections.orders.handler import OrdersProjection
@@ -60,6 +62,10 @@ async def project(settings: Settings, stop: asyncio.Event) -> Stats:
 
 
 async def _main(settings: Settings) -> None:
+    # Started while the broker or the database restarts: wait for them. A signal
+    # meanwhile ends the process at once; there is nothing to clean up yet.
+    await await_topics(settings)
+    await await_database(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

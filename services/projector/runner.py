@@ -31,7 +31,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from adapters.postgres import Connection, connect
+from adapters.backoff import Backoff
+from adapters.postgres import CONNECTION_ERRORS, Connection, connect
 from adapters.settings import Settings
 from events.messages import encode
 from projections.contract import (
@@ -61,7 +62,6 @@ RETURNING next_offset
 
 # Errors that a single record's data can cause; anything else is infrastructure.
 _POISON_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
-_MAX_BACKOFF_S = 5.0
 
 
 class PositionConflictError(RuntimeError):
@@ -126,6 +126,8 @@ class ProjectionRunner:
     # The next offset to project per owned partition, as committed in PostgreSQL.
     _positions: dict[TopicPartition, int] = field(default_factory=dict, init=False)
     _resync_pending: bool = field(default=False, init=False)
+    # Failures in a row (a batch, or reading the stored offsets) space the next try.
+    _backoff: Backoff = field(default_factory=Backoff, init=False)
     # A catch-up (replay) fails on the first broken batch instead of retrying forever.
     _fail_fast: bool = field(default=False, init=False)
 
@@ -301,6 +303,7 @@ class ProjectionRunner:
                 await self._recover(exc)
                 return
             self.stats.add(result)
+            self._backoff.reset()
         if self.group_id is not None:
             await self._commit_to_kafka(batch)
 
@@ -400,8 +403,18 @@ class ProjectionRunner:
         if isinstance(exc, PositionConflictError):
             log.info("projection %s: %s; resyncing", self.projection.name, exc)
         else:
-            log.error("projection %s batch failed: %r", self.projection.name, exc, exc_info=exc)
-            await asyncio.sleep(min(_MAX_BACKOFF_S, 0.2 * 2 ** min(self.stats.errors, 5)))
+            delay = self._backoff.next_s()
+            if isinstance(exc, CONNECTION_ERRORS):
+                # PostgreSQL restarting is expected, not a bug: one line, no traceback.
+                log.warning(
+                    "projection %s lost PostgreSQL (%s); reconnecting in %.1fs",
+                    self.projection.name,
+                    str(exc).strip(),
+                    delay,
+                )
+            else:
+                log.error("projection %s batch failed: %r", self.projection.name, exc, exc_info=exc)
+            await asyncio.sleep(delay)
         if self._conn is not None and self._conn.broken:
             await self._conn.close()
         await self._resync()
@@ -411,11 +424,17 @@ class ProjectionRunner:
         try:
             await self.seek_to_stored(sorted(self._consumer.assignment()))
         except (psycopg.Error, OSError) as exc:
-            log.error("projection %s cannot resync yet: %r", self.projection.name, exc)
+            delay = self._backoff.next_s()
+            log.warning(
+                "projection %s cannot read its stored offsets yet (%s); trying again in %.1fs",
+                self.projection.name,
+                str(exc).strip(),
+                delay,
+            )
             # Nothing is projected until the offsets are known again.
             self._positions.clear()
             self._resync_pending = True
-            await asyncio.sleep(_MAX_BACKOFF_S)
+            await asyncio.sleep(delay)
         else:
             self._resync_pending = False
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 
-from adapters.kafka import ensure_topics
+from adapters.kafka import await_topics
 from adapters.settings import Settings
 from services.sweeper.service import SweeperService
 
@@ -14,11 +14,13 @@ log = logging.getLogger(__name__)
 
 
 async def _main(settings: Settings) -> None:
+    # Started while the broker restarts: wait for it (a signal meanwhile ends the
+    # process at once).
+    await await_topics(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await ensure_topics(settings)
     log.info(
         "sweeper watching %s and %s (resubmit after %ss, resume after %ss)",
         settings.commands_topic,

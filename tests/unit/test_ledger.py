@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from faust.types import TP
 
-from services.engine.intake import EngineApp, LedgerConsumer
+from services.engine.intake import EngineApp, Intake, LedgerConsumer
 from services.engine.ledger import Admission, OffsetLedger, Ticket
 
 COMMANDS = ("orders.commands", 0)
@@ -107,3 +109,38 @@ def test_engine_consumer_commits_nothing_for_a_partition_the_ledger_has_not_star
     tp = TP(*COMMANDS)
     consumer._acked[tp].extend([0, 1, 2])
     assert consumer._new_offset(tp) is None
+
+
+async def test_intake_rewinds_a_stalled_input_but_never_the_table_changelog(monkeypatch):
+    app = EngineApp("test-intake", broker="kafka://127.0.0.1:1", web_enabled=False)
+    now = [0.0]
+    intake = Intake(
+        app,
+        topics=["orders.commands"],
+        bootstrap="127.0.0.1:1",
+        group_id="test-intake",
+        monotonic=lambda: now[0],
+    )
+    commands, changelog = TP("orders.commands", 0), TP("test-intake-orders-changelog", 0)
+    consumer = app.consumer
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return dict.fromkeys(tps, 0)
+
+    monkeypatch.setattr(consumer, "assignment", lambda: {commands, changelog})
+    monkeypatch.setattr(consumer, "highwater", lambda tp: 10)
+    monkeypatch.setattr(consumer, "seek", seek)
+    monkeypatch.setattr(consumer, "earliest_offsets", earliest_offsets)
+    for tp in (commands, changelog):
+        app.ledger.start((tp.topic, tp.partition), 4)
+    await intake.check_stalls()  # nothing arrived for no time at all yet
+    assert sought == []
+
+    now[0] = 5.0  # offsets 4..9 are on the log, none arrived
+    await intake.check_stalls()
+    await asyncio.sleep(0)  # the seek runs beside the agents
+    assert sought == [(commands, 4)]
