@@ -99,6 +99,16 @@ def descendants(root: int, processes: list[ProcessInfo]) -> list[ProcessInfo]:
     return below
 
 
+def group_members(root: int, group: str, *, children_only: bool = False) -> list[int]:
+    """Return the pids of ``group`` below ``root`` (only its direct children if asked)."""
+    below = descendants(root, _processes())
+    return [
+        info.pid
+        for info in below
+        if info.group == group and (not children_only or info.ppid == root)
+    ]
+
+
 def cpu_by_group(root: int | None) -> dict[str, float]:
     """Return CPU seconds used so far per group, for the tree under ``root`` (or every
     process of a system on this machine when ``root`` is None)."""

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer
@@ -32,7 +32,17 @@ from events.messages import Command, DecodeError, Event, decode
 from projections.analytics.handler import AnalyticsProjection
 from projections.orders.handler import OrdersProjection
 from services.projector.replay import check
-from tests.integration.system import System
+
+
+class Running(Protocol):
+    """A whole system to check: its settings and its gateway's address."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def base_url(self) -> str: ...
+
 
 T = TypeVar("T")
 TERMINAL = {"confirmed", "failed"}
@@ -177,7 +187,7 @@ async def order_events(settings: Settings) -> dict[str, dict[int, Event]]:
     return histories
 
 
-async def venue_swaps(system: System) -> dict[str, list[dict[str, Any]]]:
+async def venue_swaps(system: Running) -> dict[str, list[dict[str, Any]]]:
     """Return every swap each venue knows, by order id (from the swap's client reference)."""
     swaps: dict[str, list[dict[str, Any]]] = defaultdict(list)
     async with httpx.AsyncClient(base_url=system.settings.venues_url, timeout=10) as http:
@@ -250,7 +260,7 @@ class Verdict:
 
 async def verdict(
     scenario: str,
-    system: System,
+    system: Running,
     load: Load,
     *,
     recovery: dict[str, float],
