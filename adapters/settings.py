@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     # Engine (faust worker).
     engine_id: str = "oee-engine"
     engine_concurrency: int = Field(default=256, ge=1)
+    # Commands handled at once (each waits for its events' acks before the next).
+    engine_command_concurrency: int = Field(default=32, ge=1)
     # This engine's static member id within its group: a restarted engine with the
     # same id takes its partitions back at once, without waiting for a rebalance.
     engine_instance: str = "0"

@@ -143,17 +143,15 @@ def build_app(
     )
 
     async def emit(event: Event) -> None:
-        # force=True: send now and wait for acks=all, so the event is on the log
-        # before the message that caused it is acknowledged.
-        sent = await order_events.send(
-            key=order_key(event.order_id), value=encode(event), force=True
-        )
+        # Buffered, so the events of many orders in flight travel in one request; the
+        # wait is for acks=all, so the event is on the log before the message that
+        # caused it is acknowledged (and before the table records the reaction).
+        sent = await order_events.send(key=order_key(event.order_id), value=encode(event))
         await sent
 
     async def emit_dead_letter(letter: DeadLetter) -> None:
-        sent = await dead_letters.send(
-            key=letter.key.encode() if letter.key else None, value=encode(letter), force=True
-        )
+        key = letter.key.encode() if letter.key else None
+        sent = await dead_letters.send(key=key, value=encode(letter))
         await sent
 
     processor = OrderProcessor(
@@ -173,7 +171,14 @@ def build_app(
         retention=timedelta(seconds=settings.engine_retention_s),
     )
 
-    @app.agent(commands, name="commands")
+    async def forget_decoded(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        processor.forget_decoded()
+
+    app.on_partitions_revoked.connect(forget_decoded)  # type: ignore[arg-type]
+
+    # Commands of one order may be handled out of order by concurrent actors: each
+    # names the order version it expects, and one the engine has not reached waits.
+    @app.agent(commands, name="commands", concurrency=settings.engine_command_concurrency)
     async def handle_commands(stream: faust.StreamT[bytes]) -> None:
         await _drive(stream, intake, processor.on_command)
 

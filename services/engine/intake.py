@@ -1,15 +1,15 @@
-"""How messages enter the engine: each input offset handled once, in order, none skipped.
+"""How messages enter the engine: each input offset handled once, none skipped.
 
 faust owns the consumer; this module makes its delivery trustworthy (see ``ledger``):
 
 * ``LedgerConsumer`` commits, per input partition, the watermark of the engine's own
   ``OffsetLedger`` instead of faust's count of acknowledged messages;
-* ``Intake.admit`` lets a message through only at the offset the ledger expects. A
-  message past it means faust skipped some: the partition is sought back to the
-  missing offset and the messages after it are dropped until it comes again;
-* a partition whose log end is past the expected offset while nothing arrives is
-  rewound as well (``check_stalls``, on a timer): a skipped LAST message has no
-  successor to reveal the gap;
+* ``Intake.admit`` hands a message over once: one received before (faust redelivers
+  after a seek) is dropped;
+* on a timer (``check_stalls``), a partition missing an offset below ones received
+  for a second (faust skipped it), or whose log end is past what arrived while
+  nothing arrives (a skipped LAST message has no successor to reveal it), is sought
+  back to the missing offset;
 * the ledger starts each assigned partition at the group's committed offset, read
   from the broker itself, and forgets it when the partition is revoked.
 """
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 # A partition rewound for a skipped offset is sought again if it has not come by then.
 REWIND_AGAIN_S = 2.0
+# An offset missing below received ones this long was skipped, not just overtaken
+# by a concurrent actor: the partition is rewound to it.
+GAP_S = 1.0
 # A partition whose log holds offsets the engine was not handed for this long is
 # rewound too: a skipped last message has no successor to reveal the gap.
 STALL_S = 2.0
@@ -102,6 +105,7 @@ class Intake:
         self._starting = asyncio.Lock()
         self._rewound_at: dict[tuple[str, int], float] = {}
         self._progress_at: dict[tuple[str, int], float] = {}
+        self._gap_since: dict[tuple[str, int], float] = {}
         self._seeks: set[asyncio.Future[None]] = set()
         self.rewinds = 0
         # faust types a receiver as a union of callables that mypy cannot match.
@@ -116,12 +120,14 @@ class Intake:
         if not self._ledger.started(tp) and not await self._start(message.tp):
             return None
         verdict, ticket = self._ledger.admit(tp, message.offset)
-        if verdict is Admission.GAP:
-            if not await self._rewind(message.tp, message.offset):
-                return None
-            verdict, ticket = self._ledger.admit(tp, message.offset)
-        if verdict is Admission.HANDLE:
-            self._progress_at[tp] = self._monotonic()
+        if verdict is Admission.DUPLICATE:
+            return None
+        now = self._monotonic()
+        self._progress_at[tp] = now
+        if self._ledger.missing(tp) is None:
+            self._gap_since.pop(tp, None)
+        else:
+            self._gap_since.setdefault(tp, now)
         return ticket
 
     def finish(self, ticket: Ticket) -> None:
@@ -129,21 +135,25 @@ class Intake:
         self._ledger.finish(ticket)
 
     async def check_stalls(self) -> int:
-        """Rewind partitions whose log holds offsets that have not arrived; return how many."""
+        """Rewind partitions missing an offset; return how many were rewound.
+
+        Missing: below offsets received past it for ``GAP_S`` (concurrent actors
+        reorder messages only slightly), or on the log while nothing arrived for
+        ``STALL_S`` (a skipped last message has no successor to reveal it).
+        """
         now = self._monotonic()
         rewound = 0
         for tp in self._inputs():
             key = (tp.topic, tp.partition)
-            if (
-                not self._ledger.started(key)
-                or now - self._progress_at.setdefault(key, now) < STALL_S
-            ):
+            if not self._ledger.started(key):
                 continue
-            end = self._app.consumer.highwater(tp)
-            expected = self._ledger.expected(key)
-            if end is not None and end > expected:
-                self._progress_at[key] = now
-                await self._rewind(tp, end)
+            gap_since = self._gap_since.get(key)
+            gap = gap_since is not None and now - gap_since >= GAP_S
+            stalled = False
+            if not gap and now - self._progress_at.setdefault(key, now) >= STALL_S:
+                end = self._app.consumer.highwater(tp)
+                stalled = end is not None and end > self._ledger.expected(key)
+            if (gap or stalled) and await self._rewind(tp, "gap" if gap else "stall"):
                 rewound += 1
         return rewound
 
@@ -199,18 +209,18 @@ class Intake:
                 committed[p] = meta.offset
         return committed
 
-    async def _rewind(self, tp: TP, arrived: int) -> bool:
-        """Seek ``tp`` back to the offset the ledger expects, unless sought just now.
+    async def _rewind(self, tp: TP, why: str) -> bool:
+        """Seek ``tp`` back to its first missing offset, unless sought just now.
 
-        Return True when there is nothing to seek back to and ``arrived`` is next.
+        Return whether a seek was started.
         """
         key = (tp.topic, tp.partition)
-        expected = self._ledger.expected(key)
         now = self._monotonic()
         last = self._rewound_at.get(key)
         if last is not None and now - last < REWIND_AGAIN_S:
-            return False  # already rewinding: later messages are dropped until it arrives
+            return False  # sought a moment ago: give the fetch time to bring it
         self._rewound_at[key] = now
+        expected = self._ledger.expected(key)
         earliest = (await self._app.consumer.earliest_offsets(tp))[tp]
         if earliest > expected:
             # Retention removed what was never handled: nothing to seek back to.
@@ -223,23 +233,23 @@ class Intake:
                 earliest - 1,
             )
             self._ledger.skip_to(key, earliest)
-            expected = earliest
-            if arrived == expected:
-                return True
+            expected = self._ledger.expected(key)
         self.rewinds += 1
         log.warning(
-            "engine input %s[%d]: offset %d arrived while %d was expected; seeking back",
+            "engine input %s[%d]: offset %d never arrived (%s); seeking back to it",
             tp.topic,
             tp.partition,
-            arrived,
             expected,
+            why,
         )
-        # Not awaited here: the agent keeps draining (and dropping) what was fetched
-        # already, so the consumer is free to carry out the seek.
+        self._progress_at[key] = now
+        self._gap_since.pop(key, None)
+        # Not awaited here: the agents keep draining what was fetched already (the
+        # ledger drops what it saw), so the consumer is free to carry out the seek.
         seek = asyncio.ensure_future(self._app.consumer.seek(tp, expected))
         self._seeks.add(seek)
         seek.add_done_callback(self._seeks.discard)
-        return False
+        return True
 
     async def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # faust committed the watermarks before this signal (revoked partitions are
@@ -255,3 +265,4 @@ class Intake:
         for key in keys:
             self._rewound_at.pop(key, None)
             self._progress_at.pop(key, None)
+            self._gap_since.pop(key, None)

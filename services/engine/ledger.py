@@ -8,12 +8,14 @@ group's offset past them (its check for a gap at the head is skipped when a
 partition had no committed offset, and is off by one otherwise). Commands written
 around an engine restart were lost that way: on the log, never handled.
 
-The ledger is the engine's own account, independent of faust's: per input partition
-it knows the next offset it expects, the offsets handed to a handler and not yet
-finished, and so the watermark below which every offset is finished. The engine's
-consumer commits that watermark and nothing else, and a message that arrives past
-the expected offset is not handled: the partition is rewound to the offset missing.
-Pure bookkeeping, no I/O.
+The ledger is the engine's own account, independent of faust's. Per input partition
+it knows the frontier (the first offset not received yet), the offsets received
+beyond it (concurrent actors take messages in order but may reach the ledger a
+little out of order), and the offsets handed to a handler and not finished; so the
+watermark, below which every offset was received and finished. The engine's
+consumer commits that watermark and nothing else. An offset missing below ones
+received beyond it is a gap while it lasts: the intake rewinds the partition to it
+when it has not come by itself. Pure bookkeeping, no I/O.
 """
 
 from __future__ import annotations
@@ -27,9 +29,8 @@ TopicPartition = tuple[str, int]
 class Admission(enum.Enum):
     """What to do with a message that arrived at an offset."""
 
-    HANDLE = "handle"  # the offset expected next: hand it to a handler
-    DUPLICATE = "duplicate"  # below the expected offset: handled already (or in hand)
-    GAP = "gap"  # above the expected offset: earlier ones were skipped, rewind
+    HANDLE = "handle"  # not received before: hand it to a handler
+    DUPLICATE = "duplicate"  # received before (handled, or in hand): drop it
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,17 +46,19 @@ class Ticket:
 @dataclass(slots=True)
 class _Partition:
     epoch: int
-    expected: int
+    frontier: int  # the first offset not received
+    beyond: set[int] = field(default_factory=set)  # received past the frontier
     in_flight: set[int] = field(default_factory=set)
     # The offset up to which the group may commit, as last reported.
     watermark: int = 0
 
     def advance(self) -> None:
-        self.watermark = min(self.in_flight) if self.in_flight else self.expected
+        self.watermark = min(self.in_flight) if self.in_flight else self.frontier
+        self.watermark = min(self.watermark, self.frontier)
 
 
 class OffsetLedger:
-    """Track admitted and finished offsets per input partition."""
+    """Track received and finished offsets per input partition."""
 
     def __init__(self) -> None:
         self._partitions: dict[TopicPartition, _Partition] = {}
@@ -76,25 +79,39 @@ class OffsetLedger:
             self._partitions.pop(tp, None)
 
     def admit(self, tp: TopicPartition, offset: int) -> tuple[Admission, Ticket | None]:
-        """Classify a message at ``offset`` of a started partition; admit the expected one."""
+        """Admit a message at ``offset`` of a started partition unless received before."""
         part = self._partitions[tp]
-        if offset < part.expected:
+        if offset < part.frontier or offset in part.beyond:
             return Admission.DUPLICATE, None
-        if offset > part.expected:
-            return Admission.GAP, None
         part.in_flight.add(offset)
-        part.expected = offset + 1
+        if offset == part.frontier:
+            part.frontier += 1
+            while part.frontier in part.beyond:
+                part.beyond.remove(part.frontier)
+                part.frontier += 1
+        else:
+            part.beyond.add(offset)
+        part.advance()
         return Admission.HANDLE, Ticket(tp[0], tp[1], offset, part.epoch)
 
+    def missing(self, tp: TopicPartition) -> int | None:
+        """Return the first offset missing below received ones (a gap), or None."""
+        part = self._partitions[tp]
+        return part.frontier if part.beyond else None
+
     def expected(self, tp: TopicPartition) -> int:
-        """Return the next offset ``tp`` must deliver."""
-        return self._partitions[tp].expected
+        """Return the first offset of ``tp`` not received yet."""
+        return self._partitions[tp].frontier
 
     def skip_to(self, tp: TopicPartition, offset: int) -> None:
         """Accept that offsets below ``offset`` no longer exist (retention removed them)."""
         part = self._partitions[tp]
-        if offset > part.expected:
-            part.expected = offset
+        if offset > part.frontier:
+            part.frontier = offset
+            part.beyond = {o for o in part.beyond if o > offset}
+            while part.frontier in part.beyond:
+                part.beyond.remove(part.frontier)
+                part.frontier += 1
             part.advance()
 
     def finish(self, ticket: Ticket) -> None:

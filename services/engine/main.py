@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import faust
+import uvloop
 
 from adapters.kafka import await_topics
 from adapters.settings import Settings
@@ -16,7 +17,7 @@ from services.engine.app import build_app
 def run(settings: Settings) -> None:
     """Run the engine's faust worker until stopped."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
-    loop = asyncio.new_event_loop()
+    loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(await_topics(settings))
     venues = {venue.name: venue for venue in loop.run_until_complete(http_venues(settings))}

@@ -94,6 +94,9 @@ class OrderProcessor:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._table = table
+        # The table's records, decoded once: the table (and its changelog) is what
+        # survives a crash, this is what every message reads.
+        self._records: dict[bytes, EngineRecord] = {}
         # Commands naming an order version this engine has not folded yet, by order.
         self._deferred: dict[uuid.UUID, list[_Deferred]] = {}
         self._settle = settle
@@ -107,11 +110,27 @@ class OrderProcessor:
 
     def record(self, order_id: uuid.UUID) -> EngineRecord | None:
         """Return what the engine knows of an order, if anything."""
-        raw = self._table.get(order_key(order_id))
-        return EngineRecord.model_validate_json(raw) if raw is not None else None
+        return self._record(order_key(order_id))
+
+    def _record(self, key: bytes) -> EngineRecord | None:
+        record = self._records.get(key)
+        if record is None:
+            # Not decoded yet: recovered from the changelog, or never seen.
+            raw = self._table.get(key)
+            if raw is None:
+                return None
+            record = self._records[key] = EngineRecord.model_validate_json(raw)
+        return record
 
     def _store(self, record: EngineRecord) -> None:
-        self._table[order_key(record.state.order_id)] = record.model_dump_json().encode()
+        key = order_key(record.state.order_id)
+        self._records[key] = record
+        self._table[key] = record.model_dump_json().encode()
+
+    def forget_decoded(self) -> None:
+        """Drop the decoded records: after a rebalance the table holds what its
+        changelog says, which another engine may have written meanwhile."""
+        self._records.clear()
 
     async def _dead_letter(self, raw: bytes, where: Position, error: str) -> None:
         log.warning(
@@ -277,13 +296,13 @@ class OrderProcessor:
         horizon = now - self._retention
         retired = 0
         for key in list(self._table.keys()):
-            raw = self._table.get(key)
-            if raw is None:
+            record = self._record(key)
+            if record is None:
                 continue
-            record = EngineRecord.model_validate_json(raw)
             if record.state.terminal and record.state.updated_at < horizon:
                 if record.state.order_id in self._deferred:
                     continue
                 del self._table[key]
+                self._records.pop(key, None)
                 retired += 1
         return retired

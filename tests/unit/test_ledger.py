@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
+from typing import Any
 
 from faust.types import TP
 
@@ -37,13 +39,26 @@ def test_ledger_offsets_in_order_are_admitted_and_commit_stops_at_the_oldest_unf
     assert ledger.committable(COMMANDS) == 13
 
 
-def test_ledger_offset_past_the_expected_one_is_a_gap_and_not_admitted():
+def test_ledger_offset_overtaken_by_a_later_one_holds_the_commit_until_it_arrives():
     ledger = started_at(7)
-    assert ledger.admit(COMMANDS, 7)[0] is Admission.HANDLE
-    verdict, ticket = ledger.admit(COMMANDS, 9)  # 8 never came
-    assert (verdict, ticket) == (Admission.GAP, None)
-    assert ledger.expected(COMMANDS) == 8
-    assert ledger.committable(COMMANDS) == 7
+    seven = admitted(ledger, 7)
+    nine = admitted(ledger, 9)  # 8 is late (another actor) or skipped (faust)
+    ledger.finish(seven)
+    ledger.finish(nine)
+    assert ledger.missing(COMMANDS) == 8
+    assert ledger.committable(COMMANDS) == 8  # never past the offset not received
+
+    eight = admitted(ledger, 8)
+    assert ledger.missing(COMMANDS) is None
+    assert ledger.expected(COMMANDS) == 10
+    ledger.finish(eight)
+    assert ledger.committable(COMMANDS) == 10
+
+
+def test_ledger_offset_received_past_the_frontier_is_a_duplicate_when_it_comes_again():
+    ledger = started_at(7)
+    admitted(ledger, 9)
+    assert ledger.admit(COMMANDS, 9) == (Admission.DUPLICATE, None)
 
 
 def test_ledger_offset_below_the_expected_one_is_a_duplicate():
@@ -68,10 +83,12 @@ def test_ledger_ticket_of_an_ended_assignment_does_not_move_the_new_watermark():
 
 def test_ledger_skip_to_accepts_offsets_retention_removed():
     ledger = started_at(5)
+    ledger.finish(admitted(ledger, 21))  # received past the frontier before the skip
     ledger.skip_to(COMMANDS, 20)
     assert ledger.expected(COMMANDS) == 20
     assert ledger.committable(COMMANDS) == 20
     assert ledger.admit(COMMANDS, 20)[0] is Admission.HANDLE
+    assert ledger.expected(COMMANDS) == 22
 
 
 def test_ledger_partition_not_started_has_nothing_to_commit():
@@ -144,3 +161,56 @@ async def test_intake_rewinds_a_stalled_input_but_never_the_table_changelog(monk
     await intake.check_stalls()
     await asyncio.sleep(0)  # the seek runs beside the agents
     assert sought == [(commands, 4)]
+
+
+def message(tp: TP, offset: int, generation: int) -> Any:
+    return SimpleNamespace(
+        topic=tp.topic, partition=tp.partition, tp=tp, offset=offset, generation_id=generation
+    )
+
+
+async def test_intake_waits_for_an_overtaken_offset_and_rewinds_only_a_skipped_one(
+    monkeypatch,
+):
+    app = EngineApp("test-gap", broker="kafka://127.0.0.1:1", web_enabled=False)
+    now = [0.0]
+    intake = Intake(
+        app, topics=["orders.commands"], bootstrap="-", group_id="-", monotonic=lambda: now[0]
+    )
+    commands = TP("orders.commands", 0)
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return dict.fromkeys(tps, 0)
+
+    consumer = app.consumer
+    monkeypatch.setattr(consumer, "assignment", lambda: {commands})
+    monkeypatch.setattr(consumer, "highwater", lambda tp: 12)
+    monkeypatch.setattr(consumer, "seek", seek)
+    monkeypatch.setattr(consumer, "earliest_offsets", earliest_offsets)
+    generation = app.consumer_generation_id
+    app.ledger.start(("orders.commands", 0), 8)
+
+    # 9 overtakes 8 (another actor took 8 first): both are handed over, nothing sought.
+    assert await intake.admit(message(commands, 9, generation)) is not None
+    now[0] = 0.5
+    assert await intake.admit(message(commands, 8, generation)) is not None
+    now[0] = 3.0
+    await intake.check_stalls()
+    assert sought == []
+
+    # 11 arrives, 10 never does: a second later the partition is sought back to 10,
+    # and 11 coming again is not handed over twice.
+    assert await intake.admit(message(commands, 11, generation)) is not None
+    now[0] = 3.5
+    await intake.check_stalls()
+    assert sought == []
+    now[0] = 4.1
+    await intake.check_stalls()
+    await asyncio.sleep(0)
+    assert sought == [(commands, 10)]
+    assert await intake.admit(message(commands, 10, generation)) is not None
+    assert await intake.admit(message(commands, 11, generation)) is None

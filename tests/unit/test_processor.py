@@ -93,27 +93,31 @@ class Harness:
         self.settled: list[Position] = []
         self.now = now or [T0]
         self.monotonic = monotonic or [0.0]
+        self.max_attempts = max_attempts
+        self.restart()
 
-        async def sleep(seconds: float) -> None:
-            self.slept.append(seconds)
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
 
-        async def emit(event: Event) -> None:
-            self.log.append(event)
+    async def emit(self, event: Event) -> None:
+        self.log.append(event)
 
-        async def emit_dead(letter: DeadLetter) -> None:
-            self.dead.append(letter)
+    async def emit_dead(self, letter: DeadLetter) -> None:
+        self.dead.append(letter)
 
+    def restart(self) -> None:
+        """Start a new processor over the same table, as a restarted engine would."""
         self.processor = OrderProcessor(
             table=self.table,
             executor=Executor(
                 self.venues,
                 lambda: T0,
                 quote_timeout_s=1,
-                retry=RetryPolicy(max_attempts=max_attempts, base_s=0.5, factor=2),
-                sleep=sleep,
+                retry=RetryPolicy(max_attempts=self.max_attempts, base_s=0.5, factor=2),
+                sleep=self.sleep,
             ),
-            emit=emit,
-            emit_dead_letter=emit_dead,
+            emit=self.emit,
+            emit_dead_letter=self.emit_dead,
             clock=lambda: self.now[0],
             settle=self.settled.append,
             retention=timedelta(minutes=10),
@@ -182,6 +186,7 @@ async def test_crash_after_submit_before_recording_does_not_swap_twice():
     # comes again. The swap must be found by client reference, not re-sent.
     h.table.clear()
     h.table.update(snapshot)
+    h.restart()
     await h.processor.on_event(encode(h.log[2]), WHERE)
     again = h.log[4]
     assert isinstance(again, TransactionSubmitted)
