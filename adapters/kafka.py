@@ -138,3 +138,17 @@ def broker_unreachable(exc: Exception) -> bool:
         return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
     # A connection refused, or no partition leader yet (ensure_topics' own wait).
     return isinstance(exc, (OSError, TimeoutError))
+
+
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """Return what every producer of the system uses: acks=all, idempotent, batching.
+
+    ``linger_ms`` lets the messages of concurrent requests share one produce request;
+    the broker's CPU is spent per request far more than per message.
+    """
+    return {
+        "bootstrap_servers": settings.bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": settings.kafka_linger_ms,
+    }

@@ -56,6 +56,7 @@ class Order:
     ended_at: float | None = None
     status: str | None = None
     error: str | None = None
+    failure: str | None = None  # the code a failed order ended with
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Run:
             "outcomes": dict(Counter(o.status for o, _ in ended)),
             "lost": accepted - len(ended),
             "refused": dict(Counter(o.error for o in self.orders if o.error)),
+            "failures": dict(Counter(o.failure for o, _ in ended if o.failure)),
             "cpu_ms_per_order": {k: v * 1000 / count for k, v in self.cpu_s.items()},
             "client_cpu_ms_per_order": self.client_cpu_s * 1000 / count,
         }
@@ -100,6 +102,7 @@ class Run:
             f"p99 {f['submit_to_terminal_ms']['p99']:.0f} ms",
             f"outcomes: {outcomes.get('confirmed', 0)} confirmed, "
             f"{outcomes.get('failed', 0)} failed, {f['lost']} lost"
+            + (f" (failures: {f['failures']})" if f["failures"] else "")
             + (f"; refused: {f['refused']}" if f["refused"] else ""),
         ]
         cpu = f["cpu_ms_per_order"]
@@ -208,7 +211,7 @@ class Bench:
                         break
                     event = json.loads(message.data)
                     if event["status"] in TERMINAL:
-                        self._end(order, event["status"])
+                        self._end(order, event)
                         return
         except (aiohttp.ClientError, TimeoutError):
             return
@@ -223,13 +226,16 @@ class Bench:
                 event = json.loads(message.data)
                 order = self.by_id.get(event["orderId"])
                 if order is not None:
-                    self._end(order, event["status"])
+                    self._end(order, event)
 
-    def _end(self, order: Order, status: str) -> None:
+    def _end(self, order: Order, event: dict[str, Any]) -> None:
         if order.ended_at is not None:
             return
         order.ended_at = time.monotonic()
-        order.status = status
+        order.status = event["status"]
+        if order.status == "failed":
+            details = event.get("details") or {}
+            order.failure = str(details.get("code", "?"))
         self._ended += 1
         if self._ended >= len(self.orders):
             self._all_ended.set()

@@ -119,6 +119,7 @@ def build_app(
         topic_replication_factor=settings.replication_factor,
         producer_acks=-1,
         producer_enable_idempotence=True,
+        producer_linger_ms=settings.kafka_linger_ms,
         web_enabled=False,
         key_serializer="raw",
         value_serializer="raw",

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from adapters.kafka import producer_options
 from adapters.settings import Settings
 from events.market import MarketEvent, decode_market, encode_market, pool_key
 from events.messages import DecodeError
@@ -75,9 +76,7 @@ class MarketPublisher:
 
     async def start(self) -> None:
         """Connect to the broker."""
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.bootstrap, acks="all", enable_idempotence=True
-        )
+        self._producer = AIOKafkaProducer(**producer_options(self._settings))
         await self._producer.start()
 
     async def stop(self) -> None:

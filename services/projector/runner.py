@@ -32,6 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from adapters.backoff import Backoff
+from adapters.kafka import producer_options
 from adapters.postgres import CONNECTION_ERRORS, Connection, connect
 from adapters.settings import Settings
 from events.messages import encode
@@ -219,9 +220,7 @@ class ProjectionRunner:
     async def _start(self) -> None:
         await self._db()
         if self.publish_dead_letters:
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.bootstrap, acks="all", enable_idempotence=True
-            )
+            self._producer = AIOKafkaProducer(**producer_options(self.settings))
             await self._producer.start()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,

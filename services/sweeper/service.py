@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from adapters.kafka import producer_options
 from adapters.postgres import connect
 from adapters.settings import Settings
 from events.messages import (
@@ -75,9 +76,7 @@ class SweeperService:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap, acks="all", enable_idempotence=True
-        )
+        producer = AIOKafkaProducer(**producer_options(self.settings))
         await consumer.start()
         await producer.start()
         self._producer = producer

@@ -34,6 +34,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
+from adapters.kafka import producer_options
 from adapters.postgres import connect
 from adapters.settings import Settings
 from adapters.venues.client import http_venues
@@ -161,9 +162,7 @@ class TriggerService:
         owned_venues = self._venues is None
         venues = await http_venues(self.settings) if self._venues is None else self._venues
         self._venues = venues
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap, acks="all", enable_idempotence=True
-        )
+        producer = AIOKafkaProducer(**producer_options(self.settings))
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
             group_id=None,
