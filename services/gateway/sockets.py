@@ -1,0 +1,83 @@
+"""What every WebSocket of the gateway shares: close codes, bounded buffers, hard closes.
+
+Close codes (README): 4400 a bad query parameter, 4404 an unknown order, 4408 a
+client that fell too far behind, 4410 a cursor before the start of the log, 4503
+an event of the order that stayed missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from socket import SO_SNDBUF, SOL_SOCKET
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+WS_BAD_REQUEST = 4400
+WS_UNKNOWN_ORDER = 4404
+WS_SLOW_CONSUMER = 4408
+WS_POSITION_GONE = 4410
+WS_HISTORY_UNAVAILABLE = 4503
+_CLOSE_WAIT_S = 5.0
+_TRANSPORT_KEY = "oee.transport"
+
+
+class ExposeTransport:
+    """ASGI middleware handing WebSocket handlers their connection's transport.
+
+    ASGI hides the connection, but bounding what a slow peer may buffer and cutting
+    off one that stopped reading both need it. uvicorn's ``send`` is a method of its
+    protocol object, which holds the transport; elsewhere nothing is exposed and the
+    handlers fall back to what ASGI allows (polite closes, default buffers).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            protocol = getattr(send, "__self__", None)
+            scope[_TRANSPORT_KEY] = getattr(protocol, "transport", None)
+        await self.app(scope, receive, send)
+
+
+def _transport(socket: WebSocket) -> Any:
+    # Duck-typed: uvloop's transports do not derive from asyncio's classes.
+    transport = socket.scope.get(_TRANSPORT_KEY)
+    return transport if hasattr(transport, "abort") else None
+
+
+def limit_send_buffer(socket: WebSocket, size: int) -> None:
+    """Bound what the kernel and the event loop buffer for a peer to about ``size`` each.
+
+    Left alone, Linux grows a socket's send buffer up to megabytes for a peer that
+    does not read, which hides a stalled client and holds that memory per socket.
+    """
+    transport = _transport(socket)
+    if transport is None:
+        return
+    transport.set_write_buffer_limits(high=size)
+    raw = transport.get_extra_info("socket")
+    if raw is not None:
+        raw.setsockopt(SOL_SOCKET, SO_SNDBUF, size)
+
+
+def abort_connection(socket: WebSocket) -> None:
+    """Drop the connection under ``socket`` at once, unsent data and all.
+
+    ASGI can only close politely, and a polite close waits until the peer has read
+    everything queued before it, which a peer that stopped reading never does.
+    """
+    transport = _transport(socket)
+    if transport is not None:
+        transport.abort()
+
+
+async def close(socket: WebSocket, code: int, reason: str) -> None:
+    """Close ``socket`` with ``code``, aborting the connection if the peer does not read."""
+    try:
+        await asyncio.wait_for(socket.close(code, reason), _CLOSE_WAIT_S)
+    except TimeoutError:
+        abort_connection(socket)
+    except (RuntimeError, WebSocketDisconnect):
+        pass  # already closed by the peer
