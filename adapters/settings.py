@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     # WebSocket heartbeats: a ping every interval; no pong within the timeout closes (1011).
     ws_ping_interval_s: float = Field(default=20.0, gt=0)
     ws_ping_timeout_s: float = Field(default=20.0, gt=0)
+    # How long writing a command to the log may take before the POST answers 503.
+    produce_timeout_s: float = Field(default=5.0, gt=0)
+    # How long a read waits for a database connection, and again for its answer, before 503.
+    database_timeout_s: float = Field(default=2.0, gt=0)
 
     # Engine (faust worker).
     engine_id: str = "oee-engine"

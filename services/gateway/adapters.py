@@ -11,15 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from psycopg_pool import AsyncConnectionPool
-
 from adapters.settings import Settings
 from adapters.venues.client import HttpVenue, http_venues
 from events.messages import Command, Event, SubmitOrder
 from services.gateway.commands import CommandWriter
 from services.gateway.fanout import Fanout
 from services.gateway.firehose import render
-from services.gateway.read_side import ReadSide
+from services.gateway.read_side import ReadSide, connection_pool
 from services.gateway.recent import RecentEvents
 from services.gateway.submissions import Submissions
 from services.gateway.tail import Logged, LogTail
@@ -33,10 +31,12 @@ class Gateway:
             raise RuntimeError("the gateway needs OEE_DATABASE_URL (the read models)")
         self.settings = settings
         self.clock = clock
-        self.pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=10, open=False)
+        self.pool = connection_pool(settings.database_url, settings.database_timeout_s)
         self.recent = RecentEvents()
         self.submissions = Submissions()
-        self.read_side = ReadSide(self.pool, self.recent, self.submissions)
+        self.read_side = ReadSide(
+            self.pool, self.recent, self.submissions, settings.database_timeout_s
+        )
         self.tail = LogTail(settings, self)
         self.fanout = Fanout(render, self.tail.cursor, resolve=self.read_side.lookup_facts)
         self.commands = CommandWriter(settings)

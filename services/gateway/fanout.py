@@ -17,9 +17,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from events.messages import Command, Event, OrderAccepted
+from services.gateway.errors import ApiError
 from services.gateway.tail import Cursor, Logged, format_cursor
 
 log = logging.getLogger(__name__)
+
+# How long the log tail waits for the read models to describe older orders.
+_RESOLVE_TIMEOUT_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +142,10 @@ class Fanout:
         if not unknown:
             return
         try:
-            found = await self._resolve(sorted(unknown))
-        except Exception:
-            log.exception("cannot look up %d orders for the firehose filters", len(unknown))
+            # Bounded: the whole log tail waits for this lookup.
+            found = await asyncio.wait_for(self._resolve(sorted(unknown)), _RESOLVE_TIMEOUT_S)
+        except (ApiError, TimeoutError) as exc:
+            log.warning("cannot look up %d orders for the firehose filters: %r", len(unknown), exc)
             return
         for order_id, facts in found.items():
             self._remember(order_id, facts)

@@ -27,9 +27,16 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from adapters.settings import Settings
 from domain.tokens import find_token
 from events.messages import DecodeError, Event, OrderAccepted, OrderType, Status, decode_event
+from services.gateway.errors import DatabaseUnavailable
 from services.gateway.fanout import Fanout, Feed, OrderFacts, StreamFilter, facts_after
 from services.gateway.schemas import event_view
-from services.gateway.sockets import WS_BAD_REQUEST, WS_POSITION_GONE, WS_SLOW_CONSUMER, close
+from services.gateway.sockets import (
+    WS_BAD_REQUEST,
+    WS_HISTORY_UNAVAILABLE,
+    WS_POSITION_GONE,
+    WS_SLOW_CONSUMER,
+    close,
+)
 from services.gateway.tail import Cursor, Logged, LogTail, format_cursor
 
 log = logging.getLogger(__name__)
@@ -262,6 +269,9 @@ async def serve_firehose(
         await _relay(socket, feed)
     except WebSocketDisconnect:
         pass
+    except DatabaseUnavailable:
+        # A filter on type, token or venue needs the read models to describe older orders.
+        await close(socket, WS_HISTORY_UNAVAILABLE, "the read models are unavailable")
     finally:
         await reader.close()
         if feed is not None:

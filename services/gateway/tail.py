@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from adapters.settings import Settings
 from events.messages import Command, DecodeError, Event, decode
@@ -24,6 +25,8 @@ from events.messages import Command, DecodeError, Event, decode
 log = logging.getLogger(__name__)
 
 Cursor = dict[int, int]  # events-topic partition -> next offset
+_RETRY_S = 1.0
+_STOP_TIMEOUT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -91,7 +94,10 @@ class LogTail:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._consumer is not None:
-            await self._consumer.stop()
+            try:
+                await asyncio.wait_for(self._consumer.stop(), _STOP_TIMEOUT_S)
+            except (TimeoutError, KafkaError) as exc:
+                log.warning("the log tail did not stop cleanly: %r", exc)
 
     @property
     def running(self) -> bool:
@@ -100,7 +106,13 @@ class LogTail:
     async def _run(self) -> None:
         assert self._consumer is not None
         while True:
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=2000)
+            try:
+                batches = await self._consumer.getmany(timeout_ms=500, max_records=2000)
+            except KafkaError as exc:
+                # The consumer reconnects by itself; the tail must outlive a broker outage.
+                log.warning("the log tail cannot read the log: %r", exc)
+                await asyncio.sleep(_RETRY_S)
+                continue
             decoded = [
                 (tp, record.offset, _decode(record.value))
                 for tp, records in batches.items()
@@ -123,18 +135,18 @@ class LogTail:
         return {tp.partition: pos for tp, pos in self._positions.items() if tp.topic == topic}
 
     async def catch_up(self, timeout_s: float) -> bool:
-        """Wait until the tail has read everything on the log as of now."""
+        """Wait until the tail has read everything on the log as of now; False after the timeout."""
         assert self._consumer is not None
-        ends = await self._consumer.end_offsets(list(self._positions))
-
-        def done() -> bool:
-            return all(self._positions[tp] >= end for tp, end in ends.items())
-
-        async with self._progress:
-            try:
-                await asyncio.wait_for(self._progress.wait_for(done), timeout_s)
-            except TimeoutError:
-                return False
+        consumer = self._consumer
+        try:
+            async with asyncio.timeout(timeout_s):
+                ends = await consumer.end_offsets(list(self._positions))
+                async with self._progress:
+                    await self._progress.wait_for(
+                        lambda: all(self._positions[tp] >= end for tp, end in ends.items())
+                    )
+        except (TimeoutError, KafkaError):
+            return False
         return True
 
 

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from events.messages import TERMINAL_STATUSES, Event
 from services.gateway.deps import ReadSideDep, RecentDep, SettingsDep, TailDep
+from services.gateway.errors import DatabaseUnavailable
 from services.gateway.read_side import ReadSide, fold_onto
 from services.gateway.recent import RecentEvents
 from services.gateway.schemas import event_view
@@ -78,9 +79,14 @@ class OrderStream:
         # Subscribe before reading history: an event that lands in between is then
         # in the queue, and the sequence numbers drop whatever is seen twice.
         async with recent.subscribe(self.order_id) as live:
-            history = await self.read_side.history(self.order_id)
-            if not history and not await self.known(tail, grace_s):
-                await self.socket.close(WS_UNKNOWN_ORDER, "unknown order")
+            history = await self.history()
+            try:
+                if not history and not await self.known(tail, grace_s):
+                    await self.socket.close(WS_UNKNOWN_ORDER, "unknown order")
+                    return
+            except DatabaseUnavailable:
+                # Neither the tail nor the read models can tell whether it exists.
+                await self.socket.close(WS_HISTORY_UNAVAILABLE, "the read models are unavailable")
                 return
             state = fold_onto(None, history)
             if state is not None and state.terminal and state.seq <= last_seq:
@@ -93,6 +99,13 @@ class OrderStream:
                 await self.pump(live, disconnected)
             finally:
                 disconnected.cancel()
+
+    async def history(self) -> list[Logged]:
+        """Return the order's events known so far; the tail's alone while the database is down."""
+        try:
+            return await self.read_side.history(self.order_id)
+        except DatabaseUnavailable:
+            return self.read_side.remembered(self.order_id)
 
     async def known(self, tail: LogTail, grace_s: float) -> bool:
         """Tell whether the order exists, once the tail has read the log as of now."""
@@ -149,4 +162,4 @@ class OrderStream:
             else:
                 getter.cancel()
             if self.pending and self.sent + 1 not in self.pending:
-                self.keep(await self.read_side.history(self.order_id))
+                self.keep(await self.history())
