@@ -51,9 +51,14 @@ class Settings(BaseSettings):
     stream_buffer: int = Field(default=1000, ge=1)
     # Bytes the kernel and the event loop may each buffer per WebSocket peer.
     ws_send_buffer_bytes: int = Field(default=256 * 1024, ge=4096)
+    # WebSockets open at once, in all and per client address; more are closed with 4429.
+    ws_max_sockets: int = Field(default=2048, ge=1)
+    ws_max_sockets_per_client: int = Field(default=256, ge=1)
     # WebSocket heartbeats: a ping every interval; no pong within the timeout closes (1011).
     ws_ping_interval_s: float = Field(default=20.0, gt=0)
     ws_ping_timeout_s: float = Field(default=20.0, gt=0)
+    # How long a client may take to send a request's headers, and again its body.
+    http_read_timeout_s: float = Field(default=10.0, gt=0)
     # How long writing a command to the log may take before the POST answers 503.
     produce_timeout_s: float = Field(default=5.0, gt=0)
     # How long a read waits for a database connection, and again for its answer, before 503.

@@ -19,6 +19,7 @@ from services.gateway.fanout import Fanout
 from services.gateway.firehose import render
 from services.gateway.read_side import ReadSide, connection_pool
 from services.gateway.recent import RecentEvents
+from services.gateway.sockets import SocketLimits
 from services.gateway.submissions import Submissions
 from services.gateway.tail import Logged, LogTail
 
@@ -40,6 +41,9 @@ class Gateway:
         self.tail = LogTail(settings, self)
         self.fanout = Fanout(render, self.tail.cursor, resolve=self.read_side.lookup_facts)
         self.commands = CommandWriter(settings)
+        self.socket_limits = SocketLimits(
+            settings.ws_max_sockets, settings.ws_max_sockets_per_client
+        )
         self.venues: list[HttpVenue] = []
 
     async def start(self) -> None:

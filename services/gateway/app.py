@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from adapters.settings import Settings
 from services.gateway import errors
 from services.gateway.adapters import Gateway
+from services.gateway.http_limits import BodyDeadline
 from services.gateway.routes import (
     browse,
     firehose,
@@ -54,6 +55,7 @@ def create_app(
     )
     app.state.gateway = gateway
     app.add_middleware(ExposeTransport)
+    app.add_middleware(BodyDeadline, timeout_s=settings.http_read_timeout_s)
     errors.install(app)
     for module in (browse, orders, simulation, market, health, firehose, order_stream):
         app.include_router(module.router)

@@ -21,6 +21,7 @@ from services.gateway.commands import CommandWriter
 from services.gateway.fanout import Fanout
 from services.gateway.read_side import ReadSide
 from services.gateway.recent import RecentEvents
+from services.gateway.sockets import SocketLimits
 from services.gateway.submissions import Submissions
 from services.gateway.tail import LogTail
 
@@ -56,6 +57,7 @@ recent = _part("recent")
 submissions = _part("submissions")
 fanout = _part("fanout")
 venues = _part("venues")
+socket_limits = _part("socket_limits")
 
 SettingsDep = Annotated[Settings, Depends(settings)]
 ClockDep = Annotated[Clock, Depends(clock)]
@@ -66,3 +68,4 @@ RecentDep = Annotated[RecentEvents, Depends(recent)]
 SubmissionsDep = Annotated[Submissions, Depends(submissions)]
 FanoutDep = Annotated[Fanout, Depends(fanout)]
 VenuesDep = Annotated[list[HttpVenue], Depends(venues)]
+SocketLimitsDep = Annotated[SocketLimits, Depends(socket_limits)]

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from adapters.settings import Settings
 from services.gateway.app import create_app
+from services.gateway.http_limits import header_deadline_protocol
 
 
 def server_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
@@ -16,6 +17,7 @@ def server_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
         host=settings.gateway_host,
         port=settings.gateway_port,
         log_level="warning",
+        http=header_deadline_protocol(settings.http_read_timeout_s),
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,
     )

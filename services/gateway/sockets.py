@@ -1,13 +1,16 @@
 """What every WebSocket of the gateway shares: close codes, bounded buffers, hard closes.
 
 Close codes (README): 4400 a bad query parameter, 4404 an unknown order, 4408 a
-client that fell too far behind, 4410 a cursor before the start of the log, 4503
-an event of the order that stayed missing.
+client that fell too far behind, 4410 a cursor before the start of the log, 4429
+too many sockets (of this client, or in all), 4503 history that cannot be read.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from socket import SO_SNDBUF, SOL_SOCKET
 from typing import Any
 
@@ -17,6 +20,7 @@ WS_BAD_REQUEST = 4400
 WS_UNKNOWN_ORDER = 4404
 WS_SLOW_CONSUMER = 4408
 WS_POSITION_GONE = 4410
+WS_TOO_MANY_SOCKETS = 4429
 WS_HISTORY_UNAVAILABLE = 4503
 _CLOSE_WAIT_S = 5.0
 _TRANSPORT_KEY = "oee.transport"
@@ -81,3 +85,41 @@ async def close(socket: WebSocket, code: int, reason: str) -> None:
         abort_connection(socket)
     except (RuntimeError, WebSocketDisconnect):
         pass  # already closed by the peer
+
+
+class SocketLimits:
+    """How many WebSockets may be open at once: in all, and per client.
+
+    A client is its peer address until clients have accounts.
+    """
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self._total = total
+        self._per_client = per_client
+        self._open: Counter[str] = Counter()
+
+    @contextmanager
+    def admit(self, client: str) -> Iterator[bool]:
+        """Hold a place for one socket of ``client`` while the block runs; yield whether
+        there was one."""
+        if self._open.total() >= self._total or self._open[client] >= self._per_client:
+            yield False
+            return
+        self._open[client] += 1
+        try:
+            yield True
+        finally:
+            self._open[client] -= 1
+            if not self._open[client]:
+                del self._open[client]
+
+
+@asynccontextmanager
+async def admit(socket: WebSocket, limits: SocketLimits) -> AsyncIterator[bool]:
+    """Accept ``socket`` and yield whether the limits let it stay; close it with 4429 if not."""
+    client = socket.client.host if socket.client is not None else "unknown"
+    with limits.admit(client) as room:
+        await socket.accept()
+        if not room:
+            await close(socket, WS_TOO_MANY_SOCKETS, "too many sockets")
+        yield room

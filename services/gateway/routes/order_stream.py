@@ -16,8 +16,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from adapters.settings import Settings
 from events.messages import TERMINAL_STATUSES, Event
-from services.gateway.deps import ReadSideDep, RecentDep, SettingsDep, TailDep
+from services.gateway.deps import ReadSideDep, RecentDep, SettingsDep, SocketLimitsDep, TailDep
 from services.gateway.errors import DatabaseUnavailable
 from services.gateway.read_side import ReadSide, fold_onto
 from services.gateway.recent import RecentEvents
@@ -26,6 +27,7 @@ from services.gateway.sockets import (
     WS_BAD_REQUEST,
     WS_HISTORY_UNAVAILABLE,
     WS_UNKNOWN_ORDER,
+    admit,
     limit_send_buffer,
 )
 from services.gateway.tail import Logged, LogTail
@@ -43,12 +45,27 @@ async def follow(
     read_side: ReadSideDep,
     recent: RecentDep,
     tail: TailDep,
+    limits: SocketLimitsDep,
     order_id: Annotated[str | None, Query(alias="orderId")] = None,
     last_seq: Annotated[str | None, Query(alias="lastSeq")] = None,
 ) -> None:
     """Stream an order's events after ``lastSeq`` (all by default), then live, then close."""
-    await socket.accept()
-    limit_send_buffer(socket, settings.ws_send_buffer_bytes)
+    async with admit(socket, limits) as admitted:
+        if admitted:
+            limit_send_buffer(socket, settings.ws_send_buffer_bytes)
+            await follow_order(socket, settings, read_side, recent, tail, order_id, last_seq)
+
+
+async def follow_order(
+    socket: WebSocket,
+    settings: Settings,
+    read_side: ReadSide,
+    recent: RecentEvents,
+    tail: LogTail,
+    order_id: str | None,
+    last_seq: str | None,
+) -> None:
+    """Check the parameters of an accepted socket, then stream the order to it."""
     try:
         parsed = uuid.UUID(order_id or "")
     except ValueError:
