@@ -7,11 +7,12 @@ every in-sync replica holds it, and within ``produce_timeout_s`` either way:
   partition's leader is up. Otherwise nothing was sent, and the answer is a plain
   503 ``BROKER_UNAVAILABLE``: the command will never be written.
 * a command handed over and not acknowledged in time may or may not be on the
-  log: the answer is 503 with ``"outcome": "unknown"`` and the order id. The
-  producer is then abandoned (``_discard``) and a fresh one started, so nothing
-  it still held is sent when the broker comes back: aiokafka retries an
-  idempotent producer's batches for ever, so that a command the client was told
-  failed would otherwise be written minutes later.
+  log: the answer is 503 with ``"outcome": "unknown"`` and the order id. If the
+  broker does not answer either, the producer is then abandoned (``_discard``)
+  and a fresh one started, so nothing it still held is sent when the broker
+  comes back: aiokafka retries an idempotent producer's batches for ever, so
+  that a command the client was told failed would otherwise be written minutes
+  later. A broker that answers but acknowledges slowly keeps its producer.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class CommandWriter:
         self._timeout_s = settings.produce_timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._reconnecting: asyncio.Task[None] | None = None
+        self._checking: asyncio.Task[None] | None = None
         self._discarding: set[asyncio.Task[None]] = set()
 
     def _new_producer(self) -> AIOKafkaProducer:
@@ -68,10 +70,11 @@ class CommandWriter:
         self._producer = producer
 
     async def stop(self) -> None:
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnecting
+        for task in (self._reconnecting, self._checking):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         producer, self._producer = self._producer, None
         if producer is not None:
             try:
@@ -108,7 +111,8 @@ class CommandWriter:
                 await asyncio.shield(delivery)
         except (TimeoutError, KafkaError) as exc:
             log.error("command for %s not acknowledged: %r", command.order_id, exc)
-            self._abandon(producer)
+            if self._checking is None or self._checking.done():
+                self._checking = asyncio.create_task(self._abandon_if_silent(producer))
             raise outcome_unknown(command.order_id) from exc
 
     async def reachable(self) -> bool:
@@ -117,11 +121,11 @@ class CommandWriter:
         if producer is None:
             self._reconnect()
             return False
-        try:
-            await asyncio.wait_for(producer.client.fetch_all_metadata(), _PROBE_TIMEOUT_S)
-        except (TimeoutError, KafkaError):
-            return False
-        return True
+        return await _answers(producer)
+
+    async def _abandon_if_silent(self, producer: AIOKafkaProducer) -> None:
+        if not await _answers(producer):
+            self._abandon(producer)
 
     def _abandon(self, producer: AIOKafkaProducer) -> None:
         """Stop using ``producer``: discard what it holds and start a fresh one."""
@@ -150,6 +154,15 @@ class CommandWriter:
                 continue
             log.info("the broker is back: a new producer is started")
             self._producer = producer
+
+
+async def _answers(producer: AIOKafkaProducer) -> bool:
+    """Tell whether the broker answers ``producer``'s metadata request within a second."""
+    try:
+        await asyncio.wait_for(producer.client.fetch_all_metadata(), _PROBE_TIMEOUT_S)
+    except (TimeoutError, KafkaError):
+        return False
+    return True
 
 
 async def _leader_ready(producer: AIOKafkaProducer, topic: str, key: bytes) -> None:
