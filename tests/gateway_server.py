@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
+from fastapi import FastAPI
 
 from adapters.settings import Settings
 from services.gateway.app import create_app
@@ -14,13 +15,16 @@ from services.gateway.main import server_config
 
 
 @asynccontextmanager
-async def serving(settings: Settings, *, lifespan: bool = True) -> AsyncIterator[str]:
-    """Serve a gateway on ``settings.gateway_port`` and yield its base URL.
+async def serving(
+    settings: Settings, *, lifespan: bool = True, app: FastAPI | None = None
+) -> AsyncIterator[str]:
+    """Serve a gateway (``app``, or a new one) on ``settings.gateway_port``; yield its URL.
 
     Without ``lifespan`` its parts are never started: no broker or database is
-    needed, which is enough for what is decided before a route touches them.
+    needed, which is enough for what is decided before a route touches them, and
+    a test may feed its parts (``app.state.gateway``) events of its own.
     """
-    config = server_config(settings, create_app(settings))
+    config = server_config(settings, app or create_app(settings))
     if not lifespan:
         config.lifespan = "off"
     server = uvicorn.Server(config)

@@ -33,13 +33,20 @@ class Gateway:
         self.settings = settings
         self.clock = clock
         self.pool = connection_pool(settings.database_url, settings.database_timeout_s)
-        self.recent = RecentEvents()
-        self.submissions = Submissions()
+        self.recent = RecentEvents(settings.gateway_recent_orders)
+        self.submissions = Submissions(
+            settings.gateway_idempotency_keys, settings.gateway_recent_orders
+        )
         self.read_side = ReadSide(
             self.pool, self.recent, self.submissions, settings.database_timeout_s
         )
         self.tail = LogTail(settings, self)
-        self.fanout = Fanout(render, self.tail.cursor, resolve=self.read_side.lookup_facts)
+        self.fanout = Fanout(
+            render,
+            self.tail.cursor,
+            resolve=self.read_side.lookup_facts,
+            max_orders=settings.gateway_recent_orders,
+        )
         self.commands = CommandWriter(settings)
         self.socket_limits = SocketLimits(
             settings.ws_max_sockets, settings.ws_max_sockets_per_client

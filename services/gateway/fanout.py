@@ -1,8 +1,7 @@
 """The firehose's fan-out: every new event, rendered once, to every feed whose filter passes it.
 
-A ``Feed`` is one firehose socket's filter and bounded queue. A feed that falls
-behind is dropped, never waited for, so one slow socket can neither delay the
-others nor make the gateway hold its backlog. Filters on type, token or venue
+A ``Feed`` is one firehose socket's filter and bounded queue (``mailbox.py``): a
+feed that falls behind is dropped, never waited for. Filters on type, token or venue
 need each order's facts; the fan-out keeps them for recent orders and looks up
 those of older orders in the read models.
 """
@@ -16,8 +15,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from events.messages import Command, Event, OrderAccepted
+from events.messages import TERMINAL_STATUSES, Command, Event, OrderAccepted
 from services.gateway.errors import ApiError
+from services.gateway.mailbox import Mailbox
 from services.gateway.tail import Cursor, Logged, format_cursor
 
 log = logging.getLogger(__name__)
@@ -90,24 +90,12 @@ class StreamFilter:
         return not self.venues or facts.venue in self.venues
 
 
-class Feed:
+class Feed(Mailbox[str]):
     """One firehose subscriber: a filter and a bounded queue of ready-to-send JSON texts."""
 
     def __init__(self, stream_filter: StreamFilter, capacity: int) -> None:
+        super().__init__(capacity)
         self.filter = stream_filter
-        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=capacity)
-        self.dropped = asyncio.Event()
-
-    def offer(self, text: str) -> bool:
-        """Queue ``text``, or mark the feed dropped when it is full; return whether queued."""
-        if self.dropped.is_set():
-            return False
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
-            self.dropped.set()
-            return False
-        return True
 
 
 class Fanout:
@@ -118,7 +106,7 @@ class Fanout:
         render: Renderer,
         cursor: Callable[[], Cursor],
         resolve: Resolver | None = None,
-        max_orders: int = 50_000,
+        max_orders: int = 2000,
     ) -> None:
         self._render = render
         # The tail's position, read as each event is published: its cursor is the one after it.
@@ -153,6 +141,8 @@ class Fanout:
     def publish(self, logged: Logged) -> None:
         """Offer a new event to every feed whose filter passes it; drop feeds that are full."""
         facts = self._advance(logged.event)
+        if logged.event.status in TERMINAL_STATUSES:
+            self._facts.pop(logged.event.order_id, None)  # no event of it is to come
         if not self._feeds:
             return
         text: str | None = None  # rendered once, for every feed that wants it

@@ -14,6 +14,7 @@ the start of the log (retention removed those events), 1001 when the gateway sto
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import uuid
@@ -36,6 +37,8 @@ from services.gateway.sockets import (
     WS_POSITION_GONE,
     WS_SLOW_CONSUMER,
     close,
+    cut_when_stalled,
+    send_text,
 )
 from services.gateway.tail import Cursor, Logged, LogTail, format_cursor
 
@@ -155,9 +158,12 @@ class LogReader:
         return cursor
 
     async def close(self) -> None:
+        """Stop reading and forget what was learnt: the socket may live on long after."""
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+        self._facts.clear()
+        self._last_seq.clear()
 
     async def read(
         self, position: Cursor, until: Cursor, send: Callable[[str], Awaitable[None]]
@@ -248,6 +254,9 @@ async def serve_firehose(
     capacity = settings.stream_buffer
     feed: Feed | None = None
     reader = LogReader(settings, fanout, request.filter)
+    send = functools.partial(send_text, socket)
+    # A client that stops reading is cut off, during its backfill as after it.
+    watch = asyncio.create_task(cut_when_stalled(socket, settings.ws_ping_timeout_s))
     try:
         if request.start is not None:
             try:
@@ -260,9 +269,9 @@ async def serve_firehose(
                 target = tail.cursor()
                 if sum(target[p] - position.get(p, 0) for p in target) <= capacity // 2:
                     break
-                position = await reader.read(position, target, socket.send_text)
+                position = await reader.read(position, target, send)
             feed, joined_at = fanout.open_feed(request.filter, capacity)
-            await reader.read(position, joined_at, socket.send_text)
+            await reader.read(position, joined_at, send)
             await reader.close()
         else:
             feed, _ = fanout.open_feed(request.filter, capacity)
@@ -273,6 +282,7 @@ async def serve_firehose(
         # A filter on type, token or venue needs the read models to describe older orders.
         await close(socket, WS_HISTORY_UNAVAILABLE, "the read models are unavailable")
     finally:
+        watch.cancel()
         await reader.close()
         if feed is not None:
             fanout.close_feed(feed)
@@ -283,7 +293,7 @@ async def _relay(socket: WebSocket, feed: Feed) -> None:
 
     async def send_all() -> None:
         while True:
-            await socket.send_text(await feed.queue.get())
+            await send_text(socket, await feed.queue.get())
 
     sender = asyncio.create_task(send_all())
     leaving = asyncio.create_task(_until_disconnect(socket))

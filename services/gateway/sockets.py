@@ -23,6 +23,8 @@ WS_POSITION_GONE = 4410
 WS_TOO_MANY_SOCKETS = 4429
 WS_HISTORY_UNAVAILABLE = 4503
 _CLOSE_WAIT_S = 5.0
+# How often a socket's outgoing buffer is looked at for a peer that stopped reading.
+_STALL_CHECK_S = 1.0
 _TRANSPORT_KEY = "oee.transport"
 
 
@@ -75,6 +77,42 @@ def abort_connection(socket: WebSocket) -> None:
     transport = _transport(socket)
     if transport is not None:
         transport.abort()
+
+
+async def send_text(socket: WebSocket, text: str) -> None:
+    """Send ``text``; raise ``WebSocketDisconnect`` once the connection is closed or closing."""
+    try:
+        await socket.send_text(text)
+    except RuntimeError as exc:
+        # The server closed it under us (a heartbeat that got no pong): it is gone.
+        raise WebSocketDisconnect(1006) from exc
+
+
+async def cut_when_stalled(socket: WebSocket, stall_s: float) -> None:
+    """Drop the connection once data has waited ``stall_s`` for a peer that takes none of it.
+
+    The kernel's and the event loop's buffers are bounded (``limit_send_buffer``);
+    what waits beyond them for a peer that stopped reading is cut off here, whether
+    or not more events come, and whatever the state of a polite close. Without a
+    transport (not uvicorn) it never returns.
+    """
+    transport = _transport(socket)
+    if transport is None:
+        await asyncio.Event().wait()
+    loop = asyncio.get_running_loop()
+    waiting_since: float | None = None
+    waiting = 0
+    while True:
+        await asyncio.sleep(min(_STALL_CHECK_S, stall_s / 2))
+        size = transport.get_write_buffer_size()
+        if size == 0 or size < waiting:
+            waiting_since = None  # the peer took some
+        elif waiting_since is None:
+            waiting_since = loop.time()
+        elif loop.time() - waiting_since >= stall_s:
+            transport.abort()
+            return
+        waiting = size
 
 
 async def close(socket: WebSocket, code: int, reason: str) -> None:

@@ -30,7 +30,7 @@ class Submission:
 class Submissions:
     """Idempotency keys seen, and the first submission of each recent order."""
 
-    def __init__(self, max_keys: int = 50_000, max_orders: int = 50_000) -> None:
+    def __init__(self, max_keys: int = 10_000, max_orders: int = 2000) -> None:
         self._max_keys = max_keys
         self._max_orders = max_orders
         self._keys: OrderedDict[str, Submission] = OrderedDict()

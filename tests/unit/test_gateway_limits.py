@@ -4,11 +4,14 @@ sockets per client and in all, and the shape of the errors it answers."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import os
+import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -19,10 +22,16 @@ from websockets.exceptions import ConnectionClosed
 
 from adapters.processes import free_port
 from adapters.settings import Settings
+from events.messages import SwapAttemptFailed
 from services.gateway import deps, errors
+from services.gateway.adapters import Gateway
+from services.gateway.app import create_app
 from services.gateway.routes import orders
+from services.gateway.sockets import cut_when_stalled
 from services.gateway.submissions import Submissions
+from services.gateway.tail import Logged
 from tests.gateway_server import serving
+from tests.unit.factories import T0
 
 UNUSED_DATABASE = "postgresql://nobody@127.0.0.1:9/nothing"
 
@@ -152,3 +161,142 @@ async def test_unexpected_error_answers_500_in_the_error_envelope() -> None:
 
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "INTERNAL_ERROR"
+
+
+class StubTransport:
+    """What the stall watch reads of a connection: its unsent bytes; and whether it cut it."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.sizes = sizes
+        self.aborted = False
+
+    def get_write_buffer_size(self) -> int:
+        return self.sizes.pop(0) if len(self.sizes) > 1 else self.sizes[0]
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class StubSocket:
+    def __init__(self, transport: StubTransport) -> None:
+        self.scope = {"oee.transport": transport}
+
+
+async def test_stall_watch_cuts_a_peer_that_takes_none_of_what_waits_for_it() -> None:
+    transport = StubTransport([0, 5000])
+    started = time.monotonic()
+
+    await asyncio.wait_for(cut_when_stalled(StubSocket(transport), 0.3), 5)  # type: ignore[arg-type]
+
+    assert transport.aborted
+    assert 0.3 <= time.monotonic() - started < 1.5
+
+
+async def test_stall_watch_leaves_a_peer_that_keeps_taking_data() -> None:
+    transport = StubTransport([9000 - 500 * n for n in range(18)] + [0])
+    watch = asyncio.create_task(cut_when_stalled(StubSocket(transport), 0.3))  # type: ignore[arg-type]
+
+    await asyncio.sleep(1.5)
+
+    assert not watch.done() and not transport.aborted
+    watch.cancel()
+
+
+def stalled_websocket(settings: Settings, path: str) -> socket.socket:
+    """Open a WebSocket by hand, with a tiny receive buffer, and never read from it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((settings.gateway_host, settings.gateway_port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def retries(order_id: uuid.UUID, count: int) -> list[Logged]:
+    """Return ``count`` bulky events of one order, in sequence (their legality is not the point)."""
+    return [
+        Logged(
+            SwapAttemptFailed(
+                message_id=uuid.uuid4(),
+                order_id=order_id,
+                seq=seq,
+                occurred_at=T0,
+                correlation_id=order_id,
+                venue="raydium",
+                attempt=1,
+                code="NETWORK_ERROR",
+                reason="x" * 1000,
+                retry_at=T0,
+            ),
+            {"topic": "orders.events", "partition": 0, "offset": seq},
+        )
+        for seq in range(1, count + 1)
+    ]
+
+
+@pytest.fixture
+async def stalling_gateway() -> AsyncIterator[tuple[Settings, Gateway]]:
+    """A gateway that cuts a peer taking nothing for 1 s, and never drops it for its queue."""
+    settings = settings_of(
+        ws_send_buffer_bytes=4096,
+        stream_buffer=100_000,
+        ws_ping_timeout_s=1.0,
+        ws_ping_interval_s=600.0,  # no heartbeat: the stall alone must cut it
+    )
+    app = create_app(settings)
+    async with serving(settings, lifespan=False, app=app):
+        yield settings, app.state.gateway
+
+
+async def until(condition: Callable[[], bool], within: float) -> float:
+    """Wait until ``condition()`` holds; return how long that took."""
+    started = time.monotonic()
+    async with asyncio.timeout(within):
+        while True:
+            if condition():
+                return time.monotonic() - started
+            await asyncio.sleep(0.05)
+
+
+async def test_firehose_socket_that_stops_reading_is_cut_once_nothing_moves_for_the_timeout(
+    stalling_gateway: tuple[Settings, Gateway],
+) -> None:
+    settings, gateway = stalling_gateway
+    stalled = await asyncio.to_thread(stalled_websocket, settings, "/api/stream")
+    try:
+        await until(lambda: gateway.fanout.listeners == 1, within=5)
+        for item in retries(uuid.uuid4(), 300):  # 300 KB, far beyond the buffers
+            gateway.on_event(item)
+
+        took = await until(lambda: gateway.fanout.listeners == 0, within=10)
+    finally:
+        stalled.close()
+    assert took < 4
+
+
+async def test_order_socket_that_stops_reading_is_cut_once_nothing_moves_for_the_timeout(
+    stalling_gateway: tuple[Settings, Gateway],
+) -> None:
+    settings, gateway = stalling_gateway
+    order_id = uuid.uuid4()
+    events = retries(order_id, 300)
+    gateway.on_event(events[0])  # known to the tail; the database is down
+    path = f"/api/orders/execute?orderId={order_id}"
+    stalled = await asyncio.to_thread(stalled_websocket, settings, path)
+    try:
+        await until(lambda: gateway.recent.listeners == 1, within=5)
+        for item in events[1:]:
+            gateway.on_event(item)
+
+        took = await until(lambda: gateway.recent.listeners == 0, within=10)
+    finally:
+        stalled.close()
+    assert took < 4

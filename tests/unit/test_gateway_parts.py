@@ -52,10 +52,10 @@ def test_fold_onto_no_row_and_no_events_is_unknown() -> None:
 async def test_recent_events_a_second_copy_of_a_seq_is_dropped_and_not_relayed() -> None:
     first, *_ = confirmed_history()
     recent = RecentEvents()
-    async with recent.subscribe(first.order_id) as live:
+    async with recent.subscribe(first.order_id, capacity=10) as live:
         assert recent.add(logged(first, offset=1))
         assert not recent.add(logged(first, offset=9))
-        assert live.qsize() == 1
+        assert live.queue.qsize() == 1
     assert [item.position["offset"] for item in recent.recent(first.order_id)] == [1]
     assert recent.knows(first.order_id)
 
@@ -67,6 +67,49 @@ def test_recent_events_past_the_bound_forget_the_oldest_order() -> None:
         recent.add(logged(events[0]))
 
     assert [recent.knows(events[0].order_id) for events in histories] == [False, True, True]
+    assert len(recent) == 2
+
+
+def test_recent_events_past_the_bound_forget_ended_orders_before_running_ones() -> None:
+    recent = RecentEvents(max_orders=3)
+    running, ended, newer = confirmed_history(), confirmed_history(), confirmed_history()
+    recent.add(logged(running[0]))
+    for event in ended:
+        recent.add(logged(event))
+    recent.add(logged(running[1]))  # the running order is now the one heard of last...
+    recent.add(logged(newer[0]))
+    recent.add(logged(confirmed_history()[0]))  # ...yet the ended one goes first
+
+    assert not recent.knows(ended[0].order_id)
+    assert recent.knows(running[0].order_id) and recent.knows(newer[0].order_id)
+
+
+async def test_recent_events_an_order_being_watched_is_kept_past_the_bound() -> None:
+    recent = RecentEvents(max_orders=2)
+    watched, older, newer = confirmed_history(), confirmed_history(), confirmed_history()
+    async with recent.subscribe(watched[0].order_id, capacity=10):
+        for events in (watched, older, newer):
+            recent.add(logged(events[0]))
+        assert recent.knows(watched[0].order_id)
+        assert not recent.knows(older[0].order_id)
+        assert recent.knows(newer[0].order_id)
+
+
+async def test_recent_events_a_subscriber_that_falls_behind_is_dropped_not_waited_for() -> None:
+    events = confirmed_history()
+    recent = RecentEvents()
+    async with recent.subscribe(events[0].order_id, capacity=2) as live:
+        for event in events:
+            assert recent.add(logged(event))
+        assert live.dropped.is_set()
+        assert live.queue.qsize() == 2
+
+
+async def test_recent_events_an_unknown_order_subscribed_to_is_forgotten_after() -> None:
+    recent = RecentEvents()
+    async with recent.subscribe(uuid.uuid4(), capacity=1):
+        assert len(recent) == 1
+    assert len(recent) == 0
 
 
 def test_submissions_a_keyed_submission_is_remembered_under_its_key() -> None:
@@ -159,6 +202,28 @@ async def test_get_order_unknown_answers_404_order_not_found() -> None:
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "ORDER_NOT_FOUND"
+
+
+def test_submissions_past_the_bounds_forget_the_least_recent_keys_and_commands() -> None:
+    submissions = Submissions(max_keys=2, max_orders=2)
+    commands = [submit_order().model_copy(update={"idempotency_key": f"k{n}"}) for n in range(3)]
+    for command in commands:
+        submissions.record_submission(command)
+
+    assert [submissions.submission(f"k{n}") is not None for n in range(3)] == [False, True, True]
+    assert [submissions.submitted(c.order_id) is not None for c in commands] == [False, True, True]
+
+
+def test_fanout_forgets_an_orders_facts_once_it_ended() -> None:
+    fanout = Fanout(lambda item, cursor: "x", lambda: {})
+    events = confirmed_history()
+    fanout.publish(logged(events[0]))
+    assert fanout.facts(events[0].order_id) is not None
+
+    for event in events[1:]:
+        fanout.publish(logged(event))
+
+    assert fanout.facts(events[0].order_id) is None
 
 
 async def test_submissions_hold_lets_one_holder_of_a_key_in_at_a_time() -> None:

@@ -29,6 +29,7 @@ from services.gateway.deps import (
 )
 from services.gateway.errors import ApiError, DatabaseUnavailable
 from services.gateway.intake import idempotent_order_id, parse_order_request, read_body
+from services.gateway.mailbox import Mailbox
 from services.gateway.read_side import ReadSide
 from services.gateway.schemas import (
     ExecuteOrderRequest,
@@ -183,7 +184,7 @@ async def cancel(
 ) -> JSONResponse:
     """Cancel an armed limit or sniper order; answers once the outcome is on the log."""
     state = await armed_state(order_id, read_side, settings.unknown_order_grace_s)
-    async with recent.subscribe(order_id) as live:
+    async with recent.subscribe(order_id, settings.stream_buffer) as live:
         command = CancelOrder(
             message_id=uuid.uuid4(),
             order_id=order_id,
@@ -240,7 +241,7 @@ async def armed_state(order_id: uuid.UUID, read_side: ReadSide, grace_s: float) 
 async def next_event(
     order_id: uuid.UUID,
     after: int,
-    live: asyncio.Queue[Logged],
+    live: Mailbox[Logged],
     read_side: ReadSide,
     timeout_s: float,
 ) -> Event | None:
@@ -254,7 +255,7 @@ async def next_event(
                 if known.event.seq == after + 1:
                     return known.event
         with contextlib.suppress(TimeoutError):
-            item = await asyncio.wait_for(live.get(), timeout=min(1.0, left))
+            item = await asyncio.wait_for(live.queue.get(), timeout=min(1.0, left))
             if item.event.seq == after + 1:
                 return item.event
     return None
