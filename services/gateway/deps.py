@@ -7,7 +7,7 @@ calling it with its parts. They work for HTTP routes and WebSockets alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -28,7 +28,11 @@ from services.gateway.tail import LogTail
 Clock = Callable[[], datetime]
 
 
-def gateway(connection: HTTPConnection) -> Gateway:
+# Coroutines, not plain functions: FastAPI runs a plain function in a worker thread,
+# a hop per dependency and request that waits for the GIL while the loop is busy.
+
+
+async def gateway(connection: HTTPConnection) -> Gateway:
     """Return the gateway that serves this request."""
     found: Gateway = connection.app.state.gateway
     return found
@@ -37,10 +41,10 @@ def gateway(connection: HTTPConnection) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(gateway)]
 
 
-def _part(name: str) -> Callable[[Gateway], Any]:
+def _part(name: str) -> Callable[[Gateway], Awaitable[Any]]:
     """Return the dependency that lends the gateway's part ``name``."""
 
-    def part(parts: GatewayDep) -> Any:
+    async def part(parts: GatewayDep) -> Any:
         return getattr(parts, name)
 
     part.__name__ = name  # a name of its own in tracebacks and OpenAPI
