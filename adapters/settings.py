@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     # WebSockets open at once, in all and per client address; more are closed with 4429.
     ws_max_sockets: int = Field(default=2048, ge=1)
     ws_max_sockets_per_client: int = Field(default=256, ge=1)
+    # Compress WebSocket messages (permessage-deflate) when a client asks. Off: it costs
+    # a compression per message and socket, which is what the firehose's fan-out spends
+    # most of its time on with many sockets, and a compressor's memory per socket.
+    ws_compression: bool = False
     # WebSocket heartbeats: a ping every interval; no pong within the timeout closes (1011).
     ws_ping_interval_s: float = Field(default=20.0, gt=0)
     ws_ping_timeout_s: float = Field(default=20.0, gt=0)

@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from events.messages import TERMINAL_STATUSES, Command, Event, OrderAccepted
 from services.gateway.errors import ApiError
 from services.gateway.mailbox import Mailbox
+from services.gateway.sockets import FrameWriter, text_frame
 from services.gateway.tail import Cursor, Logged, format_cursor
 
 log = logging.getLogger(__name__)
 
 # How long the log tail waits for the read models to describe older orders.
 _RESOLVE_TIMEOUT_S = 0.5
+# Sockets written to in one go before the event loop gets to run other work.
+_FLUSH_CHUNK = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +93,52 @@ class StreamFilter:
         return not self.venues or facts.venue in self.venues
 
 
-class Feed(Mailbox[str]):
-    """One firehose subscriber: a filter and a bounded queue of ready-to-send JSON texts."""
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A firehose message, rendered once for every socket: its text and its frame."""
+
+    text: str
+    frame: bytes
+
+    @classmethod
+    def of(cls, text: str) -> Outgoing:
+        return cls(text, text_frame(text))
+
+
+class Feed(Mailbox[Outgoing]):
+    """One firehose subscriber: a filter, and how its messages reach the socket.
+
+    Once the socket is live (``writer`` set), a feed that keeps up has its frames
+    written straight to the connection, all of one tail batch at once (``flush``):
+    no task wakes per socket and event. A feed whose connection is paused, or whose
+    sender still holds earlier messages (``busy``), queues them for its sender
+    instead, up to ``capacity``: beyond that it is dropped.
+    """
 
     def __init__(self, stream_filter: StreamFilter, capacity: int) -> None:
         super().__init__(capacity)
         self.filter = stream_filter
+        self.writer: FrameWriter | None = None
+        self.busy = False
+        self._held: list[Outgoing] = []
+
+    def offer(self, item: Outgoing) -> bool:
+        """Hold ``item`` for this batch's direct write, or queue it; False once dropped."""
+        if self.writer is not None and not self.busy and self.queue.empty():
+            if not self.dropped.is_set():
+                self._held.append(item)
+            return not self.dropped.is_set()
+        return super().offer(item)
+
+    def flush(self) -> bool:
+        """Write the held messages, or queue them if the connection takes no more now;
+        return whether the feed is still fed."""
+        held, self._held = self._held, []
+        if not held or self.writer is None:
+            return True
+        if self.writer.write_now([message.frame for message in held]):
+            return True
+        return all(Mailbox.offer(self, message) for message in held)
 
 
 class Fanout:
@@ -114,6 +157,8 @@ class Fanout:
         self._resolve = resolve
         self._max_orders = max_orders
         self._feeds: set[Feed] = set()
+        # Feeds with frames to write once the tail's current batch is in, oldest first.
+        self._held: dict[Feed, None] = {}
         self._facts: OrderedDict[uuid.UUID, OrderFacts] = OrderedDict()
 
     async def prepare(self, messages: Sequence[Event | Command]) -> None:
@@ -145,14 +190,33 @@ class Fanout:
             self._facts.pop(logged.event.order_id, None)  # no event of it is to come
         if not self._feeds:
             return
-        text: str | None = None  # rendered once, for every feed that wants it
+        message: Outgoing | None = None  # rendered once, for every feed that wants it
         for feed in list(self._feeds):
             if not feed.filter.matches(logged.event, facts):
                 continue
-            if text is None:
-                text = self._render(logged, format_cursor(self._cursor()))
-            if not feed.offer(text):
+            if message is None:
+                message = Outgoing.of(self._render(logged, format_cursor(self._cursor())))
+            if not feed.offer(message):
                 self._feeds.discard(feed)
+            elif feed.writer is not None and feed.queue.empty():
+                if not self._held:
+                    # Right after the tail's current batch: one write per socket for all of it.
+                    asyncio.get_running_loop().call_soon(self._flush)
+                self._held[feed] = None
+
+    def _flush(self) -> None:
+        """Write the held frames of a few feeds, then let the loop run before the next few."""
+        for _ in range(_FLUSH_CHUNK):
+            if not self._held:
+                return
+            feed = next(iter(self._held))
+            del self._held[feed]
+            if not feed.flush():
+                self._feeds.discard(feed)
+        if self._held:
+            # A write to a socket costs tens of microseconds: a thousand at once would
+            # hold up every request for as many milliseconds.
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def facts(self, order_id: uuid.UUID) -> OrderFacts | None:
         """Return what the fan-out knows of an order's type, pair and venue."""

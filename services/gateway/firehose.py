@@ -36,6 +36,7 @@ from services.gateway.sockets import (
     WS_HISTORY_UNAVAILABLE,
     WS_POSITION_GONE,
     WS_SLOW_CONSUMER,
+    FrameWriter,
     close,
     cut_when_stalled,
     send_text,
@@ -290,10 +291,25 @@ async def serve_firehose(
 
 async def _relay(socket: WebSocket, feed: Feed) -> None:
     """Send the feed's queue until the client leaves; close with 4408 when it falls behind."""
+    writer = FrameWriter.of(socket)
 
     async def send_all() -> None:
+        # What was queued while the backfill ran, or while the connection was paused.
         while True:
-            await send_text(socket, await feed.queue.get())
+            batch = [await feed.queue.get()]
+            while not feed.queue.empty():
+                batch.append(feed.queue.get_nowait())
+            if writer is None:
+                for message in batch:
+                    await send_text(socket, message.text)
+                continue
+            feed.busy = True  # later messages wait behind these
+            try:
+                await writer.write([message.frame for message in batch])
+            finally:
+                feed.busy = False
+
+    feed.writer = writer  # from now on, messages may go straight to the connection
 
     sender = asyncio.create_task(send_all())
     leaving = asyncio.create_task(_until_disconnect(socket))
