@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -39,3 +42,29 @@ async def serving(
     finally:
         server.should_exit = True
         await task
+
+
+def open_websocket(host: str, port: int, path: str, rcvbuf: int | None = None) -> socket.socket:
+    """Open a WebSocket by hand and return its socket, the handshake read and nothing more.
+
+    No library reads it, so a test decides whether anything is ever read (a stalled
+    client), and a load generator holds many for little CPU. ``rcvbuf`` bounds what
+    the kernel takes in for the client.
+    """
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect((host, port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    if not head.startswith(b"HTTP/1.1 101"):
+        sock.close()
+        raise ConnectionError(f"no WebSocket: {head.decode(errors='replace')}")
+    return sock

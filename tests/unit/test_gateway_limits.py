@@ -4,10 +4,8 @@ sockets per client and in all, and the shape of the errors it answers."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
-import os
 import socket
 import time
 import uuid
@@ -30,7 +28,7 @@ from services.gateway.routes import orders
 from services.gateway.sockets import cut_when_stalled
 from services.gateway.submissions import Submissions
 from services.gateway.tail import Logged
-from tests.gateway_server import serving
+from tests.gateway_server import open_websocket, serving
 from tests.unit.factories import T0
 
 UNUSED_DATABASE = "postgresql://nobody@127.0.0.1:9/nothing"
@@ -203,21 +201,8 @@ async def test_stall_watch_leaves_a_peer_that_keeps_taking_data() -> None:
 
 
 def stalled_websocket(settings: Settings, path: str) -> socket.socket:
-    """Open a WebSocket by hand, with a tiny receive buffer, and never read from it."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((settings.gateway_host, settings.gateway_port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
+    """Open a WebSocket with a tiny receive buffer, and never read from it."""
+    return open_websocket(settings.gateway_host, settings.gateway_port, path, rcvbuf=4096)
 
 
 def retries(order_id: uuid.UUID, count: int) -> list[Logged]:
