@@ -54,11 +54,29 @@ class Settings(BaseSettings):
     stream_gap_timeout_s: float = Field(default=30.0, gt=0)
     # Events a firehose socket may fall behind before it is dropped (close code 4408).
     stream_buffer: int = Field(default=1000, ge=1)
-    # Bytes the kernel and the event loop may each buffer per WebSocket peer.
-    ws_send_buffer_bytes: int = Field(default=256 * 1024, ge=4096)
+    # Bytes the kernel and the event loop may each buffer per WebSocket peer: what a
+    # peer that stopped reading costs at most, besides its stream_buffer events.
+    ws_send_buffer_bytes: int = Field(default=64 * 1024, ge=4096)
+    # WebSockets open at once, in all and per client address; more are closed with 4429.
+    ws_max_sockets: int = Field(default=2048, ge=1)
+    ws_max_sockets_per_client: int = Field(default=256, ge=1)
+    # Compress WebSocket messages (permessage-deflate) when a client asks. Off: it costs
+    # a compression per message and socket, which is what the firehose's fan-out spends
+    # most of its time on with many sockets, and a compressor's memory per socket.
+    ws_compression: bool = False
     # WebSocket heartbeats: a ping every interval; no pong within the timeout closes (1011).
     ws_ping_interval_s: float = Field(default=20.0, gt=0)
     ws_ping_timeout_s: float = Field(default=20.0, gt=0)
+    # Orders whose recent events the gateway keeps in memory (ended ones are dropped
+    # first), and idempotency keys it remembers without asking the database.
+    gateway_recent_orders: int = Field(default=2000, ge=1)
+    gateway_idempotency_keys: int = Field(default=10_000, ge=1)
+    # How long a client may take to send a request's headers, and again its body.
+    http_read_timeout_s: float = Field(default=10.0, gt=0)
+    # How long writing a command to the log may take before the POST answers 503.
+    produce_timeout_s: float = Field(default=5.0, gt=0)
+    # How long a read waits for a database connection, and again for its answer, before 503.
+    database_timeout_s: float = Field(default=2.0, gt=0)
 
     # Engine (faust worker).
     engine_id: str = "oee-engine"

@@ -91,25 +91,39 @@ def infra() -> Iterator[Infra]:
                 postgres = stack.enter_context(PostgresContainer("postgres:17", driver=None))
                 database_url, database_source = postgres.get_connection_url(), "docker"
         elif bootstrap is None or database_url is None:
-            from adapters.embedded.kafka import KafkaBroker
-            from adapters.embedded.postgres import EmbeddedPostgres
-
-            root = Path(tempfile.mkdtemp(prefix="oee-test-"))
-            # PostgreSQL runs as an unprivileged user when we are root: let it traverse.
-            root.chmod(0o755)
-            stack.callback(shutil.rmtree, root, ignore_errors=True)
             if bootstrap is None:
-                broker = KafkaBroker(root / "kafka", port=free_port(), controller_port=free_port())
-                stack.callback(broker.stop)
-                broker.start()
-                bootstrap, kafka_source = broker.bootstrap, "embedded"
+                kafka_source = "embedded"
             if database_url is None:
-                database = EmbeddedPostgres(root / "postgres", port=free_port())
-                stack.callback(database.stop)
-                database.start()
-                database_url, database_source = database.url, "embedded"
+                database_source = "embedded"
+            bootstrap, database_url = stack.enter_context(embedded(bootstrap, database_url))
         assert bootstrap is not None and database_url is not None
         yield Infra(bootstrap, database_url, kafka_source, database_source)
+
+
+@contextlib.contextmanager
+def embedded(
+    bootstrap: str | None, database_url: str | None, prefix: str = "oee-test-"
+) -> Iterator[tuple[str, str]]:
+    """Yield the broker and database given, starting the embedded one for each not given."""
+    from adapters.embedded.kafka import KafkaBroker
+    from adapters.embedded.postgres import EmbeddedPostgres
+
+    with contextlib.ExitStack() as stack:
+        root = Path(tempfile.mkdtemp(prefix=prefix))
+        # PostgreSQL runs as an unprivileged user when we are root: let it traverse.
+        root.chmod(0o755)
+        stack.callback(shutil.rmtree, root, ignore_errors=True)
+        if bootstrap is None:
+            broker = KafkaBroker(root / "kafka", port=free_port(), controller_port=free_port())
+            stack.callback(broker.stop)
+            broker.start()
+            bootstrap = broker.bootstrap
+        if database_url is None:
+            database = EmbeddedPostgres(root / "postgres", port=free_port())
+            stack.callback(database.stop)
+            database.start()
+            database_url = database.url
+        yield bootstrap, database_url
 
 
 @pytest.fixture(scope="session")

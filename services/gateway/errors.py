@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +13,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
 
 # pydantic error types -> our machine-readable codes.
 _CODES = {
@@ -40,6 +45,7 @@ _CODES = {
     "datetime_parsing": "INVALID_EXPIRY",
     "datetime_type": "INVALID_EXPIRY",
 }
+_HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 408: "REQUEST_TIMEOUT"}
 # A rule that involves two fields is reported on the field to change.
 _FIELD_OF = {
     "same_token": "tokenOut",
@@ -49,6 +55,10 @@ _FIELD_OF = {
     "expires_at_not_allowed": "expiresAt",
     "unlisted_token": "tokenOut",
 }
+
+
+# What a 503 tells the client to wait before trying again, in seconds.
+RETRY_AFTER_S = 2
 
 
 class ApiError(Exception):
@@ -61,6 +71,7 @@ class ApiError(Exception):
         message: str,
         field: str | None = None,
         details: dict[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -69,10 +80,41 @@ class ApiError(Exception):
         self.field = field
         # Machine-readable context beside the message, e.g. an order's current status.
         self.details = details or {}
+        self.headers = dict(headers or {})
 
     def response(self) -> JSONResponse:
         error = {"code": self.code, "message": self.message, "field": self.field, **self.details}
-        return JSONResponse(status_code=self.status, content={"error": error})
+        return JSONResponse(status_code=self.status, content={"error": error}, headers=self.headers)
+
+
+def unavailable(code: str, message: str, details: dict[str, Any] | None = None) -> ApiError:
+    """Return a 503 that tells the client when to try again."""
+    return ApiError(503, code, message, None, details, {"Retry-After": str(RETRY_AFTER_S)})
+
+
+def broker_unavailable() -> ApiError:
+    """The command was not written: the broker did not take it in time."""
+    return unavailable("BROKER_UNAVAILABLE", "the order log is unavailable; nothing was written")
+
+
+def outcome_unknown(order_id: uuid.UUID) -> ApiError:
+    """The command may or may not be on the log: the broker did not acknowledge it in time."""
+    return unavailable(
+        "BROKER_UNAVAILABLE",
+        "the order log did not acknowledge in time: the order may or may not have been "
+        "written; retry with the same Idempotency-Key, or read the order, to find out",
+        {"outcome": "unknown", "orderId": str(order_id)},
+    )
+
+
+class DatabaseUnavailable(ApiError):
+    """The read models cannot be read now: 503 ``DATABASE_UNAVAILABLE``."""
+
+
+def database_unavailable() -> DatabaseUnavailable:
+    """Return the error of a read the database could not answer."""
+    error = unavailable("DATABASE_UNAVAILABLE", "the read models are unavailable")
+    return DatabaseUnavailable(503, error.code, error.message, None, None, error.headers)
 
 
 def from_validation(errors: list[ErrorDetails] | list[Any]) -> ApiError:
@@ -104,5 +146,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
-        return ApiError(exc.status_code, code, str(exc.detail)).response()
+        code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+        return ApiError(exc.status_code, code, str(exc.detail), None, None, exc.headers).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the exception after this answer; the client gets the one shape.
+        log.error("unexpected error answering %s %s: %r", request.method, request.url.path, exc)
+        return ApiError(500, "INTERNAL_ERROR", "unexpected error; it has been logged").response()

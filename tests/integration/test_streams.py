@@ -8,7 +8,6 @@ pings every second, so that slow and dead clients show up within a test's time.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import socket
@@ -22,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from adapters.processes import free_port
+from tests.gateway_server import open_websocket
 from tests.integration.system import System
 
 STREAM_BUFFER = 64
@@ -276,20 +276,8 @@ async def test_firehose_from_earliest_replays_the_log_then_goes_live(
 
 def raw_websocket(system: System, path: str) -> socket.socket:
     """Open a WebSocket by hand on a socket with a tiny receive buffer, and never read it."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((system.settings.gateway_host, system.settings.gateway_port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
+    settings = system.settings
+    return open_websocket(settings.gateway_host, settings.gateway_port, path, rcvbuf=4096)
 
 
 def frames_until_closed(sock: socket.socket, within: float) -> list[tuple[int, bytes]]:

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from services.gateway.app import parse_order_request
 from services.gateway.errors import ApiError
+from services.gateway.intake import parse_order_request
 from services.gateway.schemas import request_hash
 
 GOOD = {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5", "slippageBps": 50}

@@ -17,13 +17,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from projections.orders import queries
 from projections.orders.handler import row_to_state
-from services.gateway.adapters import Gateway
+from services.gateway.deps import ReadSideDep
 from services.gateway.errors import ApiError
 from services.gateway.schemas import order_view
 
-STATIC_DIR = Path(__file__).with_name("static")
+STATIC_DIR = Path(__file__).parents[1] / "static"
 MAX_PAGE = 200
 
 router = APIRouter()
@@ -47,7 +46,7 @@ async def static(path: str, request: Request) -> Response:
 
 @router.get("/api/orders")
 async def list_orders(
-    request: Request,
+    read_side: ReadSideDep,
     limit: Annotated[str, Query(description=f"Orders per page, 1..{MAX_PAGE}.")] = "50",
     before: Annotated[
         str | None, Query(description="The `next` cursor of the previous page.")
@@ -56,10 +55,8 @@ async def list_orders(
     """List orders newest first, a page at a time; ``next`` is null on the last page."""
     size = parse_limit(limit)
     key = decode_cursor(before) if before is not None else None
-    gateway: Gateway = request.app.state.gateway
-    async with gateway.pool.connection() as conn:
-        # One row more than asked tells whether another page exists.
-        rows = await queries.list_orders(conn, size + 1, key)
+    # One row more than asked tells whether another page exists.
+    rows = await read_side.list_orders(size + 1, key)
     page = rows[:size]
     more = len(rows) > size
     return {

@@ -4,7 +4,7 @@ A client may start from now, from the earliest event still on the log, or from a
 cursor: every firehose message carries the cursor just after it, so a client that
 reconnects with the last cursor it saw receives exactly what it missed, from any
 gateway. The past is read from the log by a short-lived reader of this socket's
-own; once it has caught up, the socket joins the hub's single tail of the log.
+own; once it has caught up, the socket joins the fan-out of the gateway's single log tail.
 
 Close codes: 4400 for a bad parameter (the reason names it), 4408 when the client
 fell more than ``stream_buffer`` events behind, 4410 when the cursor points before
@@ -14,12 +14,12 @@ the start of the log (retention removed those events), 1001 when the gateway sto
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from socket import SO_SNDBUF, SOL_SOCKET
 from typing import Any, get_args
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -28,24 +28,23 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from adapters.settings import Settings
 from domain.tokens import find_token
 from events.messages import DecodeError, Event, OrderAccepted, OrderType, Status, decode_event
-from services.gateway.hub import (
-    Cursor,
-    EventHub,
-    Feed,
-    Logged,
-    OrderFacts,
-    StreamFilter,
-    facts_of,
-    format_cursor,
-)
+from services.gateway.errors import DatabaseUnavailable
+from services.gateway.fanout import Fanout, Feed, OrderFacts, StreamFilter, facts_after
 from services.gateway.schemas import event_view
+from services.gateway.sockets import (
+    WS_BAD_REQUEST,
+    WS_HISTORY_UNAVAILABLE,
+    WS_POSITION_GONE,
+    WS_SLOW_CONSUMER,
+    FrameWriter,
+    close,
+    cut_when_stalled,
+    send_text,
+)
+from services.gateway.tail import Cursor, Logged, LogTail, format_cursor
 
 log = logging.getLogger(__name__)
 
-WS_BAD_REQUEST = 4400
-WS_SLOW_CONSUMER = 4408
-WS_POSITION_GONE = 4410
-_CLOSE_WAIT_S = 5.0
 # A backfill keeps chasing the live tail without queueing until it is this close.
 _CHASE_ROUNDS = 5
 
@@ -127,9 +126,9 @@ class PositionGoneError(RuntimeError):
 class LogReader:
     """Read one socket's past events from the log, between two cursors."""
 
-    def __init__(self, settings: Settings, hub: EventHub, stream_filter: StreamFilter) -> None:
+    def __init__(self, settings: Settings, fanout: Fanout, stream_filter: StreamFilter) -> None:
         self._settings = settings
-        self._hub = hub
+        self._fanout = fanout
         self._filter = stream_filter
         self._consumer: AIOKafkaConsumer | None = None
         self._facts: dict[uuid.UUID, OrderFacts] = {}
@@ -160,9 +159,12 @@ class LogReader:
         return cursor
 
     async def close(self) -> None:
+        """Stop reading and forget what was learnt: the socket may live on long after."""
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+        self._facts.clear()
+        self._last_seq.clear()
 
     async def read(
         self, position: Cursor, until: Cursor, send: Callable[[str], Awaitable[None]]
@@ -202,11 +204,7 @@ class LogReader:
         return True
 
     def _advance(self, event: Event) -> OrderFacts | None:
-        if isinstance(event, OrderAccepted):
-            facts: OrderFacts | None = facts_of(event)
-        else:
-            facts = self._facts.get(event.order_id)
-            facts = facts.after(event) if facts is not None else None
+        facts = facts_after(self._facts.get(event.order_id), event)
         if facts is not None:
             self._facts[event.order_id] = facts
         return facts
@@ -219,12 +217,12 @@ class LogReader:
         for event in events:
             if isinstance(event, OrderAccepted) or event.order_id in self._facts:
                 continue
-            known = self._hub.facts(event.order_id)
+            known = self._fanout.facts(event.order_id)
             if known is not None:
                 self._facts[event.order_id] = known
             else:
                 unknown.add(event.order_id)
-        self._facts.update(await self._hub.resolve(sorted(unknown)))
+        self._facts.update(await self._fanout.resolve(sorted(unknown)))
 
 
 def _decode(raw: bytes | None) -> Event | None:
@@ -241,72 +239,12 @@ def render(logged: Logged, cursor: str) -> str:
     return json.dumps({**event_view(logged.event, logged.position), "cursor": cursor})
 
 
-_TRANSPORT_KEY = "oee.transport"
-
-
-class ExposeTransport:
-    """ASGI middleware handing WebSocket handlers their connection's transport.
-
-    ASGI hides the connection, but bounding what a slow peer may buffer and cutting
-    off one that stopped reading both need it. uvicorn's ``send`` is a method of its
-    protocol object, which holds the transport; elsewhere nothing is exposed and the
-    handlers fall back to what ASGI allows (polite closes, default buffers).
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
-            protocol = getattr(send, "__self__", None)
-            scope[_TRANSPORT_KEY] = getattr(protocol, "transport", None)
-        await self.app(scope, receive, send)
-
-
-def _transport(socket: WebSocket) -> Any:
-    # Duck-typed: uvloop's transports do not derive from asyncio's classes.
-    transport = socket.scope.get(_TRANSPORT_KEY)
-    return transport if hasattr(transport, "abort") else None
-
-
-def limit_send_buffer(socket: WebSocket, size: int) -> None:
-    """Bound what the kernel and the event loop buffer for a peer to about ``size`` each.
-
-    Left alone, Linux grows a socket's send buffer up to megabytes for a peer that
-    does not read, which hides a stalled client and holds that memory per socket.
-    """
-    transport = _transport(socket)
-    if transport is None:
-        return
-    transport.set_write_buffer_limits(high=size)
-    raw = transport.get_extra_info("socket")
-    if raw is not None:
-        raw.setsockopt(SOL_SOCKET, SO_SNDBUF, size)
-
-
-def abort_connection(socket: WebSocket) -> None:
-    """Drop the connection under ``socket`` at once, unsent data and all.
-
-    ASGI can only close politely, and a polite close waits until the peer has read
-    everything queued before it, which a peer that stopped reading never does.
-    """
-    transport = _transport(socket)
-    if transport is not None:
-        transport.abort()
-
-
-async def close(socket: WebSocket, code: int, reason: str) -> None:
-    """Close ``socket`` with ``code``, aborting the connection if the peer does not read."""
-    try:
-        await asyncio.wait_for(socket.close(code, reason), _CLOSE_WAIT_S)
-    except TimeoutError:
-        abort_connection(socket)
-    except (RuntimeError, WebSocketDisconnect):
-        pass  # already closed by the peer
-
-
 async def serve_firehose(
-    socket: WebSocket, hub: EventHub, settings: Settings, params: Mapping[str, str]
+    socket: WebSocket,
+    tail: LogTail,
+    fanout: Fanout,
+    settings: Settings,
+    params: Mapping[str, str],
 ) -> None:
     """Stream the firehose to an accepted ``socket`` until the client leaves or falls behind."""
     try:
@@ -316,40 +254,62 @@ async def serve_firehose(
         return
     capacity = settings.stream_buffer
     feed: Feed | None = None
-    reader = LogReader(settings, hub, request.filter)
+    reader = LogReader(settings, fanout, request.filter)
+    send = functools.partial(send_text, socket)
+    # A client that stops reading is cut off, during its backfill as after it.
+    watch = asyncio.create_task(cut_when_stalled(socket, settings.ws_ping_timeout_s))
     try:
         if request.start is not None:
             try:
-                position = await reader.open(request.start, sorted(hub.cursor()), request.earliest)
+                position = await reader.open(request.start, sorted(tail.cursor()), request.earliest)
             except PositionGoneError as exc:
                 await close(socket, WS_POSITION_GONE, str(exc)[:120])
                 return
             # Catch up without queueing live events, then join the tail for the rest.
             for _ in range(_CHASE_ROUNDS):
-                target = hub.cursor()
+                target = tail.cursor()
                 if sum(target[p] - position.get(p, 0) for p in target) <= capacity // 2:
                     break
-                position = await reader.read(position, target, socket.send_text)
-            feed, joined_at = hub.open_feed(request.filter, capacity)
-            await reader.read(position, joined_at, socket.send_text)
+                position = await reader.read(position, target, send)
+            feed, joined_at = fanout.open_feed(request.filter, capacity)
+            await reader.read(position, joined_at, send)
             await reader.close()
         else:
-            feed, _ = hub.open_feed(request.filter, capacity)
+            feed, _ = fanout.open_feed(request.filter, capacity)
         await _relay(socket, feed)
     except WebSocketDisconnect:
         pass
+    except DatabaseUnavailable:
+        # A filter on type, token or venue needs the read models to describe older orders.
+        await close(socket, WS_HISTORY_UNAVAILABLE, "the read models are unavailable")
     finally:
+        watch.cancel()
         await reader.close()
         if feed is not None:
-            hub.close_feed(feed)
+            fanout.close_feed(feed)
 
 
 async def _relay(socket: WebSocket, feed: Feed) -> None:
     """Send the feed's queue until the client leaves; close with 4408 when it falls behind."""
+    writer = FrameWriter.of(socket)
 
     async def send_all() -> None:
+        # What was queued while the backfill ran, or while the connection was paused.
         while True:
-            await socket.send_text(await feed.queue.get())
+            batch = [await feed.queue.get()]
+            while not feed.queue.empty():
+                batch.append(feed.queue.get_nowait())
+            if writer is None:
+                for message in batch:
+                    await send_text(socket, message.text)
+                continue
+            feed.busy = True  # later messages wait behind these
+            try:
+                await writer.write([message.frame for message in batch])
+            finally:
+                feed.busy = False
+
+    feed.writer = writer  # from now on, messages may go straight to the connection
 
     sender = asyncio.create_task(send_all())
     leaving = asyncio.create_task(_until_disconnect(socket))

@@ -1,0 +1,34 @@
+"""Whether this gateway can do its job: ``GET /health``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from services.gateway.deps import CommandsDep, FanoutDep, ReadSideDep, RecentDep, TailDep
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(
+    tail: TailDep,
+    commands: CommandsDep,
+    read_side: ReadSideDep,
+    recent: RecentDep,
+    fanout: FanoutDep,
+) -> JSONResponse:
+    """Report whether the log (the tail and the broker) and the read models are reachable."""
+    broker, database = await asyncio.gather(commands.reachable(), read_side.reachable())
+    checks = {"log": tail.running and broker, "database": database}
+    ok = all(checks.values())
+    return JSONResponse(
+        status_code=200 if ok else 503,
+        content={
+            "status": "ok" if ok else "degraded",
+            "checks": checks,
+            "sockets": {"firehose": fanout.listeners, "orders": recent.listeners},
+        },
+    )

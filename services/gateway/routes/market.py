@@ -1,0 +1,54 @@
+"""The market as the engine sees it: venue quotes and the route it would take, and analytics."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import ValidationError
+
+from adapters.venues.quoting import quote_all
+from domain.routing import NoRoute, choose_route
+from services.gateway import errors
+from services.gateway.deps import ReadSideDep, SettingsDep, VenuesDep
+from services.gateway.schemas import SwapRequest, camelize
+
+router = APIRouter()
+
+
+@router.get("/api/quotes")
+async def get_quotes(
+    token_in: Annotated[str, Query(alias="tokenIn")],
+    token_out: Annotated[str, Query(alias="tokenOut")],
+    amount: Annotated[str, Query()],
+    settings: SettingsDep,
+    venues: VenuesDep,
+) -> dict[str, Any]:
+    """Quote every venue now and show the route the engine would take."""
+    try:
+        pair = SwapRequest.model_validate(
+            {"tokenIn": token_in, "tokenOut": token_out, "amount": amount}
+        )
+    except ValidationError as exc:
+        raise errors.from_validation(exc.errors()) from None
+    quotes = await quote_all(
+        venues, pair.token_in, pair.token_out, pair.amount, settings.venue_timeout_s
+    )
+    try:
+        decision = choose_route(quotes, token_out=pair.token_out)
+        route: dict[str, Any] | None = camelize(decision.model_dump(mode="json"))
+    except NoRoute:
+        route = None
+    return {
+        "tokenIn": pair.token_in,
+        "tokenOut": pair.token_out,
+        "amount": str(pair.amount),
+        "quotes": [camelize(q.model_dump(mode="json")) for q in quotes],
+        "route": route,
+    }
+
+
+@router.get("/api/analytics")
+async def get_analytics(read_side: ReadSideDep) -> dict[str, Any]:
+    """Return execution figures per venue and per pair (see docs/architecture.md)."""
+    return await read_side.analytics()

@@ -1,0 +1,38 @@
+"""Simulation: list a new token in a new pool (``POST /api/simulate/launch``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from adapters.venues.interface import VenueError
+from services.gateway.deps import VenuesDep
+from services.gateway.errors import ApiError
+from services.gateway.schemas import LaunchRequest, camelize
+
+router = APIRouter()
+
+# Venue answers to a launch that mean "it exists already".
+_LAUNCH_CONFLICTS = frozenset({"POOL_EXISTS", "TOKEN_EXISTS"})
+
+
+@router.post(
+    "/api/simulate/launch",
+    status_code=201,
+    responses={409: {"description": "Already listed"}, 404: {"description": "No such venue"}},
+)
+async def launch(body: LaunchRequest, venues: VenuesDep) -> dict[str, Any]:
+    """Simulation: launch a new token in a new pool, e.g. for a sniper to catch."""
+    venue = next((v for v in venues if v.name == body.venue), None)
+    if venue is None:
+        names = ", ".join(v.name for v in venues)
+        raise ApiError(404, "UNKNOWN_VENUE", f"venue must be one of {names}", "venue")
+    try:
+        pool = await venue.launch(
+            body.symbol, quote=body.quote, price=body.price, liquidity_usd=body.liquidity_usd
+        )
+    except VenueError as exc:
+        status = 409 if exc.code in _LAUNCH_CONFLICTS else 502 if exc.transient else 422
+        raise ApiError(status, exc.code, str(exc), "symbol") from exc
+    return camelize(pool.model_dump(mode="json"))

@@ -1,0 +1,240 @@
+"""The gateway's parts, each alone: the read side's fold, the tail's memories, a route."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from domain.lifecycle import evolve
+from events.messages import Event
+from services.gateway import deps, errors
+from services.gateway.fanout import Fanout, StreamFilter
+from services.gateway.read_side import fold_onto
+from services.gateway.recent import RecentEvents
+from services.gateway.routes import orders
+from services.gateway.submissions import Submissions
+from services.gateway.tail import Cursor, Logged
+from tests.unit.factories import confirmed_history, submit_order
+
+
+def logged(event: Event, offset: int = 0) -> Logged:
+    return Logged(event, {"topic": "orders.events", "partition": 0, "offset": offset})
+
+
+def test_fold_onto_a_row_behind_the_tail_folds_the_newer_events_on_top() -> None:
+    events = confirmed_history()
+    row = evolve(evolve(None, events[0]), events[1])  # the projector is at seq 2
+
+    state = fold_onto(row, [logged(e) for e in events])
+
+    assert state is not None
+    assert (state.seq, state.status) == (5, "confirmed")
+
+
+def test_fold_onto_a_gap_in_the_tails_events_stops_before_it() -> None:
+    events = confirmed_history()
+    row = evolve(None, events[0])
+
+    state = fold_onto(row, [logged(events[1]), logged(events[3]), logged(events[4])])
+
+    assert state is not None
+    assert (state.seq, state.status) == (2, "routing")
+
+
+def test_fold_onto_no_row_and_no_events_is_unknown() -> None:
+    assert fold_onto(None, []) is None
+
+
+async def test_recent_events_a_second_copy_of_a_seq_is_dropped_and_not_relayed() -> None:
+    first, *_ = confirmed_history()
+    recent = RecentEvents()
+    async with recent.subscribe(first.order_id, capacity=10) as live:
+        assert recent.add(logged(first, offset=1))
+        assert not recent.add(logged(first, offset=9))
+        assert live.queue.qsize() == 1
+    assert [item.position["offset"] for item in recent.recent(first.order_id)] == [1]
+    assert recent.knows(first.order_id)
+
+
+def test_recent_events_past_the_bound_forget_the_oldest_order() -> None:
+    recent = RecentEvents(max_orders=2)
+    histories = [confirmed_history() for _ in range(3)]
+    for events in histories:
+        recent.add(logged(events[0]))
+
+    assert [recent.knows(events[0].order_id) for events in histories] == [False, True, True]
+    assert len(recent) == 2
+
+
+def test_recent_events_past_the_bound_forget_ended_orders_before_running_ones() -> None:
+    recent = RecentEvents(max_orders=3)
+    running, ended, newer = confirmed_history(), confirmed_history(), confirmed_history()
+    recent.add(logged(running[0]))
+    for event in ended:
+        recent.add(logged(event))
+    recent.add(logged(running[1]))  # the running order is now the one heard of last...
+    recent.add(logged(newer[0]))
+    recent.add(logged(confirmed_history()[0]))  # ...yet the ended one goes first
+
+    assert not recent.knows(ended[0].order_id)
+    assert recent.knows(running[0].order_id) and recent.knows(newer[0].order_id)
+
+
+async def test_recent_events_an_order_being_watched_is_kept_past_the_bound() -> None:
+    recent = RecentEvents(max_orders=2)
+    watched, older, newer = confirmed_history(), confirmed_history(), confirmed_history()
+    async with recent.subscribe(watched[0].order_id, capacity=10):
+        for events in (watched, older, newer):
+            recent.add(logged(events[0]))
+        assert recent.knows(watched[0].order_id)
+        assert not recent.knows(older[0].order_id)
+        assert recent.knows(newer[0].order_id)
+
+
+async def test_recent_events_a_subscriber_that_falls_behind_is_dropped_not_waited_for() -> None:
+    events = confirmed_history()
+    recent = RecentEvents()
+    async with recent.subscribe(events[0].order_id, capacity=2) as live:
+        for event in events:
+            assert recent.add(logged(event))
+        assert live.dropped.is_set()
+        assert live.queue.qsize() == 2
+
+
+async def test_recent_events_an_unknown_order_subscribed_to_is_forgotten_after() -> None:
+    recent = RecentEvents()
+    async with recent.subscribe(uuid.uuid4(), capacity=1):
+        assert len(recent) == 1
+    assert len(recent) == 0
+
+
+def test_submissions_a_keyed_submission_is_remembered_under_its_key() -> None:
+    command = submit_order().model_copy(update={"idempotency_key": "k1"})
+    submissions = Submissions()
+
+    submissions.record_submission(command)
+
+    seen = submissions.submission("k1")
+    assert seen is not None and seen.order_id == command.order_id
+    assert submissions.submitted(command.order_id) == command
+
+
+def test_fanout_an_event_is_rendered_once_for_every_feed_that_matches() -> None:
+    rendered: list[str] = []
+
+    def render(item: Logged, cursor: str) -> str:
+        rendered.append(cursor)
+        return f"{item.event.seq}@{cursor}"
+
+    cursor: Cursor = {0: 7}
+    fanout = Fanout(render, lambda: cursor)
+    both = [fanout.open_feed(StreamFilter(), 10)[0] for _ in range(2)]
+    failed_only, _ = fanout.open_feed(StreamFilter(statuses=frozenset({"failed"})), 10)
+
+    fanout.publish(logged(confirmed_history()[0]))
+
+    assert rendered == ["0:7"]
+    assert [feed.queue.qsize() for feed in [*both, failed_only]] == [1, 1, 0]
+
+
+def test_fanout_a_feed_that_is_full_is_dropped_and_no_longer_fed() -> None:
+    fanout = Fanout(lambda item, cursor: "x", lambda: {})
+    feed, _ = fanout.open_feed(StreamFilter(), 1)
+
+    for event in confirmed_history()[:2]:
+        fanout.publish(logged(event))
+
+    assert feed.dropped.is_set()
+    assert fanout.listeners == 0
+
+
+class StubReadSide:
+    """Answers ``state`` from a dict, as if the read models held those orders."""
+
+    def __init__(self, states: dict[uuid.UUID, Any]) -> None:
+        self.states = states
+
+    async def state(self, order_id: uuid.UUID) -> Any:
+        return self.states.get(order_id)
+
+
+async def get(path: str, read_side: StubReadSide, submissions: Submissions) -> httpx.Response:
+    """GET ``path`` from an app of the orders routes alone, with these parts."""
+    app = FastAPI()
+    errors.install(app)
+    app.include_router(orders.router)
+    app.dependency_overrides[deps.read_side] = lambda: read_side
+    app.dependency_overrides[deps.submissions] = lambda: submissions
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        return await client.get(path)
+
+
+async def test_get_order_known_only_from_its_submission_answers_pending() -> None:
+    command = submit_order()
+    submissions = Submissions()
+    submissions.record_submission(command)
+
+    response = await get(f"/api/orders/{command.order_id}", StubReadSide({}), submissions)
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "pending"
+    assert response.json()["orderId"] == str(command.order_id)
+
+
+async def test_get_order_in_the_read_models_answers_its_state() -> None:
+    events = confirmed_history()
+    state = fold_onto(None, [logged(e) for e in events])
+    read_side = StubReadSide({events[0].order_id: state})
+
+    response = await get(f"/api/orders/{events[0].order_id}", read_side, Submissions())
+
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["amountOut"]) == ("confirmed", "224.1")
+
+
+async def test_get_order_unknown_answers_404_order_not_found() -> None:
+    response = await get(f"/api/orders/{uuid.uuid4()}", StubReadSide({}), Submissions())
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "ORDER_NOT_FOUND"
+
+
+def test_submissions_past_the_bounds_forget_the_least_recent_keys_and_commands() -> None:
+    submissions = Submissions(max_keys=2, max_orders=2)
+    commands = [submit_order().model_copy(update={"idempotency_key": f"k{n}"}) for n in range(3)]
+    for command in commands:
+        submissions.record_submission(command)
+
+    assert [submissions.submission(f"k{n}") is not None for n in range(3)] == [False, True, True]
+    assert [submissions.submitted(c.order_id) is not None for c in commands] == [False, True, True]
+
+
+def test_fanout_forgets_an_orders_facts_once_it_ended() -> None:
+    fanout = Fanout(lambda item, cursor: "x", lambda: {})
+    events = confirmed_history()
+    fanout.publish(logged(events[0]))
+    assert fanout.facts(events[0].order_id) is not None
+
+    for event in events[1:]:
+        fanout.publish(logged(event))
+
+    assert fanout.facts(events[0].order_id) is None
+
+
+async def test_submissions_hold_lets_one_holder_of_a_key_in_at_a_time() -> None:
+    submissions = Submissions()
+    inside: list[int] = []
+
+    async def enter(n: int) -> None:
+        async with submissions.hold("k"):
+            inside.append(n)
+            await asyncio.sleep(0.01)
+            inside.append(-n)
+
+    await asyncio.gather(enter(1), enter(2))
+    assert inside in ([1, -1, 2, -2], [2, -2, 1, -1])
