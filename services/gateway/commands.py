@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
+from adapters.kafka import producer_options
 from adapters.settings import Settings
 from events.messages import Command, encode, order_key
 from services.gateway.errors import broker_unavailable, outcome_unknown
@@ -57,10 +58,7 @@ class CommandWriter:
     def _new_producer(self) -> AIOKafkaProducer:
         # aiokafka binds to the running loop, so producers are made in coroutines only.
         return AIOKafkaProducer(
-            bootstrap_servers=self._settings.bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            request_timeout_ms=int(self._timeout_s * 1000),
+            **producer_options(self._settings), request_timeout_ms=int(self._timeout_s * 1000)
         )
 
     async def start(self) -> None:
