@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     KafkaError,
@@ -23,6 +25,7 @@ from aiokafka.errors import (
 
 from adapters.backoff import until_reachable
 from adapters.settings import Settings
+from events.messages import Command, encode, order_key
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +155,14 @@ def producer_options(settings: Settings) -> dict[str, Any]:
         "enable_idempotence": True,
         "linger_ms": settings.kafka_linger_ms,
     }
+
+
+async def send_commands(
+    producer: AIOKafkaProducer, topic: str, commands: Sequence[Command]
+) -> None:
+    """Write commands keyed by order, in order, and wait until every one is acknowledged."""
+    sent = [
+        await producer.send(topic, encode(command), key=order_key(command.order_id))
+        for command in commands
+    ]
+    await asyncio.gather(*sent)

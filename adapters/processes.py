@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -161,3 +162,15 @@ class OwnedProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """Return an ``asyncio.Event`` set by SIGTERM or SIGINT: a service's signal to stop.
+
+    Called from a coroutine, as the handlers belong to the running loop.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

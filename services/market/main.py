@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 
 from adapters.kafka import await_topics
+from adapters.processes import stop_on_signals
 from adapters.settings import Settings, get_settings
 from adapters.venues.client import http_venues
 from services.market.feed import MarketFeed
@@ -55,10 +55,7 @@ async def _main(settings: Settings) -> None:
     # Started while the broker restarts: wait for it (a signal meanwhile ends the
     # process at once).
     await await_topics(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     # The venues' pools are read several times a second: do not log every request.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     log.info("market feed from %s to %s", settings.venues_url, settings.market_topic)

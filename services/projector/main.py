@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from adapters.kafka import await_topics
 from adapters.postgres import await_database
+from adapters.processes import stop_on_signals
 from adapters.settings import Settings
 from projections.contract import Projection, Stats
 from projections.orders.handler import OrdersProjection
@@ -66,10 +66,7 @@ async def _main(settings: Settings) -> None:
     # meanwhile ends the process at once; there is nothing to clean up yet.
     await await_topics(settings)
     await await_database(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     log.info("projector consuming %s into PostgreSQL", settings.events_topic)
     for name, stats in (await project_all(settings, stop)).items():
         log.info(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from adapters.kafka import await_topics
+from adapters.processes import stop_on_signals
 from adapters.settings import Settings
 from services.sweeper.service import SweeperService
 
@@ -17,10 +17,7 @@ async def _main(settings: Settings) -> None:
     # Started while the broker restarts: wait for it (a signal meanwhile ends the
     # process at once).
     await await_topics(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     log.info(
         "sweeper watching %s and %s (resubmit after %ss, resume after %ss)",
         settings.commands_topic,

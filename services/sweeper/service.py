@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from adapters.kafka import producer_options
+from adapters.kafka import producer_options, send_commands
 from adapters.postgres import connect
 from adapters.settings import Settings
 from events.messages import (
@@ -29,8 +29,6 @@ from events.messages import (
     ResumeOrder,
     SubmitOrder,
     decode,
-    encode,
-    order_key,
 )
 from projections.orders.queries import known_orders
 from services.sweeper.core import Sweeper
@@ -190,10 +188,4 @@ class SweeperService:
 
     async def _send(self, commands: list[Command]) -> None:
         assert self._producer is not None
-        sent = [
-            await self._producer.send(
-                self.settings.commands_topic, encode(c), key=order_key(c.order_id)
-            )
-            for c in commands
-        ]
-        await asyncio.gather(*sent)
+        await send_commands(self._producer, self.settings.commands_topic, commands)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from adapters.kafka import await_topics
+from adapters.processes import stop_on_signals
 from adapters.settings import Settings
 from services.triggers.service import TriggerService
 
@@ -17,10 +17,7 @@ async def _main(settings: Settings) -> None:
     # Started while the broker restarts: wait for it (a signal meanwhile ends the
     # process at once). Without PostgreSQL it reads the events from the start.
     await await_topics(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     log.info(
         "triggers reading %s and %s, writing %s",
         settings.events_topic,

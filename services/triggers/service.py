@@ -34,7 +34,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
-from adapters.kafka import producer_options
+from adapters.kafka import producer_options, send_commands
 from adapters.postgres import connect
 from adapters.settings import Settings
 from adapters.venues.client import http_venues
@@ -46,8 +46,6 @@ from events.messages import (
     ExpireOrder,
     TriggerOrder,
     decode_event,
-    encode,
-    order_key,
 )
 from projections.orders.snapshot import Snapshot, read_snapshot
 from services.triggers.book import Armed
@@ -454,10 +452,4 @@ class TriggerService:
     async def _send(self, commands: Sequence[TriggerOrder | ExpireOrder]) -> None:
         """Write commands to the commands topic, acknowledged by every replica."""
         assert self._producer is not None
-        sent = [
-            await self._producer.send(
-                self.settings.commands_topic, encode(c), key=order_key(c.order_id)
-            )
-            for c in commands
-        ]
-        await asyncio.gather(*sent)
+        await send_commands(self._producer, self.settings.commands_topic, commands)

@@ -14,6 +14,7 @@ hold whatever happened:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections import defaultdict
@@ -45,6 +46,8 @@ class Running(Protocol):
 
 
 T = TypeVar("T")
+# Orders per fault run: sized for CI; OEE_FAULT_ORDERS=400 runs the issue's size.
+FAULT_ORDERS = int(os.environ.get("OEE_FAULT_ORDERS", "150"))
 TERMINAL = {"confirmed", "failed"}
 MARKET_ORDERS = (
     {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.5", "slippageBps": 300},
@@ -295,3 +298,12 @@ async def verdict(
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def assert_clean(found: Verdict) -> None:
+    """Fail with the first few orders of each kind of problem the verdict found."""
+    assert not found.lost, f"accepted orders that never ended: {found.lost[:5]}"
+    assert not found.twice, f"orders with two landed swaps: {found.twice[:5]}"
+    assert not found.gaps, f"orders with a gap in their events: {found.gaps[:5]}"
+    assert found.replay_differences == 0
+    assert not found.audit_problems, found.audit_problems[:5]

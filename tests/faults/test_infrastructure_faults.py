@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from cli.bench.system import RunningSystem, group_members, private_system
-from tests.faults.harness import Load, Verdict, eventually, verdict
+from tests.faults.harness import FAULT_ORDERS, Load, Verdict, assert_clean, eventually, verdict
 
-ORDERS = 150
+ORDERS = FAULT_ORDERS
 RATE = 10.0
 
 
@@ -60,14 +60,6 @@ async def run_through(system: RunningSystem, group: str) -> tuple[Load, dict[str
     await running
     recovery = {"first order accepted after the kill": (first or float("nan")) - killed}
     return load, recovery
-
-
-def assert_clean(found: Verdict) -> None:
-    assert not found.lost, f"accepted orders that never ended: {found.lost[:5]}"
-    assert not found.twice, f"orders with two landed swaps: {found.twice[:5]}"
-    assert not found.gaps, f"orders with a gap in their events: {found.gaps[:5]}"
-    assert found.replay_differences == 0
-    assert not found.audit_problems, found.audit_problems[:5]
 
 
 async def test_broker_killed_under_load_loses_and_repeats_nothing(

@@ -17,8 +17,10 @@ from datetime import datetime
 import psycopg
 
 from tests.faults.harness import (
+    FAULT_ORDERS,
     Load,
     Verdict,
+    assert_clean,
     eventually,
     first_event_after,
     order_events,
@@ -27,7 +29,7 @@ from tests.faults.harness import (
 )
 from tests.integration.system import System
 
-ORDERS = 150
+ORDERS = FAULT_ORDERS
 RATE = 15.0  # orders per second: ten seconds of load
 RESTART_AFTER_S = 1.0  # as `oee up` restarts a dead service
 
@@ -51,14 +53,6 @@ async def under_load(
     recovery = await fault(load)
     await running
     return load, recovery
-
-
-def assert_clean(found: Verdict) -> None:
-    assert not found.lost, f"accepted orders that never ended: {found.lost[:5]}"
-    assert not found.twice, f"orders with two landed swaps: {found.twice[:5]}"
-    assert not found.gaps, f"orders with a gap in their events: {found.gaps[:5]}"
-    assert found.replay_differences == 0
-    assert not found.audit_problems, found.audit_problems[:5]
 
 
 async def engine_kills(system: System, times: int, apart_s: float) -> dict[str, float]:
