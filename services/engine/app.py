@@ -96,12 +96,8 @@ async def _drive(
             _crash(exc)
 
 
-def build_app(
-    settings: Settings,
-    venues: Mapping[str, Venue],
-    clock: Callable[[], datetime] = utc_now,
-) -> faust.App:
-    """Return the engine's faust app wired to ``venues``."""
+def _faust_app(settings: Settings) -> EngineApp:
+    """Return the faust app as configured: at least once, acks=all, idempotent, static member."""
     datadir = settings.data_dir / "engine" / settings.engine_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = EngineApp(
@@ -124,6 +120,58 @@ def build_app(
         key_serializer="raw",
         value_serializer="raw",
     )
+    return app
+
+
+def _processor(
+    settings: Settings,
+    venues: Mapping[str, Venue],
+    clock: Callable[[], datetime],
+    *,
+    order_events: faust.TopicT,
+    dead_letters: faust.TopicT,
+    table: Any,
+    intake: Intake,
+) -> OrderProcessor:
+    """Return the order processor, emitting to the log and settling through ``intake``."""
+
+    async def emit(event: Event) -> None:
+        # Buffered, so the events of many orders in flight travel in one request; the
+        # wait is for acks=all, so the event is on the log before the message that
+        # caused it is acknowledged (and before the table records the reaction).
+        sent = await order_events.send(key=order_key(event.order_id), value=encode(event))
+        await sent
+
+    async def emit_dead_letter(letter: DeadLetter) -> None:
+        key = letter.key.encode() if letter.key else None
+        sent = await dead_letters.send(key=key, value=encode(letter))
+        await sent
+
+    return OrderProcessor(
+        table=table,
+        executor=Executor(
+            venues,
+            clock,
+            quote_timeout_s=settings.venue_timeout_s,
+            retry=RetryPolicy(
+                settings.retry_max_attempts, settings.retry_base_s, settings.retry_factor
+            ),
+        ),
+        emit=emit,
+        emit_dead_letter=emit_dead_letter,
+        clock=clock,
+        settle=lambda where: intake.finish(_ticket(where)),
+        retention=timedelta(seconds=settings.engine_retention_s),
+    )
+
+
+def build_app(
+    settings: Settings,
+    venues: Mapping[str, Venue],
+    clock: Callable[[], datetime] = utc_now,
+) -> faust.App:
+    """Return the engine's faust app wired to ``venues``."""
+    app = _faust_app(settings)
     commands = app.topic(settings.commands_topic, partitions=settings.partitions)
     order_events = app.topic(settings.events_topic, partitions=settings.partitions)
     dead_letters = app.topic(settings.dead_letter_topic, partitions=settings.partitions)
@@ -143,33 +191,14 @@ def build_app(
         group_id=settings.engine_id,
     )
 
-    async def emit(event: Event) -> None:
-        # Buffered, so the events of many orders in flight travel in one request; the
-        # wait is for acks=all, so the event is on the log before the message that
-        # caused it is acknowledged (and before the table records the reaction).
-        sent = await order_events.send(key=order_key(event.order_id), value=encode(event))
-        await sent
-
-    async def emit_dead_letter(letter: DeadLetter) -> None:
-        key = letter.key.encode() if letter.key else None
-        sent = await dead_letters.send(key=key, value=encode(letter))
-        await sent
-
-    processor = OrderProcessor(
+    processor = _processor(
+        settings,
+        venues,
+        clock,
+        order_events=order_events,
+        dead_letters=dead_letters,
         table=table,
-        executor=Executor(
-            venues,
-            clock,
-            quote_timeout_s=settings.venue_timeout_s,
-            retry=RetryPolicy(
-                settings.retry_max_attempts, settings.retry_base_s, settings.retry_factor
-            ),
-        ),
-        emit=emit,
-        emit_dead_letter=emit_dead_letter,
-        clock=clock,
-        settle=lambda where: intake.finish(_ticket(where)),
-        retention=timedelta(seconds=settings.engine_retention_s),
+        intake=intake,
     )
 
     async def forget_decoded(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:

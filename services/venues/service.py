@@ -9,7 +9,7 @@ a token or pool that exists, 422 otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Literal
 
@@ -145,24 +145,7 @@ def create_app(
             raise VenueError("UNKNOWN_VENUE", f"no venue named {name!r}", transient=False)
         return venue
 
-    @app.exception_handler(VenueError)
-    async def _venue_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, VenueError)
-        return JSONResponse(
-            _error_body(exc.code, str(exc), transient=exc.transient), status_code=error_status(exc)
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0] if exc.errors() else {}
-        field = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
-        return JSONResponse(
-            _error_body(
-                "INVALID_REQUEST", first.get("msg", "invalid request"), transient=False, field=field
-            ),
-            status_code=422,
-        )
+    _answer_errors_as_json(app)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -203,6 +186,40 @@ def create_app(
         return PoolList(pools=venue_named(name).pools())
 
     # Simulation controls, for tests and demos: a real venue has no such door.
+    _add_simulation_controls(app, venue_named, launch_liquidity_usd)
+    return app
+
+
+def _answer_errors_as_json(app: FastAPI) -> None:
+    """Answer a venue error and an invalid request in the venue's JSON error shape."""
+
+    @app.exception_handler(VenueError)
+    async def _venue_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, VenueError)
+        return JSONResponse(
+            _error_body(exc.code, str(exc), transient=exc.transient), status_code=error_status(exc)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+        return JSONResponse(
+            _error_body(
+                "INVALID_REQUEST", first.get("msg", "invalid request"), transient=False, field=field
+            ),
+            status_code=422,
+        )
+
+
+def _add_simulation_controls(
+    app: FastAPI,
+    venue_named: Callable[[str], SimulatedVenue],
+    launch_liquidity_usd: Decimal,
+) -> None:
+    """Add the routes that launch pools, add liquidity, move prices and script faults."""
+
     @app.post("/venues/{name}/pools", status_code=201)
     async def launch(name: str, body: LaunchRequest) -> PoolInfo:
         venue = venue_named(name)
@@ -232,5 +249,3 @@ def create_app(
         venue_named(name).move_price(
             body.token_in, body.token_out, body.fraction, market=body.market
         )
-
-    return app
