@@ -231,7 +231,7 @@ class Fold:
     undecodable: list[Logged[Event]] = field(default_factory=list)
 
 
-def fold(events: Iterable[Logged[Event]]) -> Fold:
+def fold_log(events: Iterable[Logged[Event]]) -> Fold:
     """Fold the events as consumers do: first occurrence wins, refused events skipped."""
     result = Fold()
     for logged in events:
@@ -588,7 +588,7 @@ def _sort_key(problem: Problem) -> tuple[int, str, str, int, int]:
 
 def reconcile(sources: Sources, now: datetime, limits: Limits = DEFAULT_LIMITS) -> AuditReport:
     """Return every problem the sources show as of ``now``, and what was read."""
-    folded = fold(sources.events)
+    folded = fold_log(sources.events)
     orders = folded.orders
     cutoff = now - limits.grace
     problems = [

@@ -56,7 +56,7 @@ def _positive_decimal(value: Any, name: str) -> Decimal:
     return number
 
 
-class SwapRequest(BaseModel):
+class TradeRequest(BaseModel):
     """A pair and an amount of the token sold: what orders and quotes have in common."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -120,7 +120,7 @@ class LaunchRequest(BaseModel):
 ORDER_TYPES = ("market", "limit", "sniper")
 
 
-class ExecuteOrderRequest(SwapRequest):
+class ExecuteOrderRequest(TradeRequest):
     """Body of ``POST /api/orders/execute``: a market, limit or sniper order."""
 
     type: Literal["market", "limit", "sniper"] = Field(

@@ -111,7 +111,7 @@ def changes(
     return events
 
 
-def fold(
+def fold_pools(
     published: Mapping[str, MarketEvent], events: Iterable[MarketEvent]
 ) -> dict[str, MarketEvent]:
     """Return the last message per pool after ``events``: the highest seq wins."""
@@ -248,7 +248,7 @@ class MarketFeed:
         events = changes(self.published, pools, self._now(), reopened=reopened)
         if events:
             await self._publish(events)
-            self.published = fold(self.published, events)
+            self.published = fold_pools(self.published, events)
             for event in events:
                 if isinstance(event, PoolCreated) and event.launched_token is not None:
                     log.info("new pool %s at %s %s", event.pool_id, event.price, event.quote)

@@ -13,7 +13,7 @@ from adapters.kafka import producer_options
 from adapters.settings import Settings
 from events.market import MarketEvent, decode_market, encode_market, pool_key
 from events.messages import DecodeError
-from services.market.feed import fold
+from services.market.feed import fold_pools
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ async def read_market(settings: Settings) -> dict[str, MarketEvent]:
                     except DecodeError as exc:
                         log.warning("skipping %s@%d: %s", tp, record.offset, exc)
                         continue
-                    last = fold(last, [event])
+                    last = fold_pools(last, [event])
     finally:
         await consumer.stop()
 

@@ -32,7 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from adapters.backoff import Backoff
-from adapters.kafka import producer_options
+from adapters.kafka import batch_consumer_options, producer_options
 from adapters.postgres import CONNECTION_ERRORS, Connection, connect
 from adapters.settings import Settings
 from events.messages import encode
@@ -228,6 +228,7 @@ class ProjectionRunner:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            **batch_consumer_options(self.settings),
         )
         await self._consumer.start()
         if self.group_id is None:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from adapters.kafka import producer_options, send_commands
+from adapters.kafka import batch_consumer_options, producer_options, send_commands
 from adapters.postgres import connect
 from adapters.settings import Settings
 from events.messages import (
@@ -73,6 +73,7 @@ class SweeperService:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **batch_consumer_options(self.settings),
         )
         producer = AIOKafkaProducer(**producer_options(self.settings))
         await consumer.start()

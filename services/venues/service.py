@@ -74,7 +74,7 @@ class Drift(BaseModel):
     moves: tuple[PriceMove, ...]
 
 
-class LaunchRequest(BaseModel):
+class PoolLaunchRequest(BaseModel):
     """Body of ``POST /venues/{name}/pools``: list a token and open its pool."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -221,7 +221,7 @@ def _add_simulation_controls(
     """Add the routes that launch pools, add liquidity, move prices and script faults."""
 
     @app.post("/venues/{name}/pools", status_code=201)
-    async def launch(name: str, body: LaunchRequest) -> PoolInfo:
+    async def launch(name: str, body: PoolLaunchRequest) -> PoolInfo:
         venue = venue_named(name)
         return venue.launch(
             body.symbol,

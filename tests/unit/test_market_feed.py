@@ -19,7 +19,7 @@ from services.market.feed import (
     MarketFeed,
     changes,
     drift_moves,
-    fold,
+    fold_pools,
     launch_symbols,
     message_id,
 )
@@ -50,10 +50,10 @@ def pool(
 
 
 def published(*pools: PoolInfo) -> dict[str, MarketEvent]:
-    return fold({}, changes({}, pools, AT))
+    return fold_pools({}, changes({}, pools, AT))
 
 
-# changes / fold -----------------------------------------------------------------
+# changes / fold_pools -----------------------------------------------------------------
 
 
 def test_changes_unknown_pool_is_created_with_seq_one() -> None:
@@ -121,7 +121,7 @@ def test_changes_shrinking_liquidity_is_no_liquidity_event() -> None:
 
 
 def test_changes_reopened_pool_is_created_again_with_its_seq_continuing() -> None:
-    last = fold(published(pool()), changes(published(pool()), [pool(price="151")], AT))
+    last = fold_pools(published(pool()), changes(published(pool()), [pool(price="151")], AT))
 
     [event] = changes(last, [pool()], AT, reopened={"raydium:SOL-USDC"})
 
@@ -133,8 +133,8 @@ def test_fold_keeps_the_highest_seq_of_each_pool() -> None:
     first = published(pool())
     [tick] = changes(first, [pool(price="151")], AT)
 
-    assert fold(first, [tick])["raydium:SOL-USDC"] == tick
-    assert fold({tick.pool_id: tick}, first.values())["raydium:SOL-USDC"] == tick
+    assert fold_pools(first, [tick])["raydium:SOL-USDC"] == tick
+    assert fold_pools({tick.pool_id: tick}, first.values())["raydium:SOL-USDC"] == tick
 
 
 # drift / symbols ----------------------------------------------------------------
@@ -271,7 +271,7 @@ async def test_market_feed_restarted_from_the_log_publishes_only_changes() -> No
     await feed(places, log, Clock()).poll()
     places[1].venue.move_price("SOL", "USDC", Decimal("0.01"))
 
-    restarted = feed(places, Log(), Clock(), prior=fold({}, log.events))
+    restarted = feed(places, Log(), Clock(), prior=fold_pools({}, log.events))
     [tick] = await restarted.poll()
 
     assert (tick.pool_id, tick.seq, tick.type) == ("meteora:SOL-USDC", 2, "PriceTick")

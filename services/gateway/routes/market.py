@@ -11,7 +11,7 @@ from adapters.venues.quoting import quote_all
 from domain.routing import NoRoute, choose_route
 from services.gateway import errors
 from services.gateway.deps import ReadSideDep, SettingsDep, VenuesDep
-from services.gateway.schemas import SwapRequest, camelize
+from services.gateway.schemas import TradeRequest, camelize
 
 router = APIRouter()
 
@@ -26,7 +26,7 @@ async def get_quotes(
 ) -> dict[str, Any]:
     """Quote every venue now and show the route the engine would take."""
     try:
-        pair = SwapRequest.model_validate(
+        pair = TradeRequest.model_validate(
             {"tokenIn": token_in, "tokenOut": token_out, "amount": amount}
         )
     except ValidationError as exc:
