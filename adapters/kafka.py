@@ -157,6 +157,14 @@ def producer_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def batch_consumer_options(settings: Settings) -> dict[str, Any]:
+    """Return the fetch options of a consumer that prefers batches to latency."""
+    return {
+        "fetch_min_bytes": settings.batch_fetch_min_bytes,
+        "fetch_max_wait_ms": settings.batch_fetch_max_wait_ms,
+    }
+
+
 async def send_commands(
     producer: AIOKafkaProducer, topic: str, commands: Sequence[Command]
 ) -> None:

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     # default fetch: it answers as soon as anything is there, and waits long when idle;
     # a short wait multiplied the idle fetches of every consumer.)
     kafka_linger_ms: int = Field(default=5, ge=0)
+    # Consumers that need no low latency (the projector, the sweeper) ask the broker to
+    # answer a fetch once this many bytes are there, or after this long: under load
+    # one fetch carries a batch instead of a few records, for every consumer and the
+    # broker alike; idle, they ask no more often than this.
+    batch_fetch_min_bytes: int = Field(default=256 * 1024, ge=1)
+    batch_fetch_max_wait_ms: int = Field(default=200, ge=0)
 
     # PostgreSQL: an external URL wins; otherwise the embedded server is used.
     database_url: str | None = None
