@@ -114,6 +114,9 @@ class Settings(BaseSettings):
 
     # Projector.
     projector_group: str = "oee-projector"
+    # This projector's static member id within its groups: a restarted projector takes
+    # its partitions back at once instead of waiting for the dead member's session.
+    projector_instance: str = "0"
 
     # Venues (simulated DEX service).
     venues_host: str = "127.0.0.1"

@@ -225,6 +225,9 @@ class ProjectionRunner:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
             group_id=self.group_id,
+            group_instance_id=(
+                f"{self.group_id}-{self.settings.projector_instance}" if self.group_id else None
+            ),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",

@@ -92,8 +92,10 @@ async def produce(producer: AIOKafkaProducer, topic: str, events: list[Event]) -
 class Projector:
     """A projector running as a task, stoppable gracefully or killed mid-batch."""
 
-    def __init__(self, settings: Settings, *, max_records: int = 500) -> None:
+    def __init__(self, settings: Settings, *, max_records: int = 500, instance: str = "0") -> None:
         self.stop = asyncio.Event()
+        # A restarted projector keeps its static member id; a second replica has its own.
+        settings = settings.model_copy(update={"projector_instance": instance})
         self.runner = ProjectionRunner(
             settings, OrdersProjection(), group_id=settings.projector_group, max_records=max_records
         )
@@ -547,8 +549,8 @@ async def test_projector_two_in_one_group_share_partitions_without_double_applyi
     settings: Settings, producer: AIOKafkaProducer
 ) -> None:
     events = [e for _ in range(30) for e in order_history()]
-    first = Projector(settings, max_records=5)
-    second = Projector(settings, max_records=5)
+    first = Projector(settings, max_records=5, instance="a")
+    second = Projector(settings, max_records=5, instance="b")
     await produce(producer, settings.events_topic, events)
 
     await wait_for_events(settings, len(events))
