@@ -57,6 +57,7 @@ class Order:
     status: str | None = None
     error: str | None = None
     failure: str | None = None  # the code a failed order ended with
+    stream_closed: int | str | None = None  # its WebSocket ended before the order did
 
 
 @dataclass
@@ -86,6 +87,9 @@ class Run:
             "lost": accepted - len(ended),
             "refused": dict(Counter(o.error for o in self.orders if o.error)),
             "failures": dict(Counter(o.failure for o, _ in ended if o.failure)),
+            "streams_closed_early": dict(
+                Counter(str(o.stream_closed) for o in self.orders if o.stream_closed is not None)
+            ),
             "cpu_ms_per_order": {k: v * 1000 / count for k, v in self.cpu_s.items()},
             "client_cpu_ms_per_order": self.client_cpu_s * 1000 / count,
         }
@@ -105,6 +109,11 @@ class Run:
             + (f" (failures: {f['failures']})" if f["failures"] else "")
             + (f"; refused: {f['refused']}" if f["refused"] else ""),
         ]
+        if f["streams_closed_early"]:
+            lines.append(
+                f"WebSockets closed before their order ended (then polled): "
+                f"{f['streams_closed_early']}"
+            )
         cpu = f["cpu_ms_per_order"]
         if cpu:
             parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items(), key=lambda i: -i[1]))
@@ -136,7 +145,8 @@ class Bench:
 
     async def run(self) -> Run:
         connector = aiohttp.TCPConnector(limit=0)
-        timeout = aiohttp.ClientTimeout(total=60)
+        # No total: a WebSocket lives as long as its order (the POSTs have their own).
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
             firehose = None
             if self.args.follow == "firehose":
@@ -189,7 +199,9 @@ class Bench:
         order.posted_at = time.monotonic()
         try:
             async with http.post(
-                f"{self.base_url}/api/orders/execute", json=ORDERS[order.index % 2]
+                f"{self.base_url}/api/orders/execute",
+                json=ORDERS[order.index % 2],
+                timeout=aiohttp.ClientTimeout(total=60),
             ) as response:
                 body = await response.read()
                 order.answered_at = time.monotonic()
@@ -205,16 +217,35 @@ class Bench:
     async def _follow(self, http: aiohttp.ClientSession, order: Order) -> None:
         url = f"{self.ws_url}/api/orders/execute?orderId={order.order_id}"
         try:
-            async with http.ws_connect(url, heartbeat=None, max_msg_size=0) as socket:
+            async with http.ws_connect(
+                url, heartbeat=None, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=10)
+            ) as socket:
                 async for message in socket:
                     if message.type != aiohttp.WSMsgType.TEXT:
+                        order.stream_closed = socket.close_code or 0
                         break
                     event = json.loads(message.data)
                     if event["status"] in TERMINAL:
                         self._end(order, event)
                         return
-        except (aiohttp.ClientError, TimeoutError):
-            return
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            order.stream_closed = type(exc).__name__
+        # The stream ended early (a limit, a restart): the order is not lost for
+        # that; ask for it until it ends, as a client would.
+        await self._poll(http, order)
+
+    async def _poll(self, http: aiohttp.ClientSession, order: Order) -> None:
+        while order.ended_at is None:
+            try:
+                async with http.get(f"{self.base_url}/api/orders/{order.order_id}") as response:
+                    if response.status == 200:
+                        state = await response.json()
+                        if state["status"] in TERMINAL:
+                            self._end(order, state)
+                            return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.5)
 
     async def _firehose(self, http: aiohttp.ClientSession, ready: asyncio.Event) -> None:
         url = f"{self.ws_url}/api/stream?status=confirmed,failed"
@@ -234,8 +265,8 @@ class Bench:
         order.ended_at = time.monotonic()
         order.status = event["status"]
         if order.status == "failed":
-            details = event.get("details") or {}
-            order.failure = str(details.get("code", "?"))
+            details = event.get("details") or {}  # an event; an order read has failureCode
+            order.failure = str(details.get("code") or event.get("failureCode") or "?")
         self._ended += 1
         if self._ended >= len(self.orders):
             self._all_ended.set()

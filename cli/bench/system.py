@@ -158,6 +158,9 @@ def private_system(data_dir: str, **overrides: object) -> Iterator[RunningSystem
         # The benchmark's own observers share the cores with the system under load;
         # they must not be dropped as slow clients.
         "stream_buffer": 100_000,
+        # One client (the benchmark) follows every order in flight on its own socket.
+        "ws_max_sockets": 100_000,
+        "ws_max_sockets_per_client": 100_000,
     }
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
