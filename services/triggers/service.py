@@ -34,7 +34,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
-from adapters.kafka import producer_options, send_commands
+from adapters.kafka import batch_consumer_options, producer_options, send_commands
 from adapters.postgres import connect
 from adapters.settings import Settings
 from adapters.venues.client import http_venues
@@ -167,6 +167,7 @@ class TriggerService:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            **batch_consumer_options(self.settings),
         )
         try:
             await producer.start()
