@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     gateway_idempotency_keys: int = Field(default=10_000, ge=1)
     # How long a client may take to send a request's headers, and again its body.
     http_read_timeout_s: float = Field(default=10.0, gt=0)
+    # An idle kept-alive connection is closed after this. Longer than the idle expiry
+    # of common clients (5 s in httpx and aiohttp's pools' defaults are shorter still),
+    # so the client, not the server, ends it: a server closing a connection just as
+    # the client reuses it fails that request without an answer.
+    http_keep_alive_s: int = Field(default=30, gt=0)
     # How long writing a command to the log may take before the POST answers 503.
     produce_timeout_s: float = Field(default=5.0, gt=0)
     # How long a read waits for a database connection, and again for its answer, before 503.

@@ -268,7 +268,7 @@ async def main(args: argparse.Namespace) -> None:
         try:
             system.start_all()
             await asyncio.to_thread(system.wait_healthy)
-            # Idle connections are dropped before the gateway's 5 s keep-alive ends them.
+            # Idle connections are dropped before the gateway's keep-alive (30 s) ends them.
             limits = httpx.Limits(keepalive_expiry=2)
             async with httpx.AsyncClient(
                 base_url=system.base_url, timeout=60, limits=limits

@@ -23,6 +23,7 @@ import os
 import statistics
 import tempfile
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -111,10 +112,21 @@ async def _watch(ws_url: str, watch: Watch, ready: asyncio.Event) -> None:
     raise RuntimeError(f"the firehose closed ({socket.close_code} {socket.close_reason})")
 
 
-async def _submit(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
-    response = await http.post("/api/orders/execute", json=body)
-    response.raise_for_status()
-    return str(response.json()["orderId"])
+async def _submit(http: httpx.AsyncClient, body: dict[str, Any], attempts: int = 3) -> str:
+    # A connection can be closed under a request without an answer: the key makes
+    # the retry safe (the same order is found, not a second one placed).
+    headers = {"Idempotency-Key": f"burst-{uuid.uuid4()}"}
+    for attempt in range(1, attempts + 1):
+        try:
+            response = await http.post("/api/orders/execute", json=body, headers=headers)
+        except httpx.TransportError:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(0.5)
+            continue
+        response.raise_for_status()
+        return str(response.json()["orderId"])
+    raise AssertionError("unreachable")
 
 
 async def _until(check: Any, within: float, what: str) -> None:

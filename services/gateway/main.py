@@ -18,6 +18,7 @@ def server_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
         port=settings.gateway_port,
         log_level="warning",
         http=header_deadline_protocol(settings.http_read_timeout_s),
+        timeout_keep_alive=settings.http_keep_alive_s,
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,
         ws_per_message_deflate=settings.ws_compression,
