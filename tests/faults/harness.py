@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 import uuid
 from collections import defaultdict
@@ -24,10 +25,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import httpx
-from aiokafka import AIOKafkaConsumer
 
+from adapters.log_reader import read_topics
 from adapters.settings import Settings
 from cli.audit import run_audit
+from cli.bench.system import RunningSystem, group_members
 from cli.reconcile import Limits
 from events.messages import Command, DecodeError, Event, decode
 from projections.analytics.handler import AnalyticsProjection
@@ -153,32 +155,15 @@ async def eventually(
 
 async def read_log(settings: Settings, topic: str) -> list[tuple[int, int, Command | Event]]:
     """Return every decodable message of ``topic``: (partition, offset, message)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        assigned = await eventually(
-            lambda: asyncio.sleep(0, consumer.assignment() or None), within_s=30, every_s=0.1
-        )
-        ends = await consumer.end_offsets(list(assigned or ()))
-        found: list[tuple[int, int, Command | Event]] = []
-        while True:
-            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for tp, records in batch.items():
-                for record in records:
-                    try:
-                        found.append((tp.partition, record.offset, decode(record.value or b"")))
-                    except DecodeError:
-                        continue
-            positions = {tp: await consumer.position(tp) for tp in ends}
-            if all(positions[tp] >= end for tp, end in ends.items()):
-                return found
-    finally:
-        await consumer.stop()
+    found: list[tuple[int, int, Command | Event]] = []
+    async with read_topics(settings, [topic]) as snapshot:
+        async for batch in snapshot.batches():
+            for record in batch:
+                try:
+                    found.append((record.partition, record.offset, decode(record.value or b"")))
+                except DecodeError:
+                    continue
+    return found
 
 
 async def order_events(settings: Settings) -> dict[str, dict[int, Event]]:
@@ -307,3 +292,11 @@ def assert_clean(found: Verdict) -> None:
     assert not found.gaps, f"orders with a gap in their events: {found.gaps[:5]}"
     assert found.replay_differences == 0
     assert not found.audit_problems, found.audit_problems[:5]
+
+
+def kill_member(system: RunningSystem, group: str) -> int:
+    """SIGKILL the one process of ``group`` that ``oee up`` started; return its pid."""
+    assert system.root_pid is not None
+    [pid] = group_members(system.root_pid, group, children_only=True)
+    os.kill(pid, signal.SIGKILL)
+    return pid

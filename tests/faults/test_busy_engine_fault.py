@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 import pytest
 
-from cli.bench.system import RunningSystem, group_members, private_system
+from cli.bench.system import RunningSystem, private_system
 from tests.faults.harness import (
     Load,
     Verdict,
     assert_clean,
     eventually,
     first_event_after,
+    kill_member,
     order_events,
     utc_now,
     verdict,
@@ -48,10 +48,9 @@ async def test_engine_killed_during_a_busy_run_ends_every_order_once(
     load = Load(bench_system.base_url, ORDERS, RATE, deadline_s=300)
     running = asyncio.create_task(load.run())
     await asyncio.sleep(KILL_AFTER_S)
-    assert bench_system.root_pid is not None
-    [engine] = group_members(bench_system.root_pid, "engine", children_only=True)
+    kill_member(bench_system, "engine")
+    # Stamped once it is dead: any event stamped later is the restarted engine's.
     killed_at = utc_now()
-    os.kill(engine, signal.SIGKILL)
 
     async def next_event() -> datetime | None:
         return first_event_after(await order_events(bench_system.settings), killed_at)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,8 +18,16 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from cli.bench.system import RunningSystem, group_members, private_system
-from tests.faults.harness import FAULT_ORDERS, Load, Verdict, assert_clean, eventually, verdict
+from cli.bench.system import RunningSystem, private_system
+from tests.faults.harness import (
+    FAULT_ORDERS,
+    Load,
+    Verdict,
+    assert_clean,
+    eventually,
+    kill_member,
+    verdict,
+)
 
 ORDERS = FAULT_ORDERS
 RATE = 10.0
@@ -37,21 +44,13 @@ async def up() -> AsyncIterator[RunningSystem]:
             yield running
 
 
-def kill_server(system: RunningSystem, group: str) -> int:
-    """SIGKILL the system's broker (``kafka``) or postmaster (``postgres``); return its pid."""
-    assert system.root_pid is not None
-    [pid] = group_members(system.root_pid, group, children_only=True)
-    os.kill(pid, signal.SIGKILL)
-    return pid
-
-
 async def run_through(system: RunningSystem, group: str) -> tuple[Load, dict[str, float]]:
     """Kill ``group`` three seconds into the load; return the load and recovery figures."""
     load = Load(system.base_url, ORDERS, RATE, deadline_s=240)
     running = asyncio.create_task(load.run())
     await asyncio.sleep(3)
     killed = time.monotonic()
-    kill_server(system, group)
+    kill_member(system, group)
 
     async def accepted_again() -> float | None:
         return load.first_accepted_after(killed + 1)
@@ -81,7 +80,7 @@ async def test_database_killed_under_load_loses_and_repeats_nothing(
     running = asyncio.create_task(load.run())
     await asyncio.sleep(3)
     killed = time.monotonic()
-    kill_server(up, "postgres")
+    kill_member(up, "postgres")
 
     async def reads_again() -> float | None:
         async with httpx.AsyncClient(base_url=up.base_url, timeout=5) as http:

@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.embedded.kafka import KafkaBroker
 from adapters.embedded.postgres import EmbeddedPostgres
 from adapters.kafka import ensure_topics
+from adapters.log_reader import read_topics
 from adapters.processes import free_port
 from adapters.settings import Settings
 from events.messages import SubmitOrder, decode
@@ -124,27 +124,14 @@ async def answers(client: httpx.AsyncClient, path: str, within: float = 60) -> f
 
 async def submissions_on_log(settings: Settings) -> list[uuid.UUID]:
     """Return the order id of every SubmitOrder on the commands topic, in log order."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap, group_id=None, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(settings.commands_topic, p) for p in range(settings.partitions)
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        found: list[uuid.UUID] = []
-        for tp in partitions:
-            while await consumer.position(tp) < ends[tp]:
-                for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                    message = decode(record.value or b"")
-                    if isinstance(message, SubmitOrder):
-                        found.append(message.order_id)
-        return found
-    finally:
-        await consumer.stop()
+    found: list[uuid.UUID] = []
+    async with read_topics(settings, [settings.commands_topic]) as snapshot:
+        async for batch in snapshot.batches():
+            for record in batch:
+                message = decode(record.value or b"")
+                if isinstance(message, SubmitOrder):
+                    found.append(message.order_id)
+    return found
 
 
 def kill(broker: KafkaBroker) -> None:
