@@ -123,6 +123,22 @@ class Settings(BaseSettings):
     # its partitions back at once instead of waiting for the dead member's session.
     projector_instance: str = "0"
 
+    # Operations: each service but the gateway serves /metrics, /health/live and
+    # /health/ready on a loopback port of its own (the gateway on its API port).
+    # A process is ready only while its consumers are at most this many messages behind.
+    ops_host: str = "127.0.0.1"
+    engine_ops_port: int = 3201
+    projector_ops_port: int = 3202
+    triggers_ops_port: int = 3203
+    market_ops_port: int = 3204
+    sweeper_ops_port: int = 3205
+    ready_max_lag: int = Field(default=1000, ge=0)
+    # Log lines as JSON objects (one per line), or as text for a human at a terminal.
+    # Unset: JSON from the services, text from the commands run by hand.
+    log_format: Literal["json", "text"] | None = None
+    # The gateway logs one line per HTTP request.
+    access_log: bool = True
+
     # Venues (simulated DEX service).
     venues_host: str = "127.0.0.1"
     venues_port: int = 3100

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
+from adapters.logs import configure_logging
 from adapters.settings import Settings, get_settings
-from cli.logs import configure_logging
 
 # Start order of `oee up`; it stops them in reverse, so the gateway stops taking orders first.
 # The market service reads the venues; the triggers read the market.
@@ -71,6 +72,12 @@ def _analytics(args: argparse.Namespace, settings: Settings) -> int:
     from cli.analytics import main as analytics_main
 
     return analytics_main(settings)
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from cli.status import main as status_main
+
+    return status_main(settings, as_json=args.json)
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
@@ -163,6 +170,14 @@ def _parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="compare with the live read model; change nothing"
     )
     replay.set_defaults(handler=_replay)
+    status = sub.add_parser(
+        "status",
+        help="the health of every process of a running system, with consumer lag",
+        description="Ask each process for its readiness (broker, database, group joined, "
+        "caught up) and print a table; exit 1 unless every one is ready.",
+    )
+    status.add_argument("--json", action="store_true", help="print every report as JSON")
+    status.set_defaults(handler=_status)
     audit = sub.add_parser(
         "audit",
         help="reconcile the log, the read models and the venues' ledger (exit 1 on a problem)",
@@ -235,7 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command != "test":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = extra
-    configure_logging()
+    # A service logs JSON lines (`oee up` shows them readably), a command run by hand
+    # text, unless OEE_LOG_FORMAT says otherwise.
+    service = args.command in SERVICES
+    fmt = os.environ.get("OEE_LOG_FORMAT") or ("json" if service else "text")
+    configure_logging(args.command if service else "oee", fmt)
     try:
         code: int = args.handler(args, get_settings())
     except KeyboardInterrupt:

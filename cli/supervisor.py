@@ -25,10 +25,12 @@ import httpx
 from adapters.embedded.kafka import BrokerError
 from adapters.embedded.postgres import DatabaseError
 from adapters.kafka import TopicMismatchError, ensure_topics, topic_names
+from adapters.logs import readable
 from adapters.processes import die_with_parent, stop_process
 from adapters.settings import Settings
 from cli import SERVICES
 from cli.foreground import embedded_broker, embedded_database
+from cli.status import ops_addresses
 
 MAX_BACKOFF_S = 30.0
 # A child that ran this long before dying counts as healthy: its backoff resets.
@@ -288,9 +290,16 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+def _ops_urls(settings: Settings) -> str:
+    """Return where each service but the gateway serves its metrics."""
+    return ", ".join(
+        f"http://{address}/metrics ({name})" for name, address in ops_addresses(settings).items()
+    )
+
+
 def _relay(name: str, stream: IO[bytes]) -> None:
     for raw in iter(stream.readline, b""):
-        say(name, raw.decode(errors="replace").rstrip())
+        say(name, readable(raw.decode(errors="replace").rstrip()))
     stream.close()
 
 
@@ -360,6 +369,8 @@ def up(settings: Settings) -> int:
                 base = f"http://{settings.gateway_host}:{settings.gateway_port}"
                 say("oee", f"up in {now - began:.1f}s (infrastructure {infra_s:.1f}s)")
                 say("oee", f"API: {base}   docs: {base}/docs   Ctrl-C stops everything")
+                say("oee", f"metrics: {base}/metrics (gateway), {_ops_urls(settings)}")
+                say("oee", "health of every process: ./oee status")
             time.sleep(0.5)
     except _Shutdown as signalled:
         say("oee", f"received {signalled}; stopping in reverse order")

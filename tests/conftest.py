@@ -28,6 +28,7 @@ import pytest
 from psycopg import sql
 
 from adapters.kafka import ensure_topics
+from adapters.ops import OPS_SERVICES
 from adapters.processes import free_port
 from adapters.settings import Settings
 
@@ -152,6 +153,7 @@ def isolated_settings(infra: Infra) -> Callable[..., Settings]:
             "broker_session_timeout_s": 6.0,
             "gateway_port": free_port(),
             "venues_port": free_port(),
+            **{f"{name}_ops_port": free_port() for name in OPS_SERVICES},
             "data_dir": data_dir / f"oee-{suffix}",
         }
         values.update(overrides)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,6 +19,7 @@ from typing import TypeVar
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
+from adapters.metrics import VENUE_CALL_ERRORS, VENUE_CALL_SECONDS
 from adapters.settings import Settings
 from adapters.venues.interface import (
     Ledger,
@@ -93,13 +95,13 @@ class HttpVenue:
     async def quote(self, token_in: str, token_out: str, amount_in: Decimal) -> Quote:
         """Quote a swap; raise ``VenueError`` when the venue cannot."""
         body = {"token_in": token_in, "token_out": token_out, "amount_in": str(amount_in)}
-        response = await self._request("POST", f"{self._prefix}/quote", json=body)
+        response = await self._request("POST", f"{self._prefix}/quote", json=body, call="quote")
         return _parse(Quote, self._ok(response))
 
     async def submit(self, request: SwapRequest) -> SwapResult:
         """Submit a swap; the same ``client_ref`` twice returns the first submission."""
         response = await self._request(
-            "POST", f"{self._prefix}/swaps", json=request.model_dump(mode="json")
+            "POST", f"{self._prefix}/swaps", json=request.model_dump(mode="json"), call="submit"
         )
         return _parse(SwapResult, self._ok(response))
 
@@ -108,6 +110,7 @@ class HttpVenue:
         response = await self._request(
             "GET",
             f"{self._prefix}/swaps/{tx_hash}/confirmation",
+            call="confirm",
             read_timeout=self._confirm_timeout,
         )
         return _parse(SwapResult, self._ok(response))
@@ -115,7 +118,7 @@ class HttpVenue:
     async def find_swap(self, client_ref: str) -> SwapResult | None:
         """Return the swap submitted under ``client_ref``, or None if there is none."""
         response = await self._request(
-            "GET", f"{self._prefix}/swaps", params={"client_ref": client_ref}
+            "GET", f"{self._prefix}/swaps", params={"client_ref": client_ref}, call="find_swap"
         )
         if response.status == 404 and _error_code(response) == "SWAP_NOT_FOUND":
             return None
@@ -123,12 +126,12 @@ class HttpVenue:
 
     async def ledger(self) -> tuple[LedgerEntry, ...]:
         """Return every swap the venue knows, oldest first, those that have landed settled."""
-        response = await self._request("GET", f"{self._prefix}/ledger")
+        response = await self._request("GET", f"{self._prefix}/ledger", call="ledger")
         return _parse(Ledger, self._ok(response)).swaps
 
     async def pools(self) -> tuple[PoolInfo, ...]:
         """Return every pool of the venue as it is now."""
-        response = await self._request("GET", f"{self._prefix}/pools")
+        response = await self._request("GET", f"{self._prefix}/pools", call="pools")
         return _parse(PoolList, self._ok(response)).pools
 
     async def launch(
@@ -148,13 +151,15 @@ class HttpVenue:
             body["price"] = str(price)
         if liquidity_usd is not None:
             body["liquidity_usd"] = str(liquidity_usd)
-        response = await self._request("POST", f"{self._prefix}/pools", json=body)
+        response = await self._request("POST", f"{self._prefix}/pools", json=body, call="launch")
         return _parse(PoolInfo, self._ok(response))
 
     async def add_liquidity(self, token_a: str, token_b: str, usd: Decimal) -> PoolInfo:
         """Deepen the pair's pool by ``usd`` at its current price; return the pool."""
         body = {"token_a": token_a, "token_b": token_b, "usd": str(usd)}
-        response = await self._request("POST", f"{self._prefix}/pools/liquidity", json=body)
+        response = await self._request(
+            "POST", f"{self._prefix}/pools/liquidity", json=body, call="add_liquidity"
+        )
         return _parse(PoolInfo, self._ok(response))
 
     async def drift(self, moves: Iterable[tuple[str, str, Decimal]]) -> None:
@@ -168,29 +173,37 @@ class HttpVenue:
                 for token_in, token_out, fraction in moves
             ]
         }
-        self._ok(await self._request("POST", f"{self._prefix}/drift", json=body))
+        self._ok(await self._request("POST", f"{self._prefix}/drift", json=body, call="drift"))
 
     async def _request(
         self,
         method: str,
         url: str,
         *,
+        call: str,
         json: object = None,
         params: dict[str, str] | None = None,
         read_timeout: float | None = None,
     ) -> _Answer:
         timeout = None if read_timeout is None else aiohttp.ClientTimeout(total=read_timeout)
+        started = time.perf_counter()
         try:
             async with self._session().request(
                 method, url, json=json, params=params, timeout=timeout
             ) as response:
-                return _Answer(response.status, await response.read())
+                answer = _Answer(response.status, await response.read())
         except (TimeoutError, aiohttp.ClientError) as exc:
+            VENUE_CALL_ERRORS.labels(self.name, call).inc()
             # A timeout too: the call may or may not have taken effect, which is why
             # swaps carry a client_ref to look up afterwards.
             raise VenueError(
                 "NETWORK_ERROR", f"{self.name}: {type(exc).__name__}: {exc}", transient=True
             ) from exc
+        VENUE_CALL_SECONDS.labels(self.name, call).observe(time.perf_counter() - started)
+        # A swap looked up and not found is an answer, not an error.
+        if answer.status >= 500 or (answer.status >= 400 and call != "find_swap"):
+            VENUE_CALL_ERRORS.labels(self.name, call).inc()
+        return answer
 
     def _ok(self, response: _Answer) -> bytes:
         if response.ok:

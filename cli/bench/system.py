@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from adapters.ops import OPS_SERVICES
 from adapters.processes import die_with_parent, free_port
 from adapters.settings import Settings
 
@@ -152,6 +153,7 @@ def private_system(data_dir: str, **overrides: object) -> Iterator[RunningSystem
         "database_port": free_port(),
         "gateway_port": free_port(),
         "venues_port": free_port(),
+        **{f"{name}_ops_port": free_port() for name in OPS_SERVICES},
         "venue_profile": "instant",
         "market_drift_bps": Decimal(0),
         "market_launch_every_s": 0,

@@ -22,9 +22,11 @@ from typing import Any
 
 import faust
 
+from adapters.metrics import DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_WRITTEN, StepClock
+from adapters.ops import Health, Lag, OpsServer, assigned, broker_check
 from adapters.settings import Settings
 from adapters.venues.interface import Venue
-from events.messages import DeadLetter, Event, encode, order_key
+from events.messages import Command, DeadLetter, Event, encode, order_key
 from services.engine.executor import Executor, RetryPolicy
 from services.engine.intake import EngineApp, Intake
 from services.engine.ledger import Ticket
@@ -141,11 +143,21 @@ def _processor(
         # caused it is acknowledged (and before the table records the reaction).
         sent = await order_events.send(key=order_key(event.order_id), value=encode(event))
         await sent
+        EVENTS_WRITTEN.labels(event.type).inc()
 
     async def emit_dead_letter(letter: DeadLetter) -> None:
         key = letter.key.encode() if letter.key else None
         sent = await dead_letters.send(key=key, value=encode(letter))
         await sent
+        DEAD_LETTERS.labels("engine").inc()
+
+    steps = StepClock()
+
+    def observe(message: Command | Event, new: bool) -> None:
+        if new:
+            steps.observe(message)  # type: ignore[arg-type]
+        else:
+            EVENTS_CONSUMED.labels("engine", message.type).inc()
 
     return OrderProcessor(
         table=table,
@@ -162,6 +174,7 @@ def _processor(
         clock=clock,
         settle=lambda where: intake.finish(_ticket(where)),
         retention=timedelta(seconds=settings.engine_retention_s),
+        observe=observe,
     )
 
 
@@ -217,6 +230,20 @@ def build_app(
     @app.agent(order_events, name="lifecycle", concurrency=settings.engine_concurrency)
     async def handle_events(stream: faust.StreamT[bytes]) -> None:
         await _drive(stream, intake, processor.on_event)
+
+    health = Health("engine", max_lag=settings.ready_max_lag)
+    health.check("broker", broker_check(settings.bootstrap))
+    health.check("group", assigned(intake.inputs))
+
+    async def lag() -> Lag:
+        return {(settings.engine_id, t, p): n for (t, p), n in (await intake.lag()).items()}
+
+    health.lag_from(lag)
+    ops = OpsServer(health, settings.ops_host, settings.engine_ops_port)
+
+    @app.task
+    async def serve_ops() -> None:
+        await ops.start()
 
     ticks = itertools.count()
 

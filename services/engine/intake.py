@@ -143,7 +143,7 @@ class Intake:
         """
         now = self._monotonic()
         rewound = 0
-        for tp in self._inputs():
+        for tp in self.inputs():
             key = (tp.topic, tp.partition)
             if not self._ledger.started(key):
                 continue
@@ -157,7 +157,29 @@ class Intake:
                 rewound += 1
         return rewound
 
-    def _inputs(self) -> list[TP]:
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Return, per input partition, how many messages on the log are not handled yet.
+
+        A partition no message has arrived on yet counts from the group's committed offset.
+        """
+        lag = {}
+        waiting = []
+        for tp in self.inputs():
+            end = self._app.consumer.highwater(tp)
+            if end is None:
+                continue
+            done = self._ledger.committable((tp.topic, tp.partition))
+            if done is None:
+                waiting.append((tp, end))
+            else:
+                lag[(tp.topic, tp.partition)] = max(0, end - done)
+        if waiting:
+            committed = await self._committed([tp for tp, _ in waiting])
+            for tp, end in waiting:
+                lag[(tp.topic, tp.partition)] = max(0, end - committed.get(tp, 0))
+        return lag
+
+    def inputs(self) -> list[TP]:
         """Return the assigned partitions of the agents' input topics."""
         return [tp for tp in self._app.consumer.assignment() if tp.topic in self._topics]
 
@@ -173,7 +195,7 @@ class Intake:
         async with self._starting:
             if self._ledger.started((tp.topic, tp.partition)):
                 return True
-            assigned = self._inputs()
+            assigned = self.inputs()
             if tp not in assigned:
                 return False
             pending = [p for p in assigned if not self._ledger.started((p.topic, p.partition))]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from adapters.locks import KeyedLocks
+from adapters.logs import bind
 from domain.lifecycle import IllegalTransition, OrderState, decide, evolve
 from events.messages import (
     Command,
@@ -77,6 +78,9 @@ class _Deferred:
 Emit = Callable[[Event], Awaitable[None]]
 EmitDeadLetter = Callable[[DeadLetter], Awaitable[None]]
 Settle = Callable[[Position], None]
+# Told of every message the processor decodes, and whether it is news (an event folded
+# for the first time): metrics count the one and time the order's steps from the other.
+Observe = Callable[[Command | Event, bool], None]
 
 
 class OrderProcessor:
@@ -92,8 +96,10 @@ class OrderProcessor:
         settle: Settle = lambda _where: None,
         retention: timedelta = timedelta(minutes=10),
         monotonic: Callable[[], float] = time.monotonic,
+        observe: Observe = lambda _message, _new: None,
     ) -> None:
         self._table = table
+        self._observe = observe
         # The table's records, decoded once: the table (and its changelog) is what
         # survives a crash, this is what every message reads.
         self._records: dict[bytes, EngineRecord] = {}
@@ -158,6 +164,11 @@ class OrderProcessor:
         if not isinstance(command, Command):
             await self._dead_letter(raw, where, f"{command.type} is not a command")
             return True
+        self._observe(command, False)
+        with bind(command.order_id, command.correlation_id):
+            return await self._handle(command, where)
+
+    async def _handle(self, command: Command, where: Position) -> bool:
         if isinstance(command, ResumeOrder):
             # The sweeper saw the order stall after this event: handle it as the event
             # delivered again (folded if it never was, reacted to if that never happened).
@@ -255,7 +266,9 @@ class OrderProcessor:
         except DecodeError as exc:
             await self._dead_letter(raw, where, f"undecodable event: {exc}")
             return
-        await self._apply(event, raw, where)
+        self._observe(event, False)
+        with bind(event.order_id, event.correlation_id):
+            await self._apply(event, raw, where)
 
     async def _apply(self, event: Event, raw: bytes, where: Position) -> None:
         """Fold ``event`` unless it was, then perform its step unless that happened."""
@@ -272,6 +285,7 @@ class OrderProcessor:
                 # Stored once, with the reaction below: should the engine die in
                 # between, the event is not settled and comes again to be folded anew.
                 record = EngineRecord(state=state, reacted_seq=record.reacted_seq if record else 0)
+                self._observe(event, True)
                 await self._run_deferred(record)
             if record.reacted_seq >= event.seq:
                 return  # a duplicate of an event this engine already reacted to (and stored)

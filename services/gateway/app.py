@@ -17,10 +17,12 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
+from adapters.ops import RequestMetrics
 from adapters.settings import Settings
 from services.gateway import errors
 from services.gateway.adapters import Gateway
 from services.gateway.http_limits import BodyDeadline
+from services.gateway.request_id import RequestId
 from services.gateway.routes import (
     browse,
     firehose,
@@ -55,6 +57,8 @@ def create_app(
     )
     app.state.gateway = gateway
     app.add_middleware(ExposeTransport)
+    app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestId)
     app.add_middleware(BodyDeadline, timeout_s=settings.http_read_timeout_s)
     errors.install(app)
     for module in (browse, orders, simulation, market, health, firehose, order_stream):

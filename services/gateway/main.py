@@ -16,7 +16,11 @@ def server_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
         app,
         host=settings.gateway_host,
         port=settings.gateway_port,
-        log_level="warning",
+        # Our logging (JSON lines, README "Logs"), not uvicorn's own handlers; one
+        # access line per request.
+        log_config=None,
+        log_level="info",
+        access_log=settings.access_log,
         http=header_deadline_protocol(settings.http_read_timeout_s),
         timeout_keep_alive=settings.http_keep_alive_s,
         ws_ping_interval=settings.ws_ping_interval_s,

@@ -16,6 +16,8 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from adapters.metrics import WEBSOCKETS_CLOSED, WEBSOCKETS_OPEN
+
 WS_BAD_REQUEST = 4400
 WS_UNKNOWN_ORDER = 4404
 WS_SLOW_CONSUMER = 4408
@@ -181,6 +183,7 @@ async def cut_when_stalled(socket: WebSocket, stall_s: float) -> None:
 
 async def close(socket: WebSocket, code: int, reason: str) -> None:
     """Close ``socket`` with ``code``, aborting the connection if the peer does not read."""
+    socket.state.close_code = code
     try:
         await asyncio.wait_for(socket.close(code, reason), _CLOSE_WAIT_S)
     except TimeoutError:
@@ -217,11 +220,21 @@ class SocketLimits:
 
 
 @asynccontextmanager
-async def admit(socket: WebSocket, limits: SocketLimits) -> AsyncIterator[bool]:
-    """Accept ``socket`` and yield whether the limits let it stay; close it with 4429 if not."""
+async def admit(socket: WebSocket, limits: SocketLimits, kind: str) -> AsyncIterator[bool]:
+    """Accept ``socket`` and yield whether the limits let it stay; close it with 4429 if not.
+
+    Counts the sockets of ``kind`` open, and each closed by its close code (``peer``
+    when the client closed or vanished first).
+    """
     client = socket.client.host if socket.client is not None else "unknown"
     with limits.admit(client) as room:
         await socket.accept()
-        if not room:
-            await close(socket, WS_TOO_MANY_SOCKETS, "too many sockets")
-        yield room
+        WEBSOCKETS_OPEN.labels(kind).inc()
+        try:
+            if not room:
+                await close(socket, WS_TOO_MANY_SOCKETS, "too many sockets")
+            yield room
+        finally:
+            WEBSOCKETS_OPEN.labels(kind).dec()
+            code = getattr(socket.state, "close_code", "peer")
+            WEBSOCKETS_CLOSED.labels(kind, str(code)).inc()

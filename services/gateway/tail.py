@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from adapters.ops import Lag, consumer_lag
 from adapters.settings import Settings
 from events.messages import Command, DecodeError, Event, decode
 
@@ -98,6 +99,10 @@ class LogTail:
                 await asyncio.wait_for(self._consumer.stop(), _STOP_TIMEOUT_S)
             except (TimeoutError, KafkaError) as exc:
                 log.warning("the log tail did not stop cleanly: %r", exc)
+
+    async def lag(self) -> Lag:
+        """Return how far the tail is behind the end of the commands and events topics."""
+        return await consumer_lag(self._consumer, "gateway-tail", self._positions)
 
     @property
     def running(self) -> bool:

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from adapters.kafka import producer_options
+from adapters.metrics import count_written
 from adapters.settings import Settings
 from events.market import MarketEvent, decode_market, encode_market, pool_key
 from events.messages import DecodeError
@@ -97,3 +98,4 @@ class MarketPublisher:
             for event in events
         ]
         await asyncio.gather(*sent)
+        count_written(event.type for event in events)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from adapters.kafka import await_topics
+from adapters.ops import standard
 from adapters.processes import stop_on_signals
 from adapters.settings import Settings, get_settings
 from adapters.venues.client import http_venues
@@ -59,7 +60,12 @@ async def _main(settings: Settings) -> None:
     # The venues' pools are read several times a second: do not log every request.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     log.info("market feed from %s to %s", settings.venues_url, settings.market_topic)
-    await serve(settings, stop)
+    ops = standard(settings, "market", settings.market_ops_port)
+    await ops.start()
+    try:
+        await serve(settings, stop)
+    finally:
+        await ops.stop()
 
 
 def run(settings: Settings) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from adapters.kafka import await_topics
+from adapters.ops import Health, assigned, standard
 from adapters.postgres import await_database
 from adapters.processes import stop_on_signals
 from adapters.settings import Settings
@@ -44,13 +45,19 @@ def runner_for(settings: Settings, projection: Projection) -> ProjectionRunner:
     )
 
 
-async def project_all(settings: Settings, stop: asyncio.Event) -> dict[str, Stats]:
+async def project_all(
+    settings: Settings, stop: asyncio.Event, health: Health | None = None
+) -> dict[str, Stats]:
     """Project the events topic into every read model until ``stop`` is set.
 
     Return each projection's totals by name. If one runner fails the others are
     stopped too and the error propagates: the supervisor restarts the process.
     """
     runners = [runner_for(settings, p) for p in projections()]
+    if health is not None:
+        for runner in runners:
+            health.check(f"group {runner.projection.name}", assigned(runner.assignment))
+            health.lag_from(runner.lag)
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(r.run(stop), name=r.projection.name) for r in runners]
     return {r.projection.name: t.result() for r, t in zip(runners, tasks, strict=True)}
@@ -68,7 +75,13 @@ async def _main(settings: Settings) -> None:
     await await_database(settings)
     stop = stop_on_signals()
     log.info("projector consuming %s into PostgreSQL", settings.events_topic)
-    for name, stats in (await project_all(settings, stop)).items():
+    ops = standard(settings, "projector", settings.projector_ops_port, database=True)
+    await ops.start()
+    try:
+        totals = await project_all(settings, stop, ops.health)
+    finally:
+        await ops.stop()
+    for name, stats in totals.items():
         log.info(
             "projection %s stopped: %d applied, %d skipped, %d rejected",
             name,

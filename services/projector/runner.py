@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,13 @@ from aiokafka.errors import KafkaError
 
 from adapters.backoff import Backoff
 from adapters.kafka import batch_consumer_options, producer_options
+from adapters.metrics import (
+    DEAD_LETTERS,
+    EVENTS_CONSUMED,
+    PROJECTOR_BATCH_SIZE,
+    PROJECTOR_COMMIT_SECONDS,
+)
+from adapters.ops import Lag, consumer_lag
 from adapters.postgres import CONNECTION_ERRORS, Connection, connect
 from adapters.settings import Settings
 from events.messages import encode
@@ -296,6 +304,7 @@ class ProjectionRunner:
             batch = self._fresh(fetched, ends)
             if not batch:
                 return
+            started = time.perf_counter()
             try:
                 result = await self._commit(batch)
             except asyncio.CancelledError:
@@ -307,8 +316,30 @@ class ProjectionRunner:
                 return
             self.stats.add(result)
             self._backoff.reset()
+            self._measure(batch, result, time.perf_counter() - started)
         if self.group_id is not None:
             await self._commit_to_kafka(batch)
+
+    def _measure(
+        self, batch: dict[TopicPartition, list[LogRecord]], result: BatchResult, took_s: float
+    ) -> None:
+        name = self.projection.name
+        size = sum(len(records) for records in batch.values())
+        PROJECTOR_BATCH_SIZE.labels(name).observe(size)
+        PROJECTOR_COMMIT_SECONDS.labels(name).observe(took_s)
+        EVENTS_CONSUMED.labels(f"projector.{name}", "any").inc(size)
+        if result.rejected:
+            DEAD_LETTERS.labels(f"projector.{name}").inc(len(result.rejected))
+
+    async def lag(self) -> Lag:
+        """Return how far this runner's partitions are behind the log end."""
+        if self.group_id is None:
+            return {}
+        return await consumer_lag(self._consumer, self.group_id, self._positions)
+
+    def assignment(self) -> list[TopicPartition]:
+        """Return the partitions this runner owns now."""
+        return sorted(self._consumer.assignment()) if self._consumer is not None else []
 
     def _fresh(
         self, fetched: dict[TopicPartition, list[Any]], ends: Mapping[TopicPartition, int] | None

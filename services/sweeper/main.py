@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from adapters.kafka import await_topics
+from adapters.ops import standard
 from adapters.processes import stop_on_signals
 from adapters.settings import Settings
 from services.sweeper.service import SweeperService
@@ -25,7 +26,14 @@ async def _main(settings: Settings) -> None:
         settings.sweep_submit_after_s,
         settings.sweep_stall_after_s,
     )
-    await SweeperService(settings).run(stop)
+    service = SweeperService(settings)
+    ops = standard(settings, "sweeper", settings.sweeper_ops_port)
+    ops.health.lag_from(service.lag)
+    await ops.start()
+    try:
+        await service.run(stop)
+    finally:
+        await ops.stop()
 
 
 def run(settings: Settings) -> None:

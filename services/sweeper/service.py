@@ -21,6 +21,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from adapters.kafka import batch_consumer_options, producer_options, send_commands
+from adapters.ops import Lag, consumer_lag
 from adapters.postgres import connect
 from adapters.settings import Settings
 from events.messages import (
@@ -65,6 +66,11 @@ class SweeperService:
         self.stats = SweepStats()
         self._clock = clock
         self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def lag(self) -> Lag:
+        """Return how far the tail is behind the end of the commands and events topics."""
+        return await consumer_lag(self._consumer, "sweeper")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep until ``stop`` is set."""
@@ -79,6 +85,7 @@ class SweeperService:
         await consumer.start()
         await producer.start()
         self._producer = producer
+        self._consumer = consumer
         try:
             await self._assign(consumer, producer)
             async with asyncio.TaskGroup() as group:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from adapters.kafka import await_topics
+from adapters.ops import standard
 from adapters.processes import stop_on_signals
 from adapters.settings import Settings
 from services.triggers.service import TriggerService
@@ -24,7 +25,14 @@ async def _main(settings: Settings) -> None:
         settings.market_topic,
         settings.commands_topic,
     )
-    await TriggerService(settings).run(stop)
+    service = TriggerService(settings)
+    ops = standard(settings, "triggers", settings.triggers_ops_port)
+    ops.health.lag_from(service.lag)
+    await ops.start()
+    try:
+        await service.run(stop)
+    finally:
+        await ops.stop()
 
 
 def run(settings: Settings) -> None:

@@ -35,6 +35,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from pydantic import ValidationError
 
 from adapters.kafka import batch_consumer_options, producer_options, send_commands
+from adapters.logs import bind
+from adapters.metrics import ARMED_ORDERS, TRIGGERS_FIRED
+from adapters.ops import Lag, consumer_lag
 from adapters.postgres import connect
 from adapters.settings import Settings
 from adapters.venues.client import http_venues
@@ -152,6 +155,8 @@ class TriggerService:
         self._verifying: set[asyncio.Task[None]] = set()
         # Triggers sent whose effect is not on the log yet, with when they were sent.
         self._unanswered: dict[uuid.UUID, tuple[TriggerOrder, float]] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        ARMED_ORDERS.set_function(lambda: len(self.state.book))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; an error writing to the log propagates."""
@@ -173,6 +178,7 @@ class TriggerService:
             await producer.start()
             self._producer = producer
             await consumer.start()
+            self._consumer = consumer
             ends = await self._assign(consumer, producer, snapshot)
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -192,6 +198,10 @@ class TriggerService:
                     if aclose is not None:
                         await aclose()
         log.info("trigger service stopped: %s", self.stats)
+
+    async def lag(self) -> Lag:
+        """Return how far the tail is behind the end of the events and market topics."""
+        return await consumer_lag(self._consumer, "triggers")
 
     def _load(self, snapshot: Snapshot | None) -> None:
         if snapshot is None:
@@ -322,7 +332,10 @@ class TriggerService:
 
     def _spawn(self, candidate: Candidate) -> None:
         assert self._group is not None
-        task = self._group.create_task(self._verify(candidate))
+        order = candidate.order
+        with bind(order.order_id, order.correlation_id):
+            # The task starts with a copy of this context: its lines name the order.
+            task = self._group.create_task(self._verify(candidate))
         self._verifying.add(task)
         task.add_done_callback(self._verifying.discard)
 
@@ -370,6 +383,7 @@ class TriggerService:
         await self._send([command])
         self._unanswered[order.order_id] = (command, time.monotonic())
         self.stats.triggered += 1
+        TRIGGERS_FIRED.labels(order.spec.order_type).inc()
         log.info("triggered order %s (armed #%d): %s", order.order_id, order.seq, verdict.reason)
 
     async def _verdict(self, order: Armed, candidate: Candidate) -> Verdict:

@@ -17,6 +17,7 @@ def run(settings: Settings) -> None:
         app,
         host=settings.venues_host,
         port=settings.venues_port,
+        log_config=None,
         log_level="info",
         access_log=False,
     )

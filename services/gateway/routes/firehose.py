@@ -20,7 +20,7 @@ async def firehose(
     limits: SocketLimitsDep,
 ) -> None:
     """Stream every order event matching the filters: live, or from a log position."""
-    async with admit(socket, limits) as admitted:
+    async with admit(socket, limits, "firehose") as admitted:
         if not admitted:
             return
         limit_send_buffer(socket, settings.ws_send_buffer_bytes)

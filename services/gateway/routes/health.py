@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from adapters.ops import metrics_text, publish_lag
 from services.gateway.deps import CommandsDep, FanoutDep, ReadSideDep, RecentDep, TailDep
 
 router = APIRouter()
@@ -32,3 +34,10 @@ async def health(
             "sockets": {"firehose": fanout.listeners, "orders": recent.listeners},
         },
     )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(tail: TailDep) -> Response:
+    """Every metric of this gateway in Prometheus' text format (README "Metrics")."""
+    publish_lag(await tail.lag())
+    return Response(metrics_text(), media_type=CONTENT_TYPE_LATEST)

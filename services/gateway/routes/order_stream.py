@@ -60,7 +60,7 @@ async def follow(
     last_seq: Annotated[str | None, Query(alias="lastSeq")] = None,
 ) -> None:
     """Stream an order's events after ``lastSeq`` (all by default), then live, then close."""
-    async with admit(socket, limits) as admitted:
+    async with admit(socket, limits, "order") as admitted:
         if admitted:
             limit_send_buffer(socket, settings.ws_send_buffer_bytes)
             await follow_order(socket, settings, read_side, recent, tail, order_id, last_seq)

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
+from adapters.metrics import ORDERS_SUBMITTED
 from domain.lifecycle import OrderState
 from events.messages import CancelOrder, Event, OrderSpec, SubmitOrder
 from services.gateway.commands import CommandWriter
@@ -31,6 +32,7 @@ from services.gateway.errors import ApiError, DatabaseUnavailable
 from services.gateway.intake import idempotent_order_id, parse_order_request, read_body
 from services.gateway.mailbox import Mailbox
 from services.gateway.read_side import ReadSide
+from services.gateway.request_id import request_correlation
 from services.gateway.schemas import (
     ExecuteOrderRequest,
     event_view,
@@ -80,15 +82,16 @@ async def execute(
         raise ApiError(422, "INVALID_EXPIRY", "expiresAt: already in the past", "expiresAt")
     spec = order.to_spec()
     digest = request_hash(spec)
+    correlation = request_correlation(request)
     if idempotency_key is None:
-        command = submit_order(uuid.uuid4(), spec, digest, None, clock)
+        command = submit_order(uuid.uuid4(), spec, digest, None, clock, correlation)
         await write_submission(command, commands, submissions)
         return accepted(command.order_id, "pending")
     order_id = idempotent_order_id(idempotency_key)
     async with submissions.hold(idempotency_key):
         prior_hash = await earlier_submission(idempotency_key, order_id, submissions, read_side)
         if prior_hash is None:
-            command = submit_order(order_id, spec, digest, idempotency_key, clock)
+            command = submit_order(order_id, spec, digest, idempotency_key, clock, correlation)
             await write_submission(command, commands, submissions)
             return accepted(order_id, "pending")
     if prior_hash != digest:
@@ -103,7 +106,12 @@ async def execute(
 
 
 def submit_order(
-    order_id: uuid.UUID, spec: OrderSpec, digest: str, key: str | None, clock: Clock
+    order_id: uuid.UUID,
+    spec: OrderSpec,
+    digest: str,
+    key: str | None,
+    clock: Clock,
+    correlation_id: uuid.UUID,
 ) -> SubmitOrder:
     """Return the command that submits ``spec`` as order ``order_id``."""
     return SubmitOrder(
@@ -111,7 +119,7 @@ def submit_order(
         order_id=order_id,
         seq=0,
         occurred_at=clock(),
-        correlation_id=uuid.uuid4(),
+        correlation_id=correlation_id,
         spec=spec,
         idempotency_key=key,
         request_hash=digest,
@@ -124,6 +132,7 @@ async def write_submission(
     """Write a submission to the log, then remember it for reads of one's own writes."""
     await commands.write(command)
     submissions.record_submission(command)
+    ORDERS_SUBMITTED.labels(command.spec.order_type).inc()
 
 
 def accepted(order_id: uuid.UUID, status: str) -> JSONResponse:
