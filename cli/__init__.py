@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from adapters.logs import configure_logging
 from adapters.settings import Settings, get_settings
+from cli.client import add_commands as add_client_commands
 
 # Start order of `oee up`; it stops them in reverse, so the gateway stops taking orders first.
 # The market service reads the venues; the triggers read the market.
@@ -170,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="compare with the live read model; change nothing"
     )
     replay.set_defaults(handler=_replay)
+    add_client_commands(sub)
     status = sub.add_parser(
         "status",
         help="the health of every process of a running system, with consumer lag",

@@ -1,7 +1,7 @@
 """Submit market, limit or sniper orders and print each status as it happens.
 
 ./oee up                                   # in another terminal
-.venv/bin/python examples/client.py SOL USDC 1.5
+.venv/bin/python examples/client.py SOL USDC 1.5     # (the same client as `oee submit`)
 .venv/bin/python examples/client.py USDC SOL 250 --slippage-bps 100 --count 5
 .venv/bin/python examples/client.py SOL USDC 1 --type limit --limit-price 151 --expires-in 60
 .venv/bin/python examples/client.py --cancel ORDER_ID
@@ -18,132 +18,74 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import httpx
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
-
-TERMINAL = frozenset({"confirmed", "failed", "cancelled", "expired"})
-
-
-def describe(status: str, details: dict[str, Any]) -> str:
-    """Return the interesting part of an event's details, for one line of output."""
-    match status:
-        case "pending":
-            spec = details["spec"]
-            price = spec.get("limitPrice") or spec.get("maxPrice")
-            return f"{spec.get('orderType', 'market')}" + (f" price={price}" if price else "")
-        case "armed":
-            return str(details["reason"])
-        case "triggered":
-            return (
-                f"price={details.get('price')} venue={details.get('venue')} ({details['reason']})"
-            )
-        case "cancelled":
-            return str(details["reason"])
-        case "expired":
-            return f"at {details['expiresAt']}"
-        case "routing":
-            return f"venue={details['venue']} ({details['reason']})"
-        case "building":
-            return f"minOut={details['minAmountOut']} steps={details['steps']}"
-        case "submitted":
-            return f"tx={details['txHash'][:16]}..."
-        case "confirmed":
-            return f"out={details['amountOut']} price={details['executedPrice'][:12]}"
-        case "retrying":
-            return f"attempt {details['attempt']} {details['code']}, retry at {details['retryAt']}"
-        case "failed":
-            return f"{details['code']}: {details['reason']}"
-    return ""
+from adapters.gateway_client import ApiError, GatewayClient, OrderRequest
+from cli.client import describe
 
 
 async def follow(
-    base: str, order_id: str, started: float, armed: asyncio.Event | None = None
+    api: GatewayClient, order_id: str, started: float, armed: asyncio.Event | None = None
 ) -> str:
     """Print every event of one order until it ends; return its last status.
 
     ``armed`` is set once the order is armed, or has ended without being armed.
     """
-    ws_base = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     status = "unknown"
-    async with connect(f"{ws_base}/api/orders/execute?orderId={order_id}") as socket:
-        try:
-            async for raw in socket:
-                event = json.loads(raw)
-                status = event["status"]
-                line = describe(status, event["details"])
-                elapsed = time.perf_counter() - started
-                print(f"{order_id[:8]} {elapsed:6.2f}s #{event['seq']} {status:<9} {line}")
-                if status == "armed" and armed is not None:
-                    armed.set()
-        except ConnectionClosed:
-            pass
-        finally:
-            if armed is not None:
+    try:
+        async for event in api.follow(order_id):
+            status = event.status
+            elapsed = time.perf_counter() - started
+            print(f"{order_id[:8]} {elapsed:6.2f}s #{event.seq} {status:<9} {describe(event)}")
+            if status == "armed" and armed is not None:
                 armed.set()
+    finally:
+        if armed is not None:
+            armed.set()
     return status
 
 
-def order_body(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the request body of the order the arguments describe."""
-    body: dict[str, Any] = {
-        "type": args.type,
-        "tokenIn": args.token_in,
-        "tokenOut": args.token_out,
-        "amount": args.amount,
-        "slippageBps": args.slippage_bps,
-    }
-    if args.limit_price is not None:
-        body["limitPrice"] = args.limit_price
-    if args.max_price is not None:
-        body["maxPrice"] = args.max_price
+def order_request(args: argparse.Namespace) -> OrderRequest:
+    """Return the order the arguments describe."""
+    expires_at = None
     if args.expires_in is not None:
         expires = datetime.now(UTC) + timedelta(seconds=args.expires_in)
-        body["expiresAt"] = expires.isoformat(timespec="seconds").replace("+00:00", "Z")
-    return body
+        expires_at = expires.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return OrderRequest(
+        token_in=args.token_in,
+        token_out=args.token_out,
+        amount=args.amount,
+        type=args.type,
+        slippage_bps=args.slippage_bps,
+        limit_price=args.limit_price,
+        max_price=args.max_price,
+        expires_at=expires_at,
+    )
 
 
-def error_of(response: httpx.Response) -> str:
-    """Return the API error of a refused request, as one line."""
-    try:
-        error = response.json()["error"]
-    except (ValueError, KeyError, TypeError):
-        return f"{response.status_code}: {response.text[:200]}"
-    known = error.get("status")
-    status = f" (order is {known})" if known and known not in error["message"] else ""
-    field = f" [{error['field']}]" if error.get("field") else ""
-    return f"{response.status_code} {error['code']}{field}: {error['message']}{status}"
-
-
-async def cancel(http: httpx.AsyncClient, order_id: str) -> int:
+async def cancel(api: GatewayClient, order_id: str) -> int:
     """Cancel an armed order; print the outcome."""
-    response = await http.post(f"/api/orders/{order_id}/cancel")
-    if response.status_code == 200:
-        print(f"cancelled {order_id}")
-        return 0
-    if response.status_code == 202:
-        print(f"cancel of {order_id} requested; the engine has not answered yet")
-        return 0
-    print(f"not cancelled: {error_of(response)}")
-    return 1
-
-
-async def launch(http: httpx.AsyncClient, args: argparse.Namespace) -> int:
-    """Launch a token in a new pool (simulation); print the pool."""
-    body: dict[str, Any] = {"symbol": args.launch, "venue": args.venue}
-    if args.liquidity_usd is not None:
-        body["liquidityUsd"] = args.liquidity_usd
-    response = await http.post("/api/simulate/launch", json=body)
-    if response.status_code != 201:
-        print(f"launch refused: {error_of(response)}")
+    try:
+        outcome = await api.cancel(order_id)
+    except ApiError as exc:
+        print(f"not cancelled: {exc}")
         return 1
-    pool = response.json()
+    if outcome == "cancelled":
+        print(f"cancelled {order_id}")
+    else:
+        print(f"cancel of {order_id} requested; the engine has not answered yet")
+    return 0
+
+
+async def launch(api: GatewayClient, args: argparse.Namespace) -> int:
+    """Launch a token in a new pool (simulation); print the pool."""
+    try:
+        pool = await api.launch(args.launch, venue=args.venue, liquidity_usd=args.liquidity_usd)
+    except ApiError as exc:
+        print(f"launch refused: {exc}")
+        return 1
     print(
         f"launched {pool.get('base', args.launch)}/{pool.get('quote', '?')} on "
         f"{pool.get('venue', args.venue)} at {pool.get('price')} "
@@ -152,37 +94,30 @@ async def launch(http: httpx.AsyncClient, args: argparse.Namespace) -> int:
     return 0
 
 
-async def submit(args: argparse.Namespace) -> int:
+async def submit(api: GatewayClient, args: argparse.Namespace) -> int:
     """Submit ``--count`` orders, follow them to their end; launch a sniper's token."""
-    body = order_body(args)
+    order = order_request(args)
     started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=args.url, timeout=10) as http:
-        responses = await asyncio.gather(
-            *(http.post("/api/orders/execute", json=body) for _ in range(args.count))
-        )
-        order_ids = []
-        for response in responses:
-            if response.status_code != 202:
-                print(f"rejected: {error_of(response)}")
-                return 1
-            order_ids.append(response.json()["orderId"])
-        print(f"submitted {len(order_ids)} order(s): {body}")
-        armed = [asyncio.Event() for _ in order_ids]
-        follows = asyncio.gather(
-            *(
-                follow(args.url, oid, started, flag)
-                for oid, flag in zip(order_ids, armed, strict=True)
-            )
-        )
-        if args.launch:
-            # Launch only once every sniper waits for the token, so that they catch it.
-            await asyncio.gather(*(flag.wait() for flag in armed))
-            if await launch(http, args):
-                follows.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await follows
-                return 1
-        finals = await follows
+    try:
+        submitted = await asyncio.gather(*(api.submit(order) for _ in range(args.count)))
+    except ApiError as exc:
+        print(f"rejected: {exc}")
+        return 1
+    order_ids = [s.order_id for s in submitted]
+    print(f"submitted {len(order_ids)} order(s): {order.body()}")
+    armed = [asyncio.Event() for _ in order_ids]
+    follows = asyncio.gather(
+        *(follow(api, oid, started, flag) for oid, flag in zip(order_ids, armed, strict=True))
+    )
+    if args.launch:
+        # Launch only once every sniper waits for the token, so that they catch it.
+        await asyncio.gather(*(flag.wait() for flag in armed))
+        if await launch(api, args):
+            follows.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follows
+            return 1
+    finals = await follows
     print(f"done in {time.perf_counter() - started:.2f}s: {finals.count('confirmed')} confirmed")
     return 0 if all(status == "confirmed" for status in finals) else 2
 
@@ -219,13 +154,12 @@ async def main() -> int:
     if args.expires_in is not None and args.type == "market":
         parser.error("--expires-in is for limit and sniper orders")
 
-    if args.cancel:
-        async with httpx.AsyncClient(base_url=args.url, timeout=30) as http:
-            return await cancel(http, args.cancel)
-    if args.launch and args.type != "sniper":
-        async with httpx.AsyncClient(base_url=args.url, timeout=10) as http:
-            return await launch(http, args)
-    return await submit(args)
+    async with GatewayClient(args.url, timeout=30) as api:
+        if args.cancel:
+            return await cancel(api, args.cancel)
+        if args.launch and args.type != "sniper":
+            return await launch(api, args)
+        return await submit(api, args)
 
 
 if __name__ == "__main__":
