@@ -23,7 +23,7 @@ class Backoff:
 
     def next_s(self) -> float:
         """Count a failure and return how long to wait before the next try."""
-        delay = min(self.max_s, self.first_s * 2**self.failures)
+        delay = min(self.max_s, self.first_s * 2.0**self.failures)
         self.failures += 1
         return delay
 

@@ -89,7 +89,7 @@ def parse_cursor(text: str) -> Cursor:
     cursor: Cursor = {}
     for part in text.split(","):
         partition, sep, offset = part.strip().partition(":")
-        if not sep or not partition.isdigit() or not offset.isdigit() or partition in cursor:
+        if not sep or not partition.isdigit() or not offset.isdigit() or int(partition) in cursor:
             raise StreamParamError("from", "must be now, earliest or a cursor like 0:12,1:40")
         cursor[int(partition)] = int(offset)
     return cursor

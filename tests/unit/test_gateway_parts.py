@@ -7,12 +7,14 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from domain.lifecycle import evolve
 from events.messages import Event
 from services.gateway import deps, errors
 from services.gateway.fanout import Fanout, StreamFilter
+from services.gateway.firehose import StreamParamError, parse_cursor
 from services.gateway.read_side import fold_onto
 from services.gateway.recent import RecentEvents
 from services.gateway.routes import orders
@@ -238,3 +240,10 @@ async def test_submissions_hold_lets_one_holder_of_a_key_in_at_a_time() -> None:
 
     await asyncio.gather(enter(1), enter(2))
     assert inside in ([1, -1, 2, -2], [2, -2, 1, -1])
+
+
+def test_a_firehose_cursor_naming_a_partition_twice_is_refused() -> None:
+    assert parse_cursor("0:12,1:40") == {0: 12, 1: 40}
+    with pytest.raises(StreamParamError) as refused:
+        parse_cursor("0:12,0:40")
+    assert refused.value.field == "from"

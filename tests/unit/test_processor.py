@@ -25,7 +25,7 @@ from events.messages import (
 )
 from services.engine.executor import Executor, RetryPolicy
 from services.engine.processor import OrderProcessor, Position
-from services.venues.simulator import default_venues
+from services.venues.simulator import SimulatedVenue, default_venues
 from tests.unit.factories import SPEC, T0, OrderHistory, confirmed_history, submit_order
 
 WHERE = Position(topic="t", partition=0, offset=0, key=None)
@@ -34,7 +34,7 @@ WHERE = Position(topic="t", partition=0, offset=0, key=None)
 class CountingVenue:
     """A simulated venue that counts the swaps actually sent to it."""
 
-    def __init__(self, inner, *, broken: bool = False):
+    def __init__(self, inner: SimulatedVenue, *, broken: bool = False) -> None:
         self.inner = inner
         self.name = inner.name
         self.submits = 0

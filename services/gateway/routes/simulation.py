@@ -35,4 +35,5 @@ async def launch(body: LaunchRequest, venues: VenuesDep) -> dict[str, Any]:
     except VenueError as exc:
         status = 409 if exc.code in _LAUNCH_CONFLICTS else 502 if exc.transient else 422
         raise ApiError(status, exc.code, str(exc), "symbol") from exc
-    return camelize(pool.model_dump(mode="json"))
+    answer: dict[str, Any] = camelize(pool.model_dump(mode="json"))
+    return answer
