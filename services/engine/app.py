@@ -22,6 +22,7 @@ from typing import Any
 
 import faust
 
+from adapters.kafka import client_options
 from adapters.settings import Settings
 from adapters.venues.interface import Venue
 from events.messages import DeadLetter, Event, encode, order_key
@@ -96,6 +97,17 @@ async def _drive(
             _crash(exc)
 
 
+def _credentials(settings: Settings) -> faust.SASLCredentials | None:
+    """Return the engine's login to the broker (``client_options``' in faust's terms)."""
+    if settings.kafka_username is None:
+        return None
+    return faust.SASLCredentials(
+        username=settings.kafka_username,
+        password=settings.kafka_password,
+        mechanism=settings.kafka_sasl_mechanism,
+    )
+
+
 def _faust_app(settings: Settings) -> EngineApp:
     """Return the faust app as configured: at least once, acks=all, idempotent, static member."""
     datadir = settings.data_dir / "engine" / settings.engine_id
@@ -103,6 +115,7 @@ def _faust_app(settings: Settings) -> EngineApp:
     app = EngineApp(
         settings.engine_id,
         broker=f"kafka://{settings.bootstrap}",
+        broker_credentials=_credentials(settings),
         store="memory://",
         datadir=str(datadir),
         processing_guarantee="at_least_once",
@@ -187,7 +200,7 @@ def build_app(
     intake = Intake(
         app,
         topics=(settings.commands_topic, settings.events_topic),
-        bootstrap=settings.bootstrap,
+        client_options=client_options(settings),
         group_id=settings.engine_id,
     )
 
