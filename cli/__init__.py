@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
+from adapters.credentials import ADMIN, SERVICE_PRINCIPALS
 from adapters.settings import Settings, get_settings
 from cli.logs import configure_logging
 
@@ -20,6 +21,11 @@ from cli.logs import configure_logging
 # The market service reads the venues; the triggers read the market.
 # The sweeper drives on what the engine left behind.
 SERVICES = ("venues", "market", "triggers", "engine", "sweeper", "projector", "gateway")
+# Who each command is to the broker and the database: a service its own principal, a
+# replay the projector (it rebuilds the projector's tables), any other tool the admin.
+_PRINCIPALS = SERVICE_PRINCIPALS | {"replay": "projector"}
+# Commands that start servers (or tests that do) log into none.
+_STARTS_SERVERS = frozenset({"up", "broker", "database", "test"})
 
 
 def _run_service(name: str, settings: Settings) -> int:
@@ -58,6 +64,13 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
         print(f"oee topics: {exc}", file=sys.stderr)
         return 1
     print(f"topics ready on {settings.bootstrap}: {', '.join(topic_names(settings))}")
+    if settings.kafka_bootstrap is None:
+        # The embedded broker (`oee broker`): its ACLs too. On an external one they are
+        # the operator's (README, "Least privilege").
+        from adapters.kafka_acls import ensure_acls
+
+        asyncio.run(ensure_acls(settings))
+        print("ACLs ready: each service may do its own work alone")
     return 0
 
 
@@ -236,8 +249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = extra
     configure_logging()
+    settings = get_settings()
+    if args.command not in _STARTS_SERVERS:
+        from cli.logins import log_in
+
+        settings = log_in(settings, _PRINCIPALS.get(args.command, ADMIN))
     try:
-        code: int = args.handler(args, get_settings())
+        code: int = args.handler(args, settings)
     except KeyboardInterrupt:
         return 130
     return code
