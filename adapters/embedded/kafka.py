@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,8 @@ from adapters.processes import OwnedProcess, die_with_parent, port_open, tail
 
 KAFKA_VERSION = "4.1.1"
 SASL_MECHANISM = "SCRAM-SHA-512"
+# Kafka's minimum for SCRAM-SHA-512.
+_SCRAM_ITERATIONS = 4096
 
 _HERE = Path(__file__).resolve().parent
 _POM = _HERE / "pom.xml"
@@ -182,6 +185,21 @@ def broker_reachable(bootstrap: str, login: dict[str, str] | None = None) -> boo
         return False
 
 
+def _scram_entry(name: str, password: str) -> str:
+    """Return ``name``'s SCRAM credential as ``kafka-storage format --add-scram`` takes it.
+
+    Salted here rather than by the tool, so that no password shows on its command
+    line (which any user of the machine may read while it runs).
+    """
+    salt = secrets.token_bytes(32)
+    salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _SCRAM_ITERATIONS)
+    return (
+        f"{SASL_MECHANISM}=[name={name},iterations={_SCRAM_ITERATIONS},"
+        f'salt="{base64.b64encode(salt).decode()}",'
+        f'saltedpassword="{base64.b64encode(salted).decode()}"]'
+    )
+
+
 class KafkaBroker(OwnedProcess):
     """One Kafka process acting as both broker and KRaft controller, on loopback."""
 
@@ -319,10 +337,7 @@ class KafkaBroker(OwnedProcess):
         config.chmod(0o600)
         config.write_text(self.server_properties())
         if not (self.log_dir / "meta.properties").exists():
-            scram = [
-                f"{SASL_MECHANISM}=[name={name},password={self.credentials.password(name)}]"
-                for name in PRINCIPALS
-            ]
+            scram = [_scram_entry(name, self.credentials.password(name)) for name in PRINCIPALS]
             log.info("formatting Kafka storage in %s", self.log_dir)
             result = subprocess.run(
                 self._java_command(
