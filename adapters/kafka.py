@@ -76,9 +76,7 @@ async def ensure_topics(settings: Settings, *, wait_s: float = 30.0) -> None:
     other than ``settings.partitions``. Return once every partition has a leader.
     """
     names = list(topic_names(settings))
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap, request_timeout_ms=int(wait_s * 1000)
-    )
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=int(wait_s * 1000))
     await admin.start()
     try:
         existing = await _describe(admin, names)
@@ -143,14 +141,30 @@ def broker_unreachable(exc: Exception) -> bool:
     return isinstance(exc, (OSError, TimeoutError))
 
 
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Return where and how every Kafka client of this process connects: its own login.
+
+    With ``kafka_username`` set the client authenticates with SASL/SCRAM; without, it
+    connects unauthenticated (PLAINTEXT), as to an external broker that asks for nothing.
+    """
+    options: dict[str, Any] = {"bootstrap_servers": settings.bootstrap}
+    if settings.kafka_username is not None:
+        options |= {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_username,
+            "sasl_plain_password": settings.kafka_password,
+        }
+    return options
+
+
 def producer_options(settings: Settings) -> dict[str, Any]:
     """Return what every producer of the system uses: acks=all, idempotent, batching.
 
     ``linger_ms`` lets the messages of concurrent requests share one produce request;
     the broker's CPU is spent per request far more than per message.
     """
-    return {
-        "bootstrap_servers": settings.bootstrap,
+    return client_options(settings) | {
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": settings.kafka_linger_ms,

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
+from adapters.kafka import client_options
 from adapters.settings import Settings
 
 # Records handed over per batch, and bytes fetched per partition and request: large,
@@ -78,7 +79,7 @@ class TopicSnapshot:
 
 async def _partitions(settings: Settings, topics: Sequence[str]) -> list[TopicPartition]:
     """Return every partition of ``topics``; raise ``MissingTopicError`` if one is absent."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         described: list[dict[str, Any]] = await admin.describe_topics(list(topics))
@@ -103,7 +104,7 @@ async def read_topics(
     offset it has now. Raise ``MissingTopicError`` if one does not exist."""
     partitions = await _partitions(settings, topics)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
+        **client_options(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

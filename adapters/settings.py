@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = None
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
+    # This process's login to the broker: SASL/SCRAM when a username is set, else none
+    # (PLAINTEXT). `oee up` hands each process its own on the embedded broker.
+    kafka_username: str | None = None
+    kafka_password: str | None = Field(default=None, repr=False)
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     commands_topic: str = "orders.commands"
@@ -44,8 +49,9 @@ class Settings(BaseSettings):
     batch_fetch_min_bytes: int = Field(default=256 * 1024, ge=1)
     batch_fetch_max_wait_ms: int = Field(default=200, ge=0)
 
-    # PostgreSQL: an external URL wins; otherwise the embedded server is used.
-    database_url: str | None = None
+    # PostgreSQL: an external URL wins; otherwise the embedded server is used. The URL
+    # carries this process's login (its own role; `oee up` hands each process its own).
+    database_url: str | None = Field(default=None, repr=False)
     database_port: int = 15432
 
     # Gateway (HTTP + WebSocket).

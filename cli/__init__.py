@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
+from adapters.credentials import ADMIN, SERVICE_PRINCIPALS
 from adapters.logs import configure_logging
 from adapters.settings import Settings, get_settings
 from cli.client import add_commands as add_client_commands
@@ -22,6 +23,13 @@ from cli.client import add_commands as add_client_commands
 # The market service reads the venues; the triggers read the market.
 # The sweeper drives on what the engine left behind.
 SERVICES = ("venues", "market", "triggers", "engine", "sweeper", "projector", "gateway")
+# Who each command is to the broker and the database: a service its own principal, a
+# replay the projector (it rebuilds the projector's tables), any other tool the admin.
+_PRINCIPALS = SERVICE_PRINCIPALS | {"replay": "projector"}
+# Commands that start servers (or tests that do) log into none.
+_STARTS_SERVERS = frozenset({"up", "broker", "database", "test"})
+# Commands that speak only HTTP to the gateway and the services' operations ports.
+_API_ONLY = frozenset({"submit", "cancel", "follow", "watch", "status"})
 
 
 def _run_service(name: str, settings: Settings) -> int:
@@ -60,6 +68,13 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
         print(f"oee topics: {exc}", file=sys.stderr)
         return 1
     print(f"topics ready on {settings.bootstrap}: {', '.join(topic_names(settings))}")
+    if settings.kafka_bootstrap is None:
+        # The embedded broker (`oee broker`): its ACLs too. On an external one they are
+        # the operator's (README, "Least privilege").
+        from adapters.kafka_acls import ensure_acls
+
+        asyncio.run(ensure_acls(settings))
+        print("ACLs ready: each service may do its own work alone")
     return 0
 
 
@@ -257,8 +272,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     service = args.command in SERVICES
     fmt = os.environ.get("OEE_LOG_FORMAT") or ("json" if service else "text")
     configure_logging(args.command if service else "oee", fmt)
+    settings = get_settings()
+    if args.command not in _STARTS_SERVERS | _API_ONLY:
+        from cli.logins import log_in
+
+        settings = log_in(settings, _PRINCIPALS.get(args.command, ADMIN))
     try:
-        code: int = args.handler(args, get_settings())
+        code: int = args.handler(args, settings)
     except KeyboardInterrupt:
         return 130
     return code

@@ -9,6 +9,7 @@ import time
 from types import FrameType
 from typing import Protocol
 
+from adapters.credentials import CREDENTIALS_FILE, SUPERUSER, with_login
 from adapters.embedded.kafka import BrokerError, KafkaBroker
 from adapters.embedded.postgres import DatabaseError, EmbeddedPostgres
 from adapters.settings import Settings
@@ -87,5 +88,8 @@ def run_database(settings: Settings) -> int:
     database = embedded_database(settings)
     return _serve(
         database,
-        f"PostgreSQL {database.url} ready; data in {database.data_dir}, log {database.log_file}",
+        # Not the URL itself: it carries the superuser's password.
+        f"PostgreSQL {with_login(database.url, SUPERUSER, None)} ready; data in "
+        f"{database.data_dir}, log {database.log_file}; passwords in "
+        f"{database.data_dir.parent / CREDENTIALS_FILE}",
     )

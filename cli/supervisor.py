@@ -22,9 +22,19 @@ from typing import IO, Protocol
 
 import httpx
 
+from adapters.credentials import (
+    ADMIN,
+    CREDENTIALS_FILE,
+    SERVICE_PRINCIPALS,
+    Credentials,
+    login_as,
+    login_env,
+    with_login,
+)
 from adapters.embedded.kafka import BrokerError
 from adapters.embedded.postgres import DatabaseError
 from adapters.kafka import TopicMismatchError, ensure_topics, topic_names
+from adapters.kafka_acls import ensure_acls
 from adapters.logs import readable
 from adapters.processes import die_with_parent, stop_process
 from adapters.settings import Settings
@@ -228,9 +238,17 @@ class Infrastructure:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.servers: list[Server] = []
+        self.kafka_embedded = settings.kafka_bootstrap is None
+        self.database_embedded = settings.database_url is None
+        # The passwords of the embedded servers, generated on the first start.
+        self.credentials = (
+            Credentials.load_or_create(settings.data_dir / CREDENTIALS_FILE)
+            if self.kafka_embedded or self.database_embedded
+            else None
+        )
 
     def start(self) -> Settings:
-        """Start what is embedded, create the topics; return the settings addressing both."""
+        """Start what is embedded, create the topics and ACLs; return the admin's settings."""
         settings = self.settings
         bootstrap = settings.kafka_bootstrap
         if bootstrap is None:
@@ -248,15 +266,40 @@ class Infrastructure:
             say("oee", f"starting PostgreSQL on port {database.port} ({database.data_dir})")
             self._start(Server("PostgreSQL", database))
             database_url = database.url
-            say("oee", f"PostgreSQL at {database_url}")
+            say("oee", f"PostgreSQL at {with_login(database_url, None, None)}")
         else:
             say("oee", "using PostgreSQL at OEE_DATABASE_URL")
         self.settings = settings.model_copy(
             update={"kafka_bootstrap": bootstrap, "database_url": database_url}
         )
+        if self.credentials is not None:
+            self.settings = login_as(
+                self.settings,
+                self.credentials,
+                ADMIN,
+                kafka=self.kafka_embedded,
+                database=self.database_embedded,
+            )
         asyncio.run(ensure_topics(self.settings))
         say("oee", f"topics ready: {', '.join(topic_names(self.settings))}")
+        if self.kafka_embedded:
+            asyncio.run(ensure_acls(self.settings))
+            say("oee", "ACLs ready: each service may do its own work alone")
         return self.settings
+
+    def env_of(self, service: str) -> dict[str, str]:
+        """Return the login a service gets in its environment: its own principal's alone."""
+        settings = self.settings
+        if self.credentials is None:
+            return {}
+        own = login_as(
+            settings,
+            self.credentials,
+            SERVICE_PRINCIPALS[service],
+            kafka=self.kafka_embedded,
+            database=self.database_embedded,
+        )
+        return login_env(own)
 
     def _start(self, server: Server) -> None:
         # Registered before it starts: a start that fails half-way is still stopped.
@@ -349,8 +392,12 @@ def up(settings: Settings) -> int:
             # Children write into a pipe we relay line by line; do not hold lines back.
             "PYTHONUNBUFFERED": "1",
         }
+        if infrastructure.kafka_embedded:
+            # A child logs into our broker as itself (env_of), as nobody if it has no principal.
+            env.pop("OEE_KAFKA_USERNAME", None)
+            env.pop("OEE_KAFKA_PASSWORD", None)
         for name in SERVICES:
-            child = Child(name, env=env, cwd=settings.data_dir)
+            child = Child(name, env=env | infrastructure.env_of(name), cwd=settings.data_dir)
             children.append(child)
             child.start()
 

@@ -12,6 +12,8 @@ Nothing starts unless a test asks for ``infra`` (directly or through
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -27,10 +29,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from adapters.credentials import ADMIN, CREDENTIALS_FILE, Credentials, login_as
 from adapters.kafka import ensure_topics
+from adapters.kafka_acls import ensure_acls
 from adapters.ops import OPS_SERVICES
 from adapters.processes import free_port
 from adapters.settings import Settings
+from tests import logins
 
 Source = Literal["env", "docker", "embedded"]
 
@@ -73,7 +78,10 @@ def _docker_available() -> bool:
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
-    """Start (or locate) the broker and database once for the whole session."""
+    """Start (or locate) the broker and database once for the whole session.
+
+    Embedded servers ask for passwords (``tests.logins`` logs each process in).
+    """
     bootstrap = os.environ.get("OEE_KAFKA_BOOTSTRAP")
     database_url = os.environ.get("OEE_DATABASE_URL")
     kafka_source: Source = "env"
@@ -96,7 +104,17 @@ def infra() -> Iterator[Infra]:
                 kafka_source = "embedded"
             if database_url is None:
                 database_source = "embedded"
-            bootstrap, database_url = stack.enter_context(embedded(bootstrap, database_url))
+            bootstrap, database_url, credentials = stack.enter_context(
+                embedded(bootstrap, database_url)
+            )
+            logins.register(
+                logins.Logins(
+                    credentials,
+                    kafka=kafka_source == "embedded",
+                    database=database_source == "embedded",
+                )
+            )
+            stack.callback(logins.register, None)
         assert bootstrap is not None and database_url is not None
         yield Infra(bootstrap, database_url, kafka_source, database_source)
 
@@ -104,8 +122,10 @@ def infra() -> Iterator[Infra]:
 @contextlib.contextmanager
 def embedded(
     bootstrap: str | None, database_url: str | None, prefix: str = "oee-test-"
-) -> Iterator[tuple[str, str]]:
-    """Yield the broker and database given, starting the embedded one for each not given."""
+) -> Iterator[tuple[str, str, Credentials]]:
+    """Yield the broker and database given, starting the embedded one for each not given,
+    and the passwords of the embedded ones. The broker gets the ACLs of ``oee up``:
+    prefixed, they cover the suffixed names of ``isolated_settings`` too."""
     from adapters.embedded.kafka import KafkaBroker
     from adapters.embedded.postgres import EmbeddedPostgres
 
@@ -114,17 +134,31 @@ def embedded(
         # PostgreSQL runs as an unprivileged user when we are root: let it traverse.
         root.chmod(0o755)
         stack.callback(shutil.rmtree, root, ignore_errors=True)
+        credentials = Credentials.load_or_create(root / CREDENTIALS_FILE)
         if bootstrap is None:
-            broker = KafkaBroker(root / "kafka", port=free_port(), controller_port=free_port())
+            broker = KafkaBroker(
+                root / "kafka",
+                port=free_port(),
+                controller_port=free_port(),
+                credentials=credentials,
+            )
             stack.callback(broker.stop)
             broker.start()
             bootstrap = broker.bootstrap
+            admin = login_as(
+                Settings(kafka_bootstrap=bootstrap), credentials, ADMIN, database=False
+            )
+            # In a thread: the caller may be a coroutine already (tests/measure_gateway.py).
+            with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+                pool.submit(asyncio.run, ensure_acls(admin)).result()
         if database_url is None:
-            database = EmbeddedPostgres(root / "postgres", port=free_port())
+            database = EmbeddedPostgres(
+                root / "postgres", port=free_port(), credentials=credentials
+            )
             stack.callback(database.stop)
             database.start()
             database_url = database.url
-        yield bootstrap, database_url
+        yield bootstrap, database_url, credentials
 
 
 @pytest.fixture(scope="session")
@@ -155,6 +189,13 @@ def isolated_settings(infra: Infra) -> Callable[..., Settings]:
             "venues_port": free_port(),
             **{f"{name}_ops_port": free_port() for name in OPS_SERVICES},
             "data_dir": data_dir / f"oee-{suffix}",
+        }
+        # The test code itself is the admin; `tests.logins.as_service` makes a service's.
+        admin = logins.as_admin(Settings(**values))
+        values |= {
+            "kafka_username": admin.kafka_username,
+            "kafka_password": admin.kafka_password,
+            "database_url": admin.database_url,
         }
         values.update(overrides)
         return Settings(**values)
@@ -193,13 +234,26 @@ async def settings(settings_factory: Callable[..., Settings]) -> Settings:
     return made
 
 
+def create_database(infra: Infra, name: str) -> str:
+    """Create database ``name`` on the test server, as ``oee up`` prepares its own, and
+    return its URL (the admin's login)."""
+    with psycopg.connect(infra.database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    url = urlsplit(infra.database_url)._replace(path=f"/{name}").geturl()
+    if infra.database_source == "embedded":
+        from adapters.embedded.postgres import grant_database
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            grant_database(conn)
+    return url
+
+
 @pytest.fixture
 async def fresh_database_url(infra: Infra) -> AsyncIterator[str]:
     """Return the URL of a new empty database on the test server, dropped afterwards."""
     name = f"oee_test_{uuid.uuid4().hex[:10]}"
-    async with await psycopg.AsyncConnection.connect(infra.database_url, autocommit=True) as conn:
-        await conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    yield urlsplit(infra.database_url)._replace(path=f"/{name}").geturl()
+    url = create_database(infra, name)
+    yield url
     async with await psycopg.AsyncConnection.connect(infra.database_url, autocommit=True) as conn:
         await conn.execute(
             sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))

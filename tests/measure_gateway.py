@@ -32,6 +32,7 @@ import httpx
 from adapters.kafka import ensure_topics
 from adapters.processes import free_port
 from adapters.settings import Settings
+from tests import logins
 from tests.conftest import embedded
 from tests.gateway_server import open_websocket
 from tests.integration.system import System
@@ -242,7 +243,10 @@ async def measure_stalled(system: System, client: httpx.AsyncClient, count: int)
 
 async def main(args: argparse.Namespace) -> None:
     configured = os.environ.get("OEE_KAFKA_BOOTSTRAP"), os.environ.get("OEE_DATABASE_URL")
-    with embedded(*configured, prefix="oee-measure-") as (bootstrap, database_url):
+    with embedded(*configured, prefix="oee-measure-") as (bootstrap, database_url, credentials):
+        logins.register(
+            logins.Logins(credentials, kafka=configured[0] is None, database=configured[1] is None)
+        )
         suffix = uuid.uuid4().hex[:8]
         data_dir = Path(tempfile.mkdtemp(prefix="oee-measure-system-"))
         settings = Settings(
@@ -263,6 +267,7 @@ async def main(args: argparse.Namespace) -> None:
             ws_max_sockets=args.sockets + args.stalled + 100,
             ws_max_sockets_per_client=args.sockets + args.stalled + 100,
         )
+        settings = logins.as_admin(settings)
         await ensure_topics(settings)
         system = System(settings, data_dir / "logs")
         try:

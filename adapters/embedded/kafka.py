@@ -3,6 +3,12 @@
 The jars are resolved once with ``mvn`` from ``pom.xml`` and cached under
 ``~/.cache/oee/kafka-<version>/``; storage is formatted once, so the data directory
 (topics, offsets, messages) survives restarts.
+
+Clients authenticate with SASL/SCRAM and the authorizer denies what no ACL allows
+(``adapters.kafka_acls``): every principal's SCRAM credentials are written into the
+metadata when storage is formatted, from the passwords file beside the data
+directory (``adapters.credentials``). The admin is the super user; the broker talks
+to its own controller with SASL/PLAIN as the admin (KRaft controllers take no SCRAM).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -27,9 +34,13 @@ from typing import Any, TypeVar
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
+from adapters.credentials import ADMIN, CREDENTIALS_FILE, PRINCIPALS, Credentials
 from adapters.processes import OwnedProcess, die_with_parent, port_open, tail
 
 KAFKA_VERSION = "4.1.1"
+SASL_MECHANISM = "SCRAM-SHA-512"
+# Kafka's minimum for SCRAM-SHA-512.
+_SCRAM_ITERATIONS = 4096
 
 _HERE = Path(__file__).resolve().parent
 _POM = _HERE / "pom.xml"
@@ -153,8 +164,8 @@ def _run_coroutine(coro: Coroutine[Any, Any, _T]) -> _T:
         return pool.submit(asyncio.run, coro).result()
 
 
-async def _broker_count(bootstrap: str) -> int:
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+async def _broker_count(bootstrap: str, login: dict[str, str]) -> int:
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **login)
     try:
         await client.bootstrap()
         return len(client.cluster.brokers())
@@ -162,15 +173,31 @@ async def _broker_count(bootstrap: str) -> int:
         await client.close()
 
 
-def broker_reachable(bootstrap: str) -> bool:
-    """Return whether a Kafka client can fetch cluster metadata listing a broker."""
+def broker_reachable(bootstrap: str, login: dict[str, str] | None = None) -> bool:
+    """Return whether a Kafka client (logging in with ``login``, aiokafka's SASL options)
+    can fetch cluster metadata listing a broker."""
     host, _, port = bootstrap.rpartition(":")
     if not port_open(host, int(port)):
         return False
     try:
-        return _run_coroutine(_broker_count(bootstrap)) > 0
+        return _run_coroutine(_broker_count(bootstrap, login or {})) > 0
     except (TimeoutError, KafkaError, OSError):
         return False
+
+
+def _scram_entry(name: str, password: str) -> str:
+    """Return ``name``'s SCRAM credential as ``kafka-storage format --add-scram`` takes it.
+
+    Salted here rather than by the tool, so that no password shows on its command
+    line (which any user of the machine may read while it runs).
+    """
+    salt = secrets.token_bytes(32)
+    salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _SCRAM_ITERATIONS)
+    return (
+        f"{SASL_MECHANISM}=[name={name},iterations={_SCRAM_ITERATIONS},"
+        f'salt="{base64.b64encode(salt).decode()}",'
+        f'saltedpassword="{base64.b64encode(salted).decode()}"]'
+    )
 
 
 class KafkaBroker(OwnedProcess):
@@ -187,8 +214,14 @@ class KafkaBroker(OwnedProcess):
         heap: str = "768m",
         session_timeout_ms: int | None = None,
         cache_dir: Path | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
+        # By default the passwords file beside the data directory, shared with the
+        # embedded database (``oee up``: <data dir>/credentials.json).
+        self.credentials = credentials or Credentials.load_or_create(
+            self.data_dir.parent / CREDENTIALS_FILE
+        )
         self.port = port
         self.controller_port = controller_port
         self.heap = heap
@@ -202,6 +235,15 @@ class KafkaBroker(OwnedProcess):
         """Return the address clients connect to."""
         return f"127.0.0.1:{self.port}"
 
+    def login(self, principal: str = ADMIN) -> dict[str, str]:
+        """Return aiokafka's options that log ``principal`` into this broker."""
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": SASL_MECHANISM,
+            "sasl_plain_username": principal,
+            "sasl_plain_password": self.credentials.password(principal),
+        }
+
     @property
     def log_dir(self) -> Path:
         """Return where topic partitions and the metadata log are stored."""
@@ -214,17 +256,38 @@ class KafkaBroker(OwnedProcess):
 
     def server_properties(self) -> str:
         """Return the broker configuration for this data directory and these ports."""
+        admin = self.credentials.password(ADMIN)
+        mechanism = SASL_MECHANISM.lower()
         props = {
             "process.roles": "broker,controller",
             "node.id": str(_NODE_ID),
             "controller.quorum.voters": f"{_NODE_ID}@127.0.0.1:{self.controller_port}",
             "listeners": (
-                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+                f"CLIENT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
             ),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "advertised.listeners": f"CLIENT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            "inter.broker.listener.name": "CLIENT",
+            # Clients: SCRAM, the credentials kept in the cluster's metadata.
+            "sasl.enabled.mechanisms": SASL_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SASL_MECHANISM,
+            f"listener.name.client.{mechanism}.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{ADMIN}" password="{admin}";'
+            ),
+            # The controller cannot read SCRAM credentials from the metadata it serves:
+            # the broker logs into it with PLAIN, the admin its only user.
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{ADMIN}" password="{admin}" user_{ADMIN}="{admin}";'
+            ),
+            # Deny whatever no ACL allows; the admin (the broker itself too) may do all.
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{ADMIN}",
+            "allow.everyone.if.no.acl.found": "false",
             "log.dirs": str(self.log_dir),
             "offsets.topic.replication.factor": "1",
             # Internal topics default to 50 partitions; a single dev node does not need
@@ -269,8 +332,12 @@ class KafkaBroker(OwnedProcess):
         libs = resolve_kafka_libs(self.cache_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "server.properties"
+        # It holds the admin's password.
+        config.touch(mode=0o600)
+        config.chmod(0o600)
         config.write_text(self.server_properties())
         if not (self.log_dir / "meta.properties").exists():
+            scram = [_scram_entry(name, self.credentials.password(name)) for name in PRINCIPALS]
             log.info("formatting Kafka storage in %s", self.log_dir)
             result = subprocess.run(
                 self._java_command(
@@ -281,6 +348,7 @@ class KafkaBroker(OwnedProcess):
                     new_cluster_id(),
                     "-c",
                     str(config),
+                    *(arg for entry in scram for arg in ("--add-scram", entry)),
                 ),
                 capture_output=True,
                 text=True,
@@ -292,7 +360,24 @@ class KafkaBroker(OwnedProcess):
                     f"formatting Kafka storage failed (exit {result.returncode}):\n"
                     f"{result.stdout[-3000:]}{result.stderr[-3000:]}"
                 )
+            self._users_file.write_text("\n".join(PRINCIPALS) + "\n")
+        self._check_users()
         return config
+
+    @property
+    def _users_file(self) -> Path:
+        # The principals whose SCRAM credentials were written when storage was formatted.
+        return self.data_dir / "scram-users"
+
+    def _check_users(self) -> None:
+        known = self._users_file.read_text().split() if self._users_file.exists() else []
+        missing = [name for name in PRINCIPALS if name not in known]
+        if missing:
+            raise BrokerError(
+                f"the Kafka storage in {self.log_dir} has no login for {', '.join(missing)}: "
+                "it was formatted before those principals existed. Move "
+                f"{self.data_dir} aside (its topics go with it) to format it anew."
+            )
 
     def start(self, timeout: float = 120.0) -> None:
         """Start the broker and return once clients can fetch metadata from it."""
@@ -330,7 +415,7 @@ class KafkaBroker(OwnedProcess):
                     f"Kafka exited with code {self.exit_code} during start-up; "
                     f"last log lines:\n{self._diagnostics()}"
                 )
-            if broker_reachable(self.bootstrap) and self.running:
+            if broker_reachable(self.bootstrap, self.login()) and self.running:
                 return
             time.sleep(0.25)
         self.stop()

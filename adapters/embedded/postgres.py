@@ -3,6 +3,11 @@
 We drive the wheel's ``initdb`` and ``postgres`` binaries ourselves rather than its
 ``PostgresServer`` class: that class listens on a Unix socket only, while our
 services need a TCP port and a URL they can share.
+
+Every login needs a password (scram-sha-256). Each process logs in as its own role
+(``adapters.credentials``): the projector's owns the application database and writes
+the read models, the other services' roles may only read them, the superuser is the
+admin's. Passwords come from the file beside the data directory.
 """
 
 from __future__ import annotations
@@ -16,17 +21,32 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from adapters.credentials import (
+    CREDENTIALS_FILE,
+    OWNER_ROLE,
+    READER_LOGINS,
+    READER_ROLE,
+    SUPERUSER,
+    Credentials,
+    with_login,
+)
 from adapters.processes import OwnedProcess, die_with_parent, pid_alive, port_open, tail
 
 log = logging.getLogger(__name__)
 
 # PostgreSQL refuses to run as root; when we are root the server runs as this user.
 UNPRIVILEGED_USER = "nobody"
-SUPERUSER = "postgres"
+# TCP on loopback only (no Unix socket), and never without a password.
+HBA_CONF = (
+    "# Written by adapters/embedded/postgres.py on every start.\n"
+    "host all all 127.0.0.1/32 scram-sha-256\n"
+    "host all all ::1/128 scram-sha-256\n"
+)
 # Line 7 of postmaster.pid: the key and id of the server's System V shared memory,
 # attached by every process of that server while it lives.
 _LOCK_LINE_SHMEM = 6
@@ -104,10 +124,22 @@ class EmbeddedPostgres(OwnedProcess):
     stop_signal = signal.SIGINT
     not_started = DatabaseError
 
-    def __init__(self, data_dir: Path, *, port: int = 15432, database: str = "oee") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int = 15432,
+        database: str = "oee",
+        credentials: Credentials | None = None,
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.database = database
+        # By default the passwords file beside the data directory, shared with the
+        # embedded broker (``oee up``: <data dir>/credentials.json).
+        self.credentials = credentials or Credentials.load_or_create(
+            self.data_dir.parent / CREDENTIALS_FILE
+        )
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -126,8 +158,9 @@ class EmbeddedPostgres(OwnedProcess):
         return self.url_for(self.database)
 
     def url_for(self, database: str) -> str:
-        """Return a ``postgresql://`` URL of ``database`` on this server."""
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+        """Return a ``postgresql://`` URL of ``database`` on this server, as the superuser."""
+        url = f"postgresql://127.0.0.1:{self.port}/{database}"
+        return with_login(url, SUPERUSER, self.credentials.database_logins()[SUPERUSER])
 
     @property
     def lock_file(self) -> Path:
@@ -184,6 +217,19 @@ class EmbeddedPostgres(OwnedProcess):
             _check_traversable(self.pgdata)
             os.chown(self.pgdata, who.uid, who.gid)
         log.info("initialising PostgreSQL cluster in %s", self.pgdata)
+        # initdb reads the superuser's password from a file, which the server's user reads.
+        password_file = self.data_dir / "initdb.password"
+        descriptor = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(self.credentials.database_logins()[SUPERUSER] + "\n")
+        if who.uid is not None and who.gid is not None:
+            os.chown(password_file, who.uid, who.gid)
+        try:
+            self._initdb(password_file, who)
+        finally:
+            password_file.unlink(missing_ok=True)
+
+    def _initdb(self, password_file: Path, who: _Identity) -> None:
         result = subprocess.run(
             [
                 str(postgres_bin_dir() / "initdb"),
@@ -191,8 +237,8 @@ class EmbeddedPostgres(OwnedProcess):
                 str(self.pgdata),
                 "-U",
                 SUPERUSER,
-                # Loopback only and a dev-machine server: trust, like a local socket.
-                "--auth=trust",
+                "--auth=scram-sha-256",
+                f"--pwfile={password_file}",
                 "--encoding=UTF8",
                 "--locale=C",
                 "--no-instructions",
@@ -251,9 +297,10 @@ class EmbeddedPostgres(OwnedProcess):
             )
         self._wait_ready(timeout)
         try:
+            self._secure()
             self._create_database()
         except psycopg.Error as exc:
-            raise DatabaseError(f"cannot create database {self.database}: {exc}") from exc
+            raise DatabaseError(f"cannot prepare database {self.database}: {exc}") from exc
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -278,6 +325,20 @@ class EmbeddedPostgres(OwnedProcess):
             f"last log lines:\n{tail(self.log_file)}"
         )
 
+    def _secure(self) -> None:
+        """Give every role its password, then refuse any login without one.
+
+        A cluster made before passwords (``--auth=trust``) lets the superuser in
+        without one, once: its password is set before the rules change.
+        """
+        with psycopg.connect(self.url_for("postgres"), autocommit=True) as conn:
+            create_roles(conn, self.credentials.database_logins())
+            hba = self.pgdata / "pg_hba.conf"
+            if hba.read_text() != HBA_CONF:
+                log.info("PostgreSQL now asks every login for its password")
+                hba.write_text(HBA_CONF)
+                conn.execute("select pg_reload_conf()")
+
     def _create_database(self) -> None:
         with psycopg.connect(self.url_for("postgres"), autocommit=True) as conn:
             exists = conn.execute(
@@ -286,3 +347,81 @@ class EmbeddedPostgres(OwnedProcess):
             if exists is None:
                 log.info("creating database %s", self.database)
                 conn.execute(sql.SQL("create database {}").format(sql.Identifier(self.database)))
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            grant_database(conn)
+
+
+def create_roles(conn: psycopg.Connection[Any], logins: dict[str, str]) -> None:
+    """Create the roles of the services (cluster-wide), each with its password in ``logins``.
+
+    Idempotent: a role that exists gets its password (again). ``conn`` is the superuser's.
+    """
+    existing = {row[0] for row in conn.execute("select rolname from pg_roles").fetchall()}
+    if READER_ROLE not in existing:
+        conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(READER_ROLE)))
+    for role, password in logins.items():
+        verb = "alter" if role in existing else "create"
+        conn.execute(
+            sql.SQL(verb + " role {} login password {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+    for role in READER_LOGINS:
+        conn.execute(
+            sql.SQL("grant {} to {}").format(sql.Identifier(READER_ROLE), sql.Identifier(role))
+        )
+
+
+# The grants of one application database, run in it by the superuser (idempotent). The
+# projector's role owns it, so it may create and drop schemas and tables (a replay
+# builds its tables in a schema of its own and swaps them in); readers get SELECT on
+# every table it makes, now and later, and nothing else. Tables made by an earlier
+# owner (the superuser, before roles) are handed to the projector.
+GRANT_DATABASE = r"""
+DO $$
+DECLARE
+    db text := current_database();
+    item record;
+BEGIN
+    EXECUTE format('ALTER DATABASE %I OWNER TO oee_projector', db);
+    EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', db);
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO oee_reader', db);
+    FOR item IN
+        SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S')
+          AND c.relowner <> 'oee_projector'::regrole
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg\_%'
+    LOOP
+        EXECUTE format(
+            'ALTER %s %I.%I OWNER TO oee_projector',
+            CASE item.kind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW'
+                WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,
+            item.schema, item.name
+        );
+    END LOOP;
+    FOR item IN
+        SELECT nspname AS schema FROM pg_namespace
+        WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\_%'
+    LOOP
+        IF item.schema <> 'public' THEN
+            EXECUTE format('ALTER SCHEMA %I OWNER TO oee_projector', item.schema);
+        END IF;
+        EXECUTE format('GRANT USAGE ON SCHEMA %I TO oee_reader', item.schema);
+        EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO oee_reader', item.schema);
+    END LOOP;
+END
+$$;
+ALTER DEFAULT PRIVILEGES FOR ROLE oee_projector GRANT SELECT ON TABLES TO oee_reader;
+ALTER DEFAULT PRIVILEGES FOR ROLE oee_projector GRANT USAGE ON SCHEMAS TO oee_reader;
+"""
+
+
+def grant_database(conn: psycopg.Connection[Any]) -> None:
+    """Make ``conn``'s database the projector's, readable by the readers (idempotent).
+
+    ``conn`` is the superuser's, connected to that database; the roles must exist.
+    """
+    assert OWNER_ROLE == "oee_projector" and READER_ROLE == "oee_reader"  # named in the SQL
+    conn.execute(GRANT_DATABASE)

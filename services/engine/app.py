@@ -22,6 +22,7 @@ from typing import Any
 
 import faust
 
+from adapters.kafka import client_options
 from adapters.metrics import DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_WRITTEN, StepClock
 from adapters.ops import Health, Lag, OpsServer, assigned, broker_check
 from adapters.settings import Settings
@@ -98,6 +99,17 @@ async def _drive(
             _crash(exc)
 
 
+def _credentials(settings: Settings) -> faust.SASLCredentials | None:
+    """Return the engine's login to the broker (``client_options``' in faust's terms)."""
+    if settings.kafka_username is None:
+        return None
+    return faust.SASLCredentials(
+        username=settings.kafka_username,
+        password=settings.kafka_password,
+        mechanism=settings.kafka_sasl_mechanism,
+    )
+
+
 def _faust_app(settings: Settings) -> EngineApp:
     """Return the faust app as configured: at least once, acks=all, idempotent, static member."""
     datadir = settings.data_dir / "engine" / settings.engine_id
@@ -105,6 +117,7 @@ def _faust_app(settings: Settings) -> EngineApp:
     app = EngineApp(
         settings.engine_id,
         broker=f"kafka://{settings.bootstrap}",
+        broker_credentials=_credentials(settings),
         store="memory://",
         datadir=str(datadir),
         processing_guarantee="at_least_once",
@@ -200,7 +213,7 @@ def build_app(
     intake = Intake(
         app,
         topics=(settings.commands_topic, settings.events_topic),
-        bootstrap=settings.bootstrap,
+        client_options=client_options(settings),
         group_id=settings.engine_id,
     )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import faust
@@ -89,7 +89,7 @@ class Intake:
         app: EngineApp,
         *,
         topics: Iterable[str],
-        bootstrap: str,
+        client_options: Mapping[str, Any],
         group_id: str,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -98,7 +98,7 @@ class Intake:
         # an agent) and faust's own topics are assigned too but are none of the ledger's.
         self._topics = frozenset(topics)
         self._ledger = app.ledger
-        self._bootstrap = bootstrap
+        self._client_options = dict(client_options)
         self._group_id = group_id
         self._monotonic = monotonic
         self._admin: AIOKafkaAdminClient | None = None
@@ -218,7 +218,7 @@ class Intake:
     async def _committed(self, partitions: list[TP]) -> dict[TP, int]:
         """Return the group's committed offset of each partition that has one."""
         if self._admin is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+            admin = AIOKafkaAdminClient(**self._client_options)
             await admin.start()
             self._admin = admin
         found = await self._admin.list_consumer_group_offsets(

@@ -25,6 +25,7 @@ from typing import Any, get_args
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from adapters.kafka import client_options
 from adapters.settings import Settings
 from domain.tokens import find_token
 from events.messages import DecodeError, Event, OrderAccepted, OrderType, Status, decode_event
@@ -139,7 +140,7 @@ class LogReader:
     async def open(self, start: Cursor, partitions: list[int], earliest: bool) -> Cursor:
         """Return ``start`` completed with every partition (clamped to the log's start)."""
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap,
+            **client_options(self._settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="none",

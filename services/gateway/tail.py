@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from adapters.kafka import client_options
 from adapters.ops import Lag, consumer_lag
 from adapters.settings import Settings
 from events.messages import Command, DecodeError, Event, decode
@@ -70,7 +71,7 @@ class LogTail:
     async def start(self, partitions: Mapping[str, Iterable[int]]) -> None:
         """Assign the given partitions of both topics and start tailing from their ends."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap,
+            **client_options(self._settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",

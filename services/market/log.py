@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from adapters.kafka import producer_options
+from adapters.kafka import client_options, producer_options
 from adapters.metrics import count_written
 from adapters.settings import Settings
 from events.market import MarketEvent, decode_market, encode_market, pool_key
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 async def _partitions(settings: Settings) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         [described] = await admin.describe_topics([settings.market_topic])
@@ -40,9 +40,7 @@ async def read_market(settings: Settings) -> dict[str, MarketEvent]:
     per pool. Messages that do not decode are logged and skipped.
     """
     partitions = await _partitions(settings)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap, group_id=None, enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(partitions)

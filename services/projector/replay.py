@@ -131,6 +131,7 @@ async def replay(
     only counts them unless ``publish_dead_letters`` is set.
     """
     projection = projection or OrdersProjection()
+    await _expect_owner(settings, projection)
     done = await _rebuild(
         settings,
         projection,
@@ -167,6 +168,30 @@ async def check(settings: Settings, projection: Projection | None = None) -> Che
         done.positions,
         done.result,
     )
+
+
+async def _expect_owner(settings: Settings, projection: Projection) -> None:
+    """Refuse a replay by a role other than the live tables' owner (the projector's).
+
+    The swapped-in tables belong to whoever built them: built by another role, the
+    live projector could no longer write them, nor the readers read them.
+    """
+    conn = await connect(settings)
+    try:
+        cursor = await conn.execute(
+            "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = %s "
+            "AND tablename = ANY(%s) AND tableowner <> current_user",
+            (LIVE_SCHEMA, [*projection.tables, "projection_offsets"]),
+        )
+        others = await cursor.fetchall()
+    finally:
+        await conn.close()
+    if others:
+        table, owner = others[0]
+        raise ReplayError(
+            f"the live table {table} belongs to role {owner!r}: replay as that role "
+            "(`oee replay` logs into the embedded database as the projector)"
+        )
 
 
 # The rebuild -----------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from adapters.backoff import Backoff
-from adapters.kafka import batch_consumer_options, producer_options
+from adapters.kafka import batch_consumer_options, client_options, producer_options
 from adapters.metrics import (
     DEAD_LETTERS,
     EVENTS_CONSUMED,
@@ -231,7 +231,7 @@ class ProjectionRunner:
             self._producer = AIOKafkaProducer(**producer_options(self.settings))
             await self._producer.start()
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap,
+            **client_options(self.settings),
             group_id=self.group_id,
             group_instance_id=(
                 f"{self.group_id}-{self.settings.projector_instance}" if self.group_id else None
@@ -259,7 +259,7 @@ class ProjectionRunner:
         self._consumer = self._producer = self._conn = None
 
     async def _all_partitions(self) -> list[TopicPartition]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(self.settings))
         await admin.start()
         try:
             [described] = await admin.describe_topics([self.topic])

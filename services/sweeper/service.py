@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from adapters.kafka import batch_consumer_options, producer_options, send_commands
+from adapters.kafka import batch_consumer_options, client_options, producer_options, send_commands
 from adapters.ops import Lag, consumer_lag
 from adapters.postgres import connect
 from adapters.settings import Settings
@@ -75,7 +75,7 @@ class SweeperService:
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep until ``stop`` is set."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap,
+            **client_options(self.settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

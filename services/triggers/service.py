@@ -34,7 +34,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
-from adapters.kafka import batch_consumer_options, producer_options, send_commands
+from adapters.kafka import batch_consumer_options, client_options, producer_options, send_commands
 from adapters.logs import bind
 from adapters.metrics import ARMED_ORDERS, TRIGGERS_FIRED
 from adapters.ops import Lag, consumer_lag
@@ -167,7 +167,7 @@ class TriggerService:
         self._venues = venues
         producer = AIOKafkaProducer(**producer_options(self.settings))
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap,
+            **client_options(self.settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -15,7 +14,7 @@ from psycopg import sql
 
 from adapters.kafka import ensure_topics
 from adapters.settings import Settings
-from tests.conftest import Infra
+from tests.conftest import Infra, create_database
 from tests.integration.system import System
 
 
@@ -23,9 +22,7 @@ from tests.integration.system import System
 def module_database_url(infra: Infra) -> Iterator[str]:
     """Return a database of this module's own: replay drops the read-model tables."""
     name = f"oee_mod_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(infra.database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    yield urlsplit(infra.database_url)._replace(path=f"/{name}").geturl()
+    yield create_database(infra, name)
     with psycopg.connect(infra.database_url, autocommit=True) as conn:
         conn.execute(
             sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))

@@ -12,6 +12,7 @@ import httpx
 
 from adapters.processes import die_with_parent, stop_process, tail
 from adapters.settings import Settings
+from tests.logins import as_service
 
 SERVICES = ("venues", "market", "triggers", "projector", "engine", "sweeper", "gateway")
 
@@ -35,7 +36,9 @@ class System:
 
     def start(self, name: str) -> None:
         """Start one service process."""
-        env = {**os.environ, **self.settings.as_env(), "PYTHONUNBUFFERED": "1"}
+        # Each service logs in as itself, with its own password alone, as under `oee up`.
+        own = as_service(self.settings, name)
+        env = {**os.environ, **own.as_env(), "PYTHONUNBUFFERED": "1"}
         log = (self.log_dir / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "cli", name],

@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from adapters.kafka import ensure_topics
+from adapters.kafka import client_options, ensure_topics
 from adapters.postgres import Connection, connect
 from adapters.settings import Settings
 from cli.analytics import main as report_main
@@ -310,7 +310,7 @@ async def test_projector_process_builds_analytics_in_its_own_consumer_group(
 ) -> None:
     histories = [order.events for order in orders().values()]
     events = interleaved(histories)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     try:
         for event in [*events, *events[:5]]:  # the first five redelivered
@@ -348,7 +348,7 @@ async def test_projector_process_builds_analytics_in_its_own_consumer_group(
 
 
 async def end_offsets(settings: Settings) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
+    consumer = AIOKafkaConsumer(**client_options(settings))
     await consumer.start()
     try:
         partitions = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
@@ -380,7 +380,7 @@ async def wait_until_projected(settings: Settings, ends: dict[int, int]) -> None
 
 
 async def committed(settings: Settings, group_id: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group_id)

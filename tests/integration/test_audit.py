@@ -20,6 +20,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from adapters.kafka import client_options
 from cli.audit import main, run_audit
 from cli.reconcile import AuditReport, Limits, Position
 from events.messages import encode, order_key
@@ -45,7 +46,7 @@ async def client(system: System) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def producer(system: System) -> AsyncIterator[AIOKafkaProducer]:
     client = AIOKafkaProducer(
-        bootstrap_servers=system.settings.bootstrap, acks="all", enable_idempotence=True
+        **client_options(system.settings), acks="all", enable_idempotence=True
     )
     await client.start()
     yield client

@@ -20,7 +20,7 @@ from datetime import timedelta
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from adapters.kafka import ensure_topics
+from adapters.kafka import client_options, ensure_topics
 from adapters.settings import Settings
 from cli.audit import run_audit
 from cli.reconcile import Limits
@@ -45,7 +45,7 @@ async def settings(settings_factory: Callable[..., Settings], fresh_database_url
 async def produce(settings: Settings, topic: str, messages: Sequence[Envelope]) -> None:
     """Write ``messages`` keyed by order id, awaiting delivery a batch at a time."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20
+        **client_options(settings), acks="all", linger_ms=20, max_batch_size=1 << 20
     )
     await producer.start()
     try:

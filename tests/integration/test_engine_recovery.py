@@ -16,6 +16,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from adapters.kafka import client_options
 from events.messages import Event, decode_event
 from tests.integration.system import System
 
@@ -32,7 +33,7 @@ async def log_events(system: System) -> list[Any]:
     """Read every event on the events topic, duplicates included, in log order."""
     consumer = AIOKafkaConsumer(
         system.settings.events_topic,
-        bootstrap_servers=system.settings.bootstrap,
+        **client_options(system.settings),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )

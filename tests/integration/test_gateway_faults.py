@@ -22,6 +22,7 @@ import httpx
 import psycopg
 import pytest
 
+from adapters.credentials import ADMIN
 from adapters.embedded.kafka import KafkaBroker
 from adapters.embedded.postgres import EmbeddedPostgres
 from adapters.kafka import ensure_topics
@@ -150,7 +151,9 @@ async def test_gateway_broker_killed_answers_503_at_once_and_writes_none_of_them
     private_broker: KafkaBroker, gateway_settings: Callable[..., Any], fresh_read_models: str
 ) -> None:
     settings = await gateway_settings(
-        kafka_bootstrap=private_broker.bootstrap, database_url=fresh_read_models
+        kafka_bootstrap=private_broker.bootstrap,
+        kafka_password=private_broker.credentials.password(ADMIN),
+        database_url=fresh_read_models,
     )
     run = uuid.uuid4().hex[:8]
     async with serving(settings) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -188,7 +191,9 @@ async def test_gateway_broker_frozen_answers_503_outcome_unknown_and_a_retry_res
     private_broker: KafkaBroker, gateway_settings: Callable[..., Any], fresh_read_models: str
 ) -> None:
     settings = await gateway_settings(
-        kafka_bootstrap=private_broker.bootstrap, database_url=fresh_read_models
+        kafka_bootstrap=private_broker.bootstrap,
+        kafka_password=private_broker.credentials.password(ADMIN),
+        database_url=fresh_read_models,
     )
     key = f"frozen-{uuid.uuid4().hex[:8]}"
     async with serving(settings) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:

@@ -15,16 +15,23 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from adapters.credentials import ADMIN
 from adapters.embedded.kafka import KafkaBroker
 from adapters.embedded.postgres import EmbeddedPostgres
-from adapters.kafka import TopicMismatchError, ensure_topics, topic_names
+from adapters.kafka import (
+    TopicMismatchError,
+    client_options,
+    ensure_topics,
+    producer_options,
+    topic_names,
+)
 from adapters.processes import free_port
 from adapters.settings import Settings
 from tests.conftest import Infra
 
 
-async def partition_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def partition_counts(settings: Settings, names: list[str]) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         topics = await admin.describe_topics(names)
@@ -33,8 +40,8 @@ async def partition_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
     return {t["topic"]: len(t["partitions"]) for t in topics if t["error_code"] == 0}
 
 
-async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+async def produce(settings: Settings, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(**producer_options(settings))
     await producer.start()
     try:
         for key, value in messages:
@@ -43,10 +50,12 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]
         await producer.stop()
 
 
-async def consume(bootstrap: str, topic: str, count: int, timeout_s: float = 30.0) -> list[bytes]:
+async def consume(
+    settings: Settings, topic: str, count: int, timeout_s: float = 30.0
+) -> list[bytes]:
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_options(settings),
         group_id=f"test-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -73,7 +82,7 @@ async def test_ensure_topics_new_names_creates_configured_partitions_and_rerun_i
     await ensure_topics(settings)
     await ensure_topics(settings)
 
-    assert await partition_counts(settings.bootstrap, names) == dict.fromkeys(names, 3)
+    assert await partition_counts(settings, names) == dict.fromkeys(names, 3)
 
 
 async def test_ensure_topics_existing_with_other_partition_count_raises(
@@ -92,8 +101,8 @@ async def test_idempotent_producer_acks_all_round_trips_in_order_per_key(
     order_id = uuid.uuid4().bytes
     sent = [f"event-{seq}".encode() for seq in range(1, 21)]
 
-    await produce(settings.bootstrap, settings.events_topic, [(order_id, v) for v in sent])
-    received = await consume(settings.bootstrap, settings.events_topic, len(sent))
+    await produce(settings, settings.events_topic, [(order_id, v) for v in sent])
+    received = await consume(settings, settings.events_topic, len(sent))
 
     # One key, one partition: the order's history comes back in the order it was written.
     assert received == sent
@@ -110,17 +119,23 @@ def test_embedded_broker_restart_on_same_data_dir_keeps_messages(infra: Infra) -
         pytest.skip("only the embedded broker's data directory is ours to restart")
     root = Path(tempfile.mkdtemp(prefix="oee-test-restart-"))
     broker = KafkaBroker(root / "kafka", port=free_port(), controller_port=free_port())
-    settings = Settings(kafka_bootstrap=broker.bootstrap, partitions=1, data_dir=root)
+    settings = Settings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_username=ADMIN,
+        kafka_password=broker.credentials.password(ADMIN),
+        partitions=1,
+        data_dir=root,
+    )
     try:
         broker.start()
         asyncio.run(ensure_topics(settings))
-        asyncio.run(produce(broker.bootstrap, settings.events_topic, [(b"k", b"survives")]))
+        asyncio.run(produce(settings, settings.events_topic, [(b"k", b"survives")]))
         broker.stop()
         assert not broker.running
 
         broker.start()
 
-        received = asyncio.run(consume(broker.bootstrap, settings.events_topic, 1))
+        received = asyncio.run(consume(settings, settings.events_topic, 1))
         assert received == [b"survives"]
     finally:
         broker.stop()

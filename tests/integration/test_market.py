@@ -17,7 +17,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from adapters.kafka import ensure_topics
+from adapters.kafka import client_options, ensure_topics
 from adapters.settings import Settings
 from domain.tokens import LAUNCH_DECIMALS
 from events.market import MarketEvent, PoolCreated, PriceTick, decode_market
@@ -28,9 +28,7 @@ TIMEOUT_S = 30.0
 
 async def read_all(settings: Settings) -> list[MarketEvent]:
     """Return every message on the market topic as of now, partition by partition."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap, group_id=None, enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = [TopicPartition(settings.market_topic, p) for p in range(settings.partitions)]

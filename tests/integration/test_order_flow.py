@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from services.projector.replay import replay
 from tests.integration.system import System
+from tests.logins import as_principal
 
 ORDER = {
     "type": "market",
@@ -235,7 +236,8 @@ async def test_replay_rebuilds_identical_read_models(system, client):
     system.stop("projector")
     try:
         before = await snapshot()
-        await replay(system.settings)
+        # As `oee replay` does: as the projector, whose tables it swaps.
+        await replay(as_principal(system.settings, "projector"))
         after = await snapshot()
     finally:
         system.start("projector")

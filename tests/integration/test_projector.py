@@ -22,7 +22,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import AwareDatetime
 
-from adapters.kafka import ensure_topics
+from adapters.kafka import client_options, ensure_topics
 from adapters.postgres import connect
 from adapters.settings import Settings
 from domain.lifecycle import OrderState, envelope_after, evolve
@@ -74,7 +74,7 @@ async def settings(settings_factory: Callable[..., Settings], fresh_database_url
 
 @pytest.fixture
 async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    client = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    client = AIOKafkaProducer(**client_options(settings), acks="all")
     await client.start()
     yield client
     await client.stop()
@@ -157,7 +157,7 @@ async def snapshot(settings: Settings) -> dict[str, list[str]]:
 
 
 async def dead_letters(settings: Settings, expected: int) -> list[DeadLetter]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(**client_options(settings), auto_offset_reset="earliest")
     await consumer.start()
     try:
         partitions = [
@@ -506,7 +506,7 @@ async def test_replay_after_projection_yields_identical_rows(
 
 async def offsets_reach_end(settings: Settings) -> bool:
     """Tell whether the stored offsets of ``settings``' events topic are at its end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
+    consumer = AIOKafkaConsumer(**client_options(settings))
     await consumer.start()
     try:
         partitions = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]

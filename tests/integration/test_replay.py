@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from psycopg import sql
 
-from adapters.kafka import ensure_topics
+from adapters.kafka import client_options, ensure_topics
 from adapters.postgres import Connection, connect
 from adapters.settings import Settings
 from cli.replay import main
@@ -47,7 +47,7 @@ async def settings(settings_factory: Callable[..., Settings], fresh_database_url
 
 @pytest.fixture
 async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    client = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    client = AIOKafkaProducer(**client_options(settings), acks="all")
     await client.start()
     yield client
     await client.stop()

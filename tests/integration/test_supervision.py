@@ -34,8 +34,12 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from adapters.credentials import ADMIN
 from adapters.embedded.postgres import EmbeddedPostgres
+from adapters.kafka import client_options
 from adapters.processes import die_with_parent, free_port, pid_alive, stop_process
+from adapters.settings import Settings
+from cli.logins import log_in
 
 MARKET = {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "slippageBps": 100}
 # A limit sell far under the spot fires as soon as it is armed: the trigger service at work.
@@ -95,6 +99,7 @@ class Up:
     """A private ``oee up`` and the addresses of what it runs."""
 
     def __init__(self, root: Path) -> None:
+        self.root = root
         self.kafka_port, self.database_port, self.gateway_port = (
             free_port(),
             free_port(),
@@ -125,12 +130,25 @@ class Up:
         return f"http://127.0.0.1:{self.gateway_port}"
 
     @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+    def admin(self) -> Settings:
+        """Return the admin's settings for what it runs, as `oee audit` there would log in."""
+        return log_in(
+            Settings(
+                data_dir=self.root,
+                kafka_bootstrap=None,
+                kafka_username=None,
+                database_url=None,
+                kafka_port=self.kafka_port,
+                database_port=self.database_port,
+            ),
+            ADMIN,
+        )
 
     @property
     def database_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.database_port}/oee"
+        url = self.admin.database_url
+        assert url is not None
+        return url
 
     def server_pid(self, name: str) -> int:
         """Return the pid the supervisor last started the ``name`` server with."""
@@ -196,7 +214,7 @@ async def projected(up: Up, order_ids: list[str], within: float = 90.0) -> float
 
 async def market_published(up: Up, within: float = 60.0) -> float:
     """Wait for a pool state published from now on; return when it arrived."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=up.bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(up.admin), enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = [TopicPartition("market.events", p) for p in range(6)]

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from adapters.kafka import client_options
 from events.messages import Envelope, OrderAccepted, OrderSpec, SubmitOrder, encode, order_key
 from tests.integration.system import System
 
@@ -33,9 +34,7 @@ async def write_behind_the_engine(system: System, topic: str, message: Envelope)
     engine had committed the offset without handling the message."""
     settings = system.settings
     system.stop("engine")
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True
-    )
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         sent = await producer.send_and_wait(topic, encode(message), key=order_key(message.order_id))
@@ -45,7 +44,7 @@ async def write_behind_the_engine(system: System, topic: str, message: Envelope)
     # The stopped engine stays a static member until its session expires; only then
     # does the group accept a commit from outside.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap, group_id=settings.engine_id, enable_auto_commit=False
+        **client_options(settings), group_id=settings.engine_id, enable_auto_commit=False
     )
     await consumer.start()
     try:

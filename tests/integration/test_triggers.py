@@ -21,7 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from psycopg.types.json import Jsonb
 
-from adapters.kafka import ensure_topics
+from adapters.kafka import client_options, ensure_topics
 from adapters.postgres import connect
 from adapters.settings import Settings
 from events.market import MarketEvent, PoolCreated, PriceTick, encode_market, pool_key
@@ -128,7 +128,7 @@ class Log:
     async def tail_commands(self) -> None:
         consumer = AIOKafkaConsumer(
             self.settings.commands_topic,
-            bootstrap_servers=self.settings.bootstrap,
+            **client_options(self.settings),
             auto_offset_reset="earliest",
         )
         await consumer.start()
@@ -190,7 +190,7 @@ async def venues(settings_factory: Callable[..., Settings], tmp_path: Path) -> A
 @contextlib.asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[tuple[TriggerService, Log]]:
     """Run the trigger service and a tail of the commands topic until the block ends."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     log = Log(settings, producer)
     service = TriggerService(settings)
@@ -317,7 +317,7 @@ async def test_triggers_at_the_in_flight_cap_queue_crossings_until_one_ends(venu
 
 
 async def _end_offsets(settings: Settings) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
+    consumer = AIOKafkaConsumer(**client_options(settings))
     await consumer.start()
     try:
         partitions = [

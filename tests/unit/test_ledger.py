@@ -134,7 +134,7 @@ async def test_intake_rewinds_a_stalled_input_but_never_the_table_changelog(monk
     intake = Intake(
         app,
         topics=["orders.commands"],
-        bootstrap="127.0.0.1:1",
+        client_options={"bootstrap_servers": "127.0.0.1:1"},
         group_id="test-intake",
         monotonic=lambda: now[0],
     )
@@ -175,7 +175,7 @@ async def test_intake_waits_for_an_overtaken_offset_and_rewinds_only_a_skipped_o
     app = EngineApp("test-gap", broker="kafka://127.0.0.1:1", web_enabled=False)
     now = [0.0]
     intake = Intake(
-        app, topics=["orders.commands"], bootstrap="-", group_id="-", monotonic=lambda: now[0]
+        app, topics=["orders.commands"], client_options={}, group_id="-", monotonic=lambda: now[0]
     )
     commands = TP("orders.commands", 0)
     sought: list[tuple[TP, int]] = []
