@@ -67,12 +67,12 @@ async def list_orders(
 
 def parse_limit(raw: str) -> int:
     """Return the page size asked for, or raise ``ApiError`` (422 INVALID_QUERY)."""
-    text = raw.strip()
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+    # The length first: int() of thousands of digits is slow, and refused past 4300.
+    if not (0 < len(raw) <= 3 and raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
         raise ApiError(
             422, "INVALID_QUERY", f"limit must be an integer from 1 to {MAX_PAGE}", "limit"
         )
-    return int(text)
+    return int(raw)
 
 
 def encode_cursor(created_at: datetime, order_id: uuid.UUID) -> str:

@@ -32,6 +32,7 @@ from services.gateway.intake import idempotent_order_id, parse_order_request, re
 from services.gateway.mailbox import Mailbox
 from services.gateway.read_side import ReadSide
 from services.gateway.schemas import (
+    MAX_EXPIRY,
     ExecuteOrderRequest,
     event_view,
     order_view,
@@ -78,6 +79,13 @@ async def execute(
     order = parse_order_request(await read_body(request, settings.max_body_bytes))
     if order.expired_by(clock()):
         raise ApiError(422, "INVALID_EXPIRY", "expiresAt: already in the past", "expiresAt")
+    if order.too_far_ahead(clock()):
+        raise ApiError(
+            422,
+            "INVALID_EXPIRY",
+            f"expiresAt: more than {MAX_EXPIRY.days} days ahead ({order.expires_at})",
+            "expiresAt",
+        )
     spec = order.to_spec()
     digest = request_hash(spec)
     if idempotency_key is None:
