@@ -19,6 +19,7 @@ import pytest
 from adapters.processes import free_port
 from adapters.settings import Settings
 from domain.numbers import NotADecimal, parse_decimal
+from services.gateway.firehose import StreamParamError, parse_cursor
 from services.gateway.intake import parse_order_request
 from services.venues.service import create_app as create_venue_app
 from services.venues.simulator import SimulatedVenue, default_price_table
@@ -363,3 +364,13 @@ async def test_venue_simulator_refuses_numbers_out_of_bounds_with_422(
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert (error["code"], error["field"]) == ("INVALID_REQUEST", field)
+
+
+@pytest.mark.parametrize("text", ["0:1,0:2", "²:1", "0:" + "9" * 5000, "0:\u0661", ":1", "0:"])
+def test_firehose_cursor_refuses_what_is_no_cursor(text: str) -> None:
+    with pytest.raises(StreamParamError):
+        parse_cursor(text)
+
+
+def test_firehose_cursor_reads_partitions_and_offsets() -> None:
+    assert parse_cursor("0:12, 3:40") == {0: 12, 3: 40}
