@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from adapters.settings import Settings
-from services.gateway import errors
+from services.gateway import errors, protocols
 from services.gateway.adapters import Gateway
 from services.gateway.http_limits import BodyDeadline
 from services.gateway.routes import (
@@ -51,6 +51,7 @@ def create_app(
         title="Order Execution Engine",
         version="0.1.0",
         summary="Submit DEX swap orders and follow them live.",
+        description=protocols.DESCRIPTION,
         lifespan=lifespan,
     )
     app.state.gateway = gateway

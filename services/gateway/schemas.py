@@ -97,7 +97,7 @@ Amount = Annotated[
 ]
 Price = Annotated[
     Decimal,
-    _decimal_schema(f"A decimal string from {MIN_PRICE} to {MAX_PRICE:f}.", "150.5"),
+    _decimal_schema(f"A decimal string from {MIN_PRICE:f} to {MAX_PRICE:f}.", "150.5"),
 ]
 
 
@@ -175,7 +175,7 @@ class LaunchRequest(BaseModel):
                 "type": "string",
                 "pattern": DECIMAL_PATTERN,
                 "maxLength": 35,
-                "description": f"Launch price in the quote token, {MIN_PRICE} to {MAX_PRICE:f} "
+                "description": f"Launch price in the quote token, {MIN_PRICE:f} to {MAX_PRICE:f} "
                 "(default: the venue's).",
             }
         ),
@@ -265,14 +265,14 @@ class ExecuteOrderRequest(TradeRequest):
         _decimal_schema(
             "limit only: the worst price accepted, in the pair's quote token per base "
             "token (SOL/USDC: USDC per SOL), whichever way the order trades; "
-            f"{MIN_PRICE} to {MAX_PRICE:f}.",
+            f"{MIN_PRICE:f} to {MAX_PRICE:f}.",
             "150.5",
         ),
     ] = Field(default=None, alias="limitPrice")
     max_price: Annotated[
         Decimal | None,
         _decimal_schema(
-            f"sniper only: the most it pays, in tokenIn per tokenOut; {MIN_PRICE} to "
+            f"sniper only: the most it pays, in tokenIn per tokenOut; {MIN_PRICE:f} to "
             f"{MAX_PRICE:f}.",
             "0.001",
         ),

@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from projections.orders.handler import row_to_state
 from services.gateway.deps import ReadSideDep
 from services.gateway.errors import ApiError
+from services.gateway.responses import COMMON_ERRORS, DATABASE, OrderPage, error
 from services.gateway.schemas import order_view
 
 STATIC_DIR = Path(__file__).parents[1] / "static"
@@ -44,14 +45,29 @@ async def static(path: str, request: Request) -> Response:
     return await _static.get_response(path, request.scope)
 
 
-@router.get("/api/orders")
+@router.get(
+    "/api/orders",
+    response_model=None,
+    responses={
+        200: {"model": OrderPage, "description": "A page of orders, newest first"},
+        422: error("A bad limit or before: INVALID_QUERY"),
+        **DATABASE,
+        **COMMON_ERRORS,
+    },
+)
 async def list_orders(
     read_side: ReadSideDep,
-    limit: Annotated[str, Query(description=f"Orders per page, 1..{MAX_PAGE}.")] = "50",
+    limit: Annotated[
+        str,
+        Query(
+            description=f"Orders per page, 1..{MAX_PAGE}.",
+            json_schema_extra={"pattern": "^[0-9]{1,3}$"},
+        ),
+    ] = "50",
     before: Annotated[
         str | None, Query(description="The `next` cursor of the previous page.")
     ] = None,
-) -> dict[str, Any]:
+) -> Any:
     """List orders newest first, a page at a time; ``next`` is null on the last page."""
     size = parse_limit(limit)
     key = decode_cursor(before) if before is not None else None

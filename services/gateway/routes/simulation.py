@@ -10,6 +10,7 @@ from adapters.venues.interface import VenueError
 from services.gateway.deps import SettingsDep, VenuesDep
 from services.gateway.errors import ApiError
 from services.gateway.intake import read_body, read_json_object, validated
+from services.gateway.responses import COMMON_ERRORS, INVALID, LaunchedPool, error
 from services.gateway.schemas import LaunchRequest, camelize
 
 router = APIRouter()
@@ -29,9 +30,19 @@ _LAUNCH_BODY = {
     "/api/simulate/launch",
     status_code=201,
     openapi_extra=_LAUNCH_BODY,
-    responses={409: {"description": "Already listed"}},
+    response_model=None,
+    responses={
+        201: {"model": LaunchedPool, "description": "The new pool"},
+        400: error("Not a JSON object, or a key given twice: INVALID_JSON, DUPLICATE_KEY"),
+        408: error("The body did not arrive in time: REQUEST_TIMEOUT"),
+        409: error("Already listed: TOKEN_EXISTS, POOL_EXISTS"),
+        413: error("Body over the limit: BODY_TOO_LARGE"),
+        **INVALID,
+        502: error("The venue did not answer"),
+        **COMMON_ERRORS,
+    },
 )
-async def launch(request: Request, settings: SettingsDep, venues: VenuesDep) -> dict[str, Any]:
+async def launch(request: Request, settings: SettingsDep, venues: VenuesDep) -> Any:
     """Simulation: launch a new token in a new pool, e.g. for a sniper to catch."""
     # Read like a submission: duplicate keys, lone surrogates and deep nesting are refused.
     body = validated(
