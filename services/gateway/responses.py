@@ -181,13 +181,21 @@ class LaunchedPool(BaseModel):
     liquidity_usd: str = Field(alias="liquidityUsd")
 
 
+# Declared required, so a check of the answers fails when one is missing.
 _RETRY_AFTER = {
     "Retry-After": {
         "description": "Seconds to wait before trying again.",
+        "required": True,
         "schema": {"type": "integer"},
     }
 }
-_LOCATION = {"Location": {"description": "Where to read the order.", "schema": {"type": "string"}}}
+_LOCATION = {
+    "Location": {
+        "description": "Where to read the order.",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
 
 
 def error(description: str, *, retry: bool = False) -> dict[str, Any]:

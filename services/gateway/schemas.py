@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -35,10 +36,14 @@ from domain.numbers import (
     parse_decimal,
     shown,
 )
-from domain.tokens import decimals_of, find_token
+from domain.tokens import TOKENS, decimals_of, find_token
 from events.messages import Envelope, Event, OrderSpec, SubmitOrder
 
 VENUES = DEFAULT_VENUE_NAMES
+# Every name of a listed token: its symbol and its mint.
+LISTED_NAMES: list[JsonValue] = [
+    name for token in TOKENS.values() for name in (token.symbol, token.mint)
+]
 # A token that is not listed yet (a sniper's target) is named by its symbol.
 NEW_SYMBOL_PATTERN = r"^[A-Za-z][A-Za-z0-9]{1,9}$"
 _NEW_SYMBOL = re.compile(r"[A-Za-z][A-Za-z0-9]{1,9}")
@@ -108,9 +113,10 @@ class TradeRequest(BaseModel):
 
     token_in: str = Field(
         alias="tokenIn",
-        description="Symbol (any case) or mint of the listed token sold: SOL, USDC, USDT, "
-        "BONK, JUP or RAY.",
+        description="Symbol or mint of the listed token sold: SOL, USDC, USDT, BONK, JUP or "
+        "RAY. Symbols are case-insensitive ('sol' is SOL); the enum lists them as answered.",
         pattern=TOKEN_PATTERN,
+        json_schema_extra={"enum": LISTED_NAMES},
     )
     token_out: str = Field(
         alias="tokenOut",
