@@ -40,6 +40,8 @@ def parse_decimal(
     for zero, and for a number out of bounds (``minimum`` itself is accepted).
     """
     if _DECIMAL_TEXT.fullmatch(text) is None:
+        if text.startswith("-") and _DECIMAL_TEXT.fullmatch(text[1:]):
+            raise NotADecimal(f"{name} must be greater than zero, not {shown(text)}")
         raise NotADecimal(
             f"{name} must be a plain decimal such as '1.5' (ASCII digits, an optional "
             f"fraction, no sign, exponent, underscore or space), not {shown(text)}"

@@ -374,3 +374,8 @@ def test_firehose_cursor_refuses_what_is_no_cursor(text: str) -> None:
 
 def test_firehose_cursor_reads_partitions_and_offsets() -> None:
     assert parse_cursor("0:12, 3:40") == {0: 12, 3: 40}
+
+
+def test_parse_decimal_says_a_negative_number_must_be_above_zero() -> None:
+    with pytest.raises(NotADecimal, match="amount must be greater than zero, not '-1'"):
+        parse_decimal("-1", "amount", maximum=Decimal(1000))
