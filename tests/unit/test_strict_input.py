@@ -379,3 +379,22 @@ def test_firehose_cursor_reads_partitions_and_offsets() -> None:
 def test_parse_decimal_says_a_negative_number_must_be_above_zero() -> None:
     with pytest.raises(NotADecimal, match="amount must be greater than zero, not '-1'"):
         parse_decimal("-1", "amount", maximum=Decimal(1000))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"type": "stop"}, "order type 'stop' is not supported (market, limit, sniper)"),
+        ({"slippageBps": 9000}, "slippageBps must be an integer from 1 to 5000, not 9000"),
+        ({"tokenOut": "PEPE"}, "token 'PEPE' is not listed (only a sniper order may target"),
+        ({"amount": "0.1234567"}, "amount 0.1234567 has more decimals than BONK has (5)"),
+    ],
+)
+async def test_error_messages_show_the_value_refused(
+    gateway: httpx.AsyncClient, changes: dict[str, Any], message: str
+) -> None:
+    base = {**ORDER, "tokenIn": "BONK"} if "amount" in changes else ORDER
+    response = await gateway.post("/api/orders/execute", content=body(base, **changes))
+
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith(message)
