@@ -56,16 +56,10 @@ _CLIENT_ORDER_ID = re.compile(r"[\x20-\x7E]{1,64}")
 MAX_EXPIRY = timedelta(days=365)
 
 
-def _decimal_schema(description: str, example: str) -> WithJsonSchema:
-    return WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": DECIMAL_PATTERN,
-            "maxLength": 35,
-            "description": description,
-            "examples": [example],
-        }
-    )
+def _decimal_schema(description: str, example: str, *, nullable: bool = False) -> WithJsonSchema:
+    text = {"type": "string", "pattern": DECIMAL_PATTERN, "maxLength": 35}
+    schema: dict[str, Any] = {"anyOf": [text, {"type": "null"}]} if nullable else dict(text)
+    return WithJsonSchema({**schema, "description": description, "examples": [example]})
 
 
 def _listed_symbol(value: Any) -> str:
@@ -176,26 +170,19 @@ class LaunchRequest(BaseModel):
     )
     price: Annotated[
         Decimal | None,
-        WithJsonSchema(
-            {
-                "type": "string",
-                "pattern": DECIMAL_PATTERN,
-                "maxLength": 35,
-                "description": f"Launch price in the quote token, {MIN_PRICE:f} to {MAX_PRICE:f} "
-                "(default: the venue's).",
-            }
+        _decimal_schema(
+            f"Launch price in the quote token, {MIN_PRICE:f} to {MAX_PRICE:f} "
+            "(default: the venue's).",
+            "0.0001",
+            nullable=True,
         ),
     ] = None
     liquidity_usd: Annotated[
         Decimal | None,
-        WithJsonSchema(
-            {
-                "type": "string",
-                "pattern": DECIMAL_PATTERN,
-                "maxLength": 35,
-                "description": f"USD value locked in the new pool, {MIN_LIQUIDITY_USD} to "
-                f"{MAX_LIQUIDITY_USD:f}.",
-            }
+        _decimal_schema(
+            f"USD value locked in the new pool, {MIN_LIQUIDITY_USD} to {MAX_LIQUIDITY_USD:f}.",
+            "50000",
+            nullable=True,
         ),
     ] = Field(default=None, alias="liquidityUsd")
 
@@ -273,6 +260,7 @@ class ExecuteOrderRequest(TradeRequest):
             "token (SOL/USDC: USDC per SOL), whichever way the order trades; "
             f"{MIN_PRICE:f} to {MAX_PRICE:f}.",
             "150.5",
+            nullable=True,
         ),
     ] = Field(default=None, alias="limitPrice")
     max_price: Annotated[
@@ -281,6 +269,7 @@ class ExecuteOrderRequest(TradeRequest):
             f"sniper only: the most it pays, in tokenIn per tokenOut; {MIN_PRICE:f} to "
             f"{MAX_PRICE:f}.",
             "0.001",
+            nullable=True,
         ),
     ] = Field(default=None, alias="maxPrice")
     expires_at: AwareDatetime | None = Field(

@@ -28,7 +28,12 @@ from services.gateway.deps import (
     SubmissionsDep,
 )
 from services.gateway.errors import ApiError, DatabaseUnavailable
-from services.gateway.intake import idempotent_order_id, parse_order_request, read_body
+from services.gateway.intake import (
+    IDEMPOTENCY_KEY_PATTERN,
+    idempotent_order_id,
+    parse_order_request,
+    read_body,
+)
 from services.gateway.mailbox import Mailbox
 from services.gateway.read_side import ReadSide
 from services.gateway.responses import (
@@ -96,7 +101,15 @@ async def execute(
     commands: CommandsDep,
     submissions: SubmissionsDep,
     read_side: ReadSideDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Makes a retry safe: the same key and body return the same order.",
+            # Stated here; idempotent_order_id checks it, with its own code (400).
+            json_schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
+        ),
+    ] = None,
 ) -> JSONResponse:
     """Submit an order; answers once the command is durably on the log."""
     order = parse_order_request(await read_body(request, settings.max_body_bytes))
