@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from adapters.ops import RequestMetrics
 from adapters.settings import Settings
-from services.gateway import errors
+from services.gateway import errors, protocols
 from services.gateway.adapters import Gateway
 from services.gateway.http_limits import BodyDeadline
 from services.gateway.request_id import RequestId
@@ -53,6 +53,7 @@ def create_app(
         title="Order Execution Engine",
         version="0.1.0",
         summary="Submit DEX swap orders and follow them live.",
+        description=protocols.DESCRIPTION,
         lifespan=lifespan,
     )
     app.state.gateway = gateway

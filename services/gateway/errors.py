@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -44,6 +45,11 @@ _CODES = {
     "datetime_from_date_parsing": "INVALID_EXPIRY",
     "datetime_parsing": "INVALID_EXPIRY",
     "datetime_type": "INVALID_EXPIRY",
+    "invalid_expiry": "INVALID_EXPIRY",
+    "amount_too_precise": "INVALID_AMOUNT",
+    "invalid_client_order_id": "INVALID_FIELD",
+    "string_pattern_mismatch": "INVALID_FIELD",
+    "unknown_venue": "UNKNOWN_VENUE",
 }
 _HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 408: "REQUEST_TIMEOUT"}
 # A rule that involves two fields is reported on the field to change.
@@ -54,6 +60,7 @@ _FIELD_OF = {
     "max_price_not_allowed": "maxPrice",
     "expires_at_not_allowed": "expiresAt",
     "unlisted_token": "tokenOut",
+    "amount_too_precise": "amount",
 }
 
 
@@ -122,11 +129,17 @@ def from_validation(errors: list[ErrorDetails] | list[Any]) -> ApiError:
     first = errors[0]
     kind = str(first.get("type", ""))
     loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "path", "query")]
-    field = _FIELD_OF.get(kind) or (loc[-1] if loc else None)
+    # Path parameters are snake_case in Python; the client knows them as the API names them.
+    field = _FIELD_OF.get(kind) or (_camel(loc[-1]) if loc else None)
     message = str(first.get("msg", "invalid request"))
     if field and kind in ("missing", "extra_forbidden"):
         message = f"{field}: {message.lower()}"
     return ApiError(422, _CODES.get(kind, "INVALID_FIELD"), message, field)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def install(app: FastAPI) -> None:
@@ -148,6 +161,12 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
         return ApiError(exc.status_code, code, str(exc.detail), None, None, exc.headers).response()
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _database_down(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        # The read side answers its own outages; one that escapes it still gets the 503.
+        log.warning("database unavailable answering %s: %r", request.url.path, exc)
+        return database_unavailable().response()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

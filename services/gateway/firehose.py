@@ -90,10 +90,19 @@ def parse_cursor(text: str) -> Cursor:
     cursor: Cursor = {}
     for part in text.split(","):
         partition, sep, offset = part.strip().partition(":")
-        if not sep or not partition.isdigit() or not offset.isdigit() or int(partition) in cursor:
+        if not (sep and is_whole_number(partition) and is_whole_number(offset)) or (
+            int(partition) in cursor
+        ):
             raise StreamParamError("from", "must be now, earliest or a cursor like 0:12,1:40")
         cursor[int(partition)] = int(offset)
     return cursor
+
+
+def is_whole_number(text: str) -> bool:
+    """Tell whether ``text`` is 1 to 18 ASCII digits: a partition, an offset or a seq."""
+    # str.isdigit() alone also takes '²' (which int() refuses), and int() of thousands of
+    # digits is slow.
+    return 0 < len(text) <= 18 and text.isascii() and text.isdigit()
 
 
 def parse_stream_request(params: Mapping[str, str]) -> StreamRequest:

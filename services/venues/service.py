@@ -9,9 +9,10 @@ a token or pool that exists, 422 otherwise.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,11 +30,21 @@ from adapters.venues.interface import (
     SwapResult,
     VenueError,
 )
+from domain.numbers import MAX_AMOUNT, MAX_LIQUIDITY_USD, MAX_PRICE, MIN_LIQUIDITY_USD, MIN_PRICE
 from services.venues.simulator import SYMBOL_PATTERN, SimulatedVenue
+
+log = logging.getLogger(__name__)
 
 NOT_FOUND_CODES = frozenset({"UNKNOWN_VENUE", "UNKNOWN_TX", "SWAP_NOT_FOUND"})
 CONFLICT_CODES = frozenset({"TOKEN_EXISTS", "POOL_EXISTS"})
 DEFAULT_LAUNCH_LIQUIDITY_USD = Decimal(50_000)
+
+# Numbers the pool math is asked to work with stay within the edge's bounds
+# (domain.numbers): ``1e-100000`` is a positive Decimal, and no pool can price it.
+# They arrive as ``str(Decimal)``, so an exponent ("1E-7") is fine here.
+Amount = Annotated[Decimal, Field(ge=MIN_PRICE, le=MAX_AMOUNT)]
+Price = Annotated[Decimal, Field(ge=MIN_PRICE, le=MAX_PRICE)]
+Usd = Annotated[Decimal, Field(ge=MIN_LIQUIDITY_USD, le=MAX_LIQUIDITY_USD)]
 
 
 class QuoteRequest(BaseModel):
@@ -43,7 +54,7 @@ class QuoteRequest(BaseModel):
 
     token_in: str
     token_out: str
-    amount_in: Decimal = Field(gt=0)
+    amount_in: Amount
 
 
 class FaultScript(BaseModel):
@@ -83,8 +94,8 @@ class PoolLaunchRequest(BaseModel):
 
     symbol: str = Field(pattern=SYMBOL_PATTERN)  # upper-cased by the venue
     quote: str = "SOL"
-    price: Decimal | None = Field(default=None, gt=0)  # quote per token
-    liquidity_usd: Decimal | None = Field(default=None, gt=0)
+    price: Price | None = None  # quote per token
+    liquidity_usd: Usd | None = None
 
 
 class LiquidityRequest(BaseModel):
@@ -94,7 +105,7 @@ class LiquidityRequest(BaseModel):
 
     token_a: str
     token_b: str
-    usd: Decimal = Field(gt=0)
+    usd: Usd
 
 
 class VenueInfo(BaseModel):
@@ -218,6 +229,15 @@ def _answer_errors_as_json(app: FastAPI) -> None:
                 "INVALID_REQUEST", first.get("msg", "invalid request"), transient=False, field=field
             ),
             status_code=422,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Transient, as a bare 500 was: the caller may retry.
+        log.error("unexpected error answering %s %s: %r", request.method, request.url.path, exc)
+        return JSONResponse(
+            _error_body("INTERNAL_ERROR", "unexpected error; it has been logged", transient=True),
+            status_code=500,
         )
 
 

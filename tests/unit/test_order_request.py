@@ -26,7 +26,7 @@ def error_of(raw: bytes) -> ApiError:
 
 
 def test_parse_good_body_gives_decimal_amount_and_symbols():
-    order = parse_order_request(body(tokenIn="sol", amount=1.1))
+    order = parse_order_request(body(tokenIn="sol", amount="1.1"))
     assert order.token_in == "SOL"
     assert order.amount == Decimal("1.1")
     assert order.to_spec().slippage_bps == 50
@@ -99,7 +99,9 @@ def test_parse_limit_order_keeps_its_limit_and_expiry():
 
 
 def test_parse_sniper_order_may_target_a_token_not_listed_yet():
-    order = parse_order_request(body(type="sniper", tokenIn="SOL", tokenOut="pepe", maxPrice=0.001))
+    order = parse_order_request(
+        body(type="sniper", tokenIn="SOL", tokenOut="pepe", maxPrice="0.001")
+    )
     spec = order.to_spec()
     assert (spec.order_type, spec.token_out, spec.max_price) == ("sniper", "PEPE", Decimal("0.001"))
 
@@ -116,7 +118,7 @@ def test_parse_json_that_is_not_an_object_is_400_invalid_body():
 
 def test_request_hash_same_order_written_differently_is_equal():
     a = parse_order_request(body(amount="1.50")).to_spec()
-    b = parse_order_request(body(amount=1.5, tokenIn="sol")).to_spec()
+    b = parse_order_request(body(amount="1.5", tokenIn="sol")).to_spec()
     c = parse_order_request(body(amount="1.6")).to_spec()
     assert request_hash(a) == request_hash(b)
     assert request_hash(a) != request_hash(c)

@@ -10,11 +10,20 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from adapters.ops import metrics_text, publish_lag
 from services.gateway.deps import CommandsDep, FanoutDep, ReadSideDep, RecentDep, TailDep
+from services.gateway.responses import COMMON_ERRORS, Health
 
 router = APIRouter()
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    response_model=None,
+    responses={
+        200: {"model": Health, "description": "The log and the read models are reachable"},
+        503: {"model": Health, "description": "One of them is not (checks says which)"},
+        **COMMON_ERRORS,
+    },
+)
 async def health(
     tail: TailDep,
     commands: CommandsDep,

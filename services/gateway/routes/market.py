@@ -8,22 +8,43 @@ from fastapi import APIRouter, Query
 from pydantic import ValidationError
 
 from adapters.venues.quoting import quote_all
+from domain.numbers import DECIMAL_PATTERN
 from domain.routing import NoRoute, choose_route
 from services.gateway import errors
 from services.gateway.deps import ReadSideDep, SettingsDep, VenuesDep
-from services.gateway.schemas import TradeRequest, camelize
+from services.gateway.responses import COMMON_ERRORS, DATABASE, INVALID, Analytics, Quotes
+from services.gateway.schemas import TOKEN_PATTERN, TradeRequest, camelize
 
 router = APIRouter()
 
+# Stated in the OpenAPI document; the checks themselves are TradeRequest's, with its codes.
+_TOKEN: dict[str, Any] = {"pattern": TOKEN_PATTERN}
+_AMOUNT: dict[str, Any] = {"pattern": DECIMAL_PATTERN, "maxLength": 35}
 
-@router.get("/api/quotes")
+
+@router.get(
+    "/api/quotes",
+    response_model=None,
+    responses={
+        200: {"model": Quotes, "description": "Every venue's quote and the route"},
+        **INVALID,
+        **COMMON_ERRORS,
+    },
+)
 async def get_quotes(
-    token_in: Annotated[str, Query(alias="tokenIn")],
-    token_out: Annotated[str, Query(alias="tokenOut")],
-    amount: Annotated[str, Query()],
+    token_in: Annotated[
+        str, Query(alias="tokenIn", description="Symbol or mint.", json_schema_extra=_TOKEN)
+    ],
+    token_out: Annotated[
+        str, Query(alias="tokenOut", description="Symbol or mint.", json_schema_extra=_TOKEN)
+    ],
+    amount: Annotated[
+        str,
+        Query(description="Amount of tokenIn.", json_schema_extra=_AMOUNT),
+    ],
     settings: SettingsDep,
     venues: VenuesDep,
-) -> dict[str, Any]:
+) -> Any:
     """Quote every venue now and show the route the engine would take."""
     try:
         pair = TradeRequest.model_validate(
@@ -48,7 +69,15 @@ async def get_quotes(
     }
 
 
-@router.get("/api/analytics")
-async def get_analytics(read_side: ReadSideDep) -> dict[str, Any]:
+@router.get(
+    "/api/analytics",
+    response_model=None,
+    responses={
+        200: {"model": Analytics, "description": "Figures per venue and per pair"},
+        **DATABASE,
+        **COMMON_ERRORS,
+    },
+)
+async def get_analytics(read_side: ReadSideDep) -> Any:
     """Return execution figures per venue and per pair (see docs/architecture.md)."""
     return await read_side.analytics()

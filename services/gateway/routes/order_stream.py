@@ -23,6 +23,7 @@ from adapters.settings import Settings
 from events.messages import TERMINAL_STATUSES, Event
 from services.gateway.deps import ReadSideDep, RecentDep, SettingsDep, SocketLimitsDep, TailDep
 from services.gateway.errors import DatabaseUnavailable
+from services.gateway.firehose import is_whole_number
 from services.gateway.mailbox import Mailbox
 from services.gateway.read_side import ReadSide, fold_onto
 from services.gateway.recent import RecentEvents
@@ -81,7 +82,7 @@ async def follow_order(
     except ValueError:
         await close(socket, WS_UNKNOWN_ORDER, "orderId is not a valid order id")
         return
-    if last_seq is not None and not last_seq.isdigit():
+    if last_seq is not None and not is_whole_number(last_seq):
         await close(socket, WS_BAD_REQUEST, "lastSeq: must be a whole number")
         return
     stream = OrderStream(socket, parsed, read_side, settings)

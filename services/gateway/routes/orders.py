@@ -29,11 +29,29 @@ from services.gateway.deps import (
     SubmissionsDep,
 )
 from services.gateway.errors import ApiError, DatabaseUnavailable
-from services.gateway.intake import idempotent_order_id, parse_order_request, read_body
+from services.gateway.intake import (
+    IDEMPOTENCY_KEY_PATTERN,
+    idempotent_order_id,
+    parse_order_request,
+    read_body,
+)
 from services.gateway.mailbox import Mailbox
 from services.gateway.read_side import ReadSide
 from services.gateway.request_id import request_correlation
+from services.gateway.responses import (
+    COMMON_ERRORS,
+    DATABASE,
+    INVALID,
+    NOT_FOUND,
+    CancelOutcome,
+    OrderAccepted,
+    OrderEvents,
+    OrderView,
+    error,
+    located,
+)
 from services.gateway.schemas import (
+    MAX_EXPIRY,
     ExecuteOrderRequest,
     event_view,
     order_view,
@@ -59,12 +77,23 @@ _EXECUTE_BODY = {
     "/api/orders/execute",
     status_code=202,
     openapi_extra=_EXECUTE_BODY,
+    response_model=None,
     responses={
-        400: {"description": "Malformed JSON"},
-        409: {"description": "Idempotency key reused with another body"},
-        413: {"description": "Body too large"},
-        422: {"description": "Invalid field"},
-        503: {"description": "Broker unavailable"},
+        202: located(OrderAccepted, "The order's command is on the log"),
+        400: error(
+            "Not a JSON object, a key given twice, or a bad Idempotency-Key: INVALID_JSON, "
+            "INVALID_BODY, DUPLICATE_KEY, INVALID_IDEMPOTENCY_KEY"
+        ),
+        408: error("The body did not arrive in time: REQUEST_TIMEOUT"),
+        409: error("Idempotency-Key reused with another body: IDEMPOTENCY_CONFLICT"),
+        413: error("Body over the limit: BODY_TOO_LARGE"),
+        **INVALID,
+        503: error(
+            "The broker did not take the command (BROKER_UNAVAILABLE), or PostgreSQL is down "
+            "for a key this gateway does not remember (DATABASE_UNAVAILABLE)",
+            retry=True,
+        ),
+        **COMMON_ERRORS,
     },
 )
 async def execute(
@@ -74,12 +103,27 @@ async def execute(
     commands: CommandsDep,
     submissions: SubmissionsDep,
     read_side: ReadSideDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Makes a retry safe: the same key and body return the same order.",
+            # Stated here; idempotent_order_id checks it, with its own code (400).
+            json_schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
+        ),
+    ] = None,
 ) -> JSONResponse:
     """Submit an order; answers once the command is durably on the log."""
     order = parse_order_request(await read_body(request, settings.max_body_bytes))
     if order.expired_by(clock()):
         raise ApiError(422, "INVALID_EXPIRY", "expiresAt: already in the past", "expiresAt")
+    if order.too_far_ahead(clock()):
+        raise ApiError(
+            422,
+            "INVALID_EXPIRY",
+            f"expiresAt: more than {MAX_EXPIRY.days} days ahead ({order.expires_at})",
+            "expiresAt",
+        )
     spec = order.to_spec()
     digest = request_hash(spec)
     correlation = request_correlation(request)
@@ -136,7 +180,16 @@ async def write_submission(
 
 
 def accepted(order_id: uuid.UUID, status: str) -> JSONResponse:
-    return JSONResponse(status_code=202, content={"orderId": str(order_id), "status": status})
+    return JSONResponse(
+        status_code=202,
+        content={"orderId": str(order_id), "status": status},
+        headers={"Location": order_location(order_id)},
+    )
+
+
+def order_location(order_id: uuid.UUID) -> str:
+    """Return the path where an order is read."""
+    return f"/api/orders/{order_id}"
 
 
 async def earlier_submission(
@@ -149,10 +202,34 @@ async def earlier_submission(
     return await read_side.request_hash(order_id)
 
 
-@router.get("/api/orders/{order_id}")
+@router.get("/api/orders/execute", include_in_schema=False)
+async def execute_over_plain_http() -> None:
+    """Answer a GET that is no WebSocket handshake: over HTTP, this address only takes POST."""
+    # Without this route it would read as the order whose id is "execute" (422).
+    raise ApiError(
+        405,
+        "METHOD_NOT_ALLOWED",
+        "GET here opens an order's WebSocket (Upgrade: websocket); over HTTP only POST",
+        None,
+        None,
+        {"Allow": "POST"},
+    )
+
+
+@router.get(
+    "/api/orders/{order_id}",
+    response_model=None,
+    responses={
+        200: {"model": OrderView, "description": "The order"},
+        **NOT_FOUND,
+        **INVALID,
+        **DATABASE,
+        **COMMON_ERRORS,
+    },
+)
 async def get_order(
     order_id: uuid.UUID, read_side: ReadSideDep, submissions: SubmissionsDep
-) -> dict[str, Any]:
+) -> Any:
     """Return an order's current state."""
     state = await read_side.state(order_id)
     if state is not None:
@@ -164,8 +241,18 @@ async def get_order(
     raise order_not_found(order_id)
 
 
-@router.get("/api/orders/{order_id}/events")
-async def get_events(order_id: uuid.UUID, read_side: ReadSideDep) -> dict[str, Any]:
+@router.get(
+    "/api/orders/{order_id}/events",
+    response_model=None,
+    responses={
+        200: {"model": OrderEvents, "description": "Every event of the order, in order"},
+        **NOT_FOUND,
+        **INVALID,
+        **DATABASE,
+        **COMMON_ERRORS,
+    },
+)
+async def get_events(order_id: uuid.UUID, read_side: ReadSideDep) -> Any:
     """Return an order's audit trail: every event, in order, with its log position."""
     history = await read_side.history(order_id)
     if not history:
@@ -178,9 +265,22 @@ async def get_events(order_id: uuid.UUID, read_side: ReadSideDep) -> dict[str, A
 
 @router.post(
     "/api/orders/{order_id}/cancel",
+    response_model=None,
     responses={
-        404: {"description": "Unknown order"},
-        409: {"description": "Not armed: already executing or done (error.status says)"},
+        200: {"model": CancelOutcome, "description": "Cancelled: the cancellation is on the log"},
+        202: located(
+            CancelOutcome,
+            "Requested: the engine has not answered in time; the order is still armed",
+        ),
+        **NOT_FOUND,
+        409: error("Not armed: executing or done (error.status says which): NOT_CANCELLABLE"),
+        **INVALID,
+        503: error(
+            "The broker did not take the cancel (BROKER_UNAVAILABLE) or the read models are "
+            "unavailable (DATABASE_UNAVAILABLE)",
+            retry=True,
+        ),
+        **COMMON_ERRORS,
     },
 )
 async def cancel(
@@ -209,6 +309,7 @@ async def cancel(
         return JSONResponse(
             status_code=202,
             content={"orderId": str(order_id), "status": "armed", "cancelRequested": True},
+            headers={"Location": order_location(order_id)},
         )
     if outcome.status != "cancelled":
         raise not_cancellable(order_id, outcome.status)
