@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
+from aiokafka.partitioner import DefaultPartitioner
 
 from adapters.kafka import client_options
 from adapters.metrics import DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_WRITTEN, StepClock
@@ -188,7 +189,27 @@ def _processor(
         settle=lambda where: intake.finish(_ticket(where)),
         retention=timedelta(seconds=settings.engine_retention_s),
         observe=observe,
+        forget=_forgetter(table, settings.partitions),
     )
+
+
+def _forgetter(table: Any, partitions: int) -> Callable[[bytes], None]:
+    """Return how the processor drops an order's record from the table, from any task.
+
+    faust's ``del table[key]`` takes the changelog partition from the message being
+    handled, and refuses outside one (``retire`` runs on a timer). The record was
+    written while a message of the order's own partition was handled: order keys are
+    placed by Kafka's default partitioner, so the tombstone goes where it did.
+    """
+    partitioner = DefaultPartitioner()
+    every = list(range(partitions))
+
+    def forget(key: bytes) -> None:
+        if key in table.data:
+            del table.data[key]
+        table.send_changelog(partitioner(key, every, every), key, None, value_serializer="raw")
+
+    return forget
 
 
 def build_app(
@@ -259,12 +280,14 @@ def build_app(
         await ops.start()
 
     ticks = itertools.count()
+    # Look for ended orders to forget every minute, or sooner with a short retention.
+    retire_every = max(1, min(RETIRE_EVERY, int(settings.engine_retention_s)))
 
     @app.timer(HOUSEKEEPING_EVERY_S)
     async def housekeeping() -> None:
         await intake.check_stalls()
         await processor.expire_deferred(settings.engine_deferred_timeout_s)
-        if next(ticks) % RETIRE_EVERY == 0:
+        if next(ticks) % retire_every == 0:
             retired = processor.retire(clock())
             if retired:
                 log.info(

@@ -97,8 +97,12 @@ class OrderProcessor:
         retention: timedelta = timedelta(minutes=10),
         monotonic: Callable[[], float] = time.monotonic,
         observe: Observe = lambda _message, _new: None,
+        forget: Callable[[bytes], None] | None = None,
     ) -> None:
         self._table = table
+        # How to drop a record from the table: faust's own ``del`` works only while a
+        # message of the key's partition is handled, never from a timer.
+        self._forget = forget or (lambda key: self._table.pop(key, None) and None)
         self._observe = observe
         # The table's records, decoded once: the table (and its changelog) is what
         # survives a crash, this is what every message reads.
@@ -316,7 +320,7 @@ class OrderProcessor:
             if record.state.terminal and record.state.updated_at < horizon:
                 if record.state.order_id in self._deferred:
                     continue
-                del self._table[key]
+                self._forget(key)
                 self._records.pop(key, None)
                 retired += 1
         return retired
