@@ -8,6 +8,9 @@
 .venv/bin/python examples/client.py --launch PEPE --liquidity-usd 50000
 .venv/bin/python examples/client.py SOL PEPE 0.5 --type sniper --max-price 0.001 --launch PEPE
 
+The API key comes from ``--key`` or ``OEE_API_KEY`` (``./oee up`` prints the
+development key; ``./oee keys create NAME`` makes another).
+
 Limit and maximum prices are in the pair's quote token per one base token (SOL/USDC
 in USDC per SOL), whichever way the order goes. A sniper given ``--launch`` is
 submitted first and the token launched once the order is armed, so it catches it.
@@ -19,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -63,8 +67,17 @@ def describe(status: str, details: dict[str, Any]) -> str:
     return ""
 
 
+def headers(args: argparse.Namespace) -> dict[str, str]:
+    """Return the headers every call carries: the API key."""
+    return {"Authorization": f"Bearer {args.key}"}
+
+
 async def follow(
-    base: str, order_id: str, started: float, armed: asyncio.Event | None = None
+    base: str,
+    order_id: str,
+    started: float,
+    auth: dict[str, str],
+    armed: asyncio.Event | None = None,
 ) -> str:
     """Print every event of one order until it ends; return its last status.
 
@@ -72,7 +85,9 @@ async def follow(
     """
     ws_base = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     status = "unknown"
-    async with connect(f"{ws_base}/api/orders/execute?orderId={order_id}") as socket:
+    async with connect(
+        f"{ws_base}/api/orders/execute?orderId={order_id}", additional_headers=auth
+    ) as socket:
         try:
             async for raw in socket:
                 event = json.loads(raw)
@@ -156,7 +171,7 @@ async def submit(args: argparse.Namespace) -> int:
     """Submit ``--count`` orders, follow them to their end; launch a sniper's token."""
     body = order_body(args)
     started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=args.url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=args.url, headers=headers(args), timeout=10) as http:
         responses = await asyncio.gather(
             *(http.post("/api/orders/execute", json=body) for _ in range(args.count))
         )
@@ -170,7 +185,7 @@ async def submit(args: argparse.Namespace) -> int:
         armed = [asyncio.Event() for _ in order_ids]
         follows = asyncio.gather(
             *(
-                follow(args.url, oid, started, flag)
+                follow(args.url, oid, started, headers(args), flag)
                 for oid, flag in zip(order_ids, armed, strict=True)
             )
         )
@@ -209,7 +224,12 @@ async def main() -> int:
     parser.add_argument("--liquidity-usd", help="liquidity of the launched pool, in USD")
     parser.add_argument("--venue", default="raydium", help="venue of the launched pool")
     parser.add_argument("--url", default="http://127.0.0.1:3000")
+    parser.add_argument(
+        "--key", default=os.environ.get("OEE_API_KEY"), help="API key (default: $OEE_API_KEY)"
+    )
     args = parser.parse_args()
+    if not args.key:
+        parser.error("an API key is needed: --key or OEE_API_KEY (`./oee up` prints one)")
     if args.type == "limit" and args.limit_price is None:
         parser.error("--type limit needs --limit-price")
     if args.limit_price is not None and args.type != "limit":
@@ -220,10 +240,10 @@ async def main() -> int:
         parser.error("--expires-in is for limit and sniper orders")
 
     if args.cancel:
-        async with httpx.AsyncClient(base_url=args.url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=args.url, headers=headers(args), timeout=30) as http:
             return await cancel(http, args.cancel)
     if args.launch and args.type != "sniper":
-        async with httpx.AsyncClient(base_url=args.url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=args.url, headers=headers(args), timeout=10) as http:
             return await launch(http, args)
     return await submit(args)
 

@@ -30,6 +30,7 @@ from psycopg import sql
 from adapters.kafka import ensure_topics
 from adapters.processes import free_port
 from adapters.settings import Settings
+from tests.auth import DEV_KEY
 
 Source = Literal["env", "docker", "embedded"]
 
@@ -143,6 +144,9 @@ def isolated_settings(infra: Infra) -> Callable[..., Settings]:
             "events_topic": f"orders.events.{suffix}",
             "dead_letter_topic": f"orders.deadletter.{suffix}",
             "market_topic": f"market.events.{suffix}",
+            "accounts_topic": f"accounts.keys.{suffix}",
+            # Every test client is the dev account's admin (tests/auth.py).
+            "dev_api_key": DEV_KEY,
             # Prices move only when a test moves them; tokens launch only on demand.
             "market_drift_bps": 0,
             "market_launch_every_s": 0,

@@ -217,11 +217,14 @@ class SocketLimits:
 
 
 @asynccontextmanager
-async def admit(socket: WebSocket, limits: SocketLimits) -> AsyncIterator[bool]:
-    """Accept ``socket`` and yield whether the limits let it stay; close it with 4429 if not."""
+async def admit(
+    socket: WebSocket, limits: SocketLimits, subprotocol: str | None = None
+) -> AsyncIterator[bool]:
+    """Accept ``socket`` (with ``subprotocol``, the one its key came in) and yield whether
+    the limits let it stay; close it with 4429 if not."""
     client = socket.client.host if socket.client is not None else "unknown"
     with limits.admit(client) as room:
-        await socket.accept()
+        await socket.accept(subprotocol=subprotocol)
         if not room:
             await close(socket, WS_TOO_MANY_SOCKETS, "too many sockets")
         yield room

@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from projections.orders.handler import row_to_state
-from services.gateway.deps import ReadSideDep
+from services.gateway.deps import CallerDep, ReadSideDep
 from services.gateway.errors import ApiError
 from services.gateway.schemas import order_view
 
@@ -47,16 +47,18 @@ async def static(path: str, request: Request) -> Response:
 @router.get("/api/orders")
 async def list_orders(
     read_side: ReadSideDep,
+    caller: CallerDep,
     limit: Annotated[str, Query(description=f"Orders per page, 1..{MAX_PAGE}.")] = "50",
     before: Annotated[
         str | None, Query(description="The `next` cursor of the previous page.")
     ] = None,
 ) -> dict[str, Any]:
-    """List orders newest first, a page at a time; ``next`` is null on the last page."""
+    """List the caller's orders (an admin: every order) newest first, a page at a time;
+    ``next`` is null on the last page."""
     size = parse_limit(limit)
     key = decode_cursor(before) if before is not None else None
     # One row more than asked tells whether another page exists.
-    rows = await read_side.list_orders(size + 1, key)
+    rows = await read_side.list_orders(size + 1, key, None if caller.admin else caller.account)
     page = rows[:size]
     more = len(rows) > size
     return {

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import ValidationError
 
 from adapters.venues.quoting import quote_all
 from domain.routing import NoRoute, choose_route
 from services.gateway import errors
-from services.gateway.deps import ReadSideDep, SettingsDep, VenuesDep
+from services.gateway.deps import ReadSideDep, SettingsDep, VenuesDep, admin
 from services.gateway.schemas import TradeRequest, camelize
 
 router = APIRouter()
@@ -48,7 +48,9 @@ async def get_quotes(
     }
 
 
-@router.get("/api/analytics")
+# Admin only: the figures are over every account's orders (venue fill rates, volumes).
+@router.get("/api/analytics", dependencies=[Depends(admin)])
 async def get_analytics(read_side: ReadSideDep) -> dict[str, Any]:
-    """Return execution figures per venue and per pair (see docs/architecture.md)."""
+    """Return execution figures per venue and per pair over every account's orders
+    (admin only; see docs/architecture.md)."""
     return await read_side.analytics()
