@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.embedded.postgres import EmbeddedPostgres
 from adapters.processes import die_with_parent, free_port, pid_alive, stop_process
-from tests.auth import AUTH
+from tests.auth import AUTH, DEV_KEY
 
 MARKET = {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "slippageBps": 100}
 # A limit sell far under the spot fires as soon as it is armed: the trigger service at work.
@@ -110,6 +110,7 @@ class Up:
             venues_port=free_port(),
             venue_profile="instant",
             market_launch_every_s=0,
+            dev_api_key=DEV_KEY,
         )
         process = subprocess.Popen(
             [sys.executable, "-m", "cli", "up"],

@@ -190,7 +190,7 @@ async def test_http_venue_unreachable_service_raises_transient_network_error() -
 
 async def test_http_venues_lists_service_venues_sharing_one_client(service_url: str) -> None:
     port = int(service_url.rsplit(":", 1)[1])
-    venues = await http_venues(Settings(venues_port=port))
+    venues = await http_venues(Settings(venues_port=port, venues_admin_token=ADMIN_TOKEN))
     try:
         quote = await venues[0].quote("SOL", "USDC", Decimal("1"))
     finally:
@@ -202,7 +202,7 @@ async def test_http_venues_lists_service_venues_sharing_one_client(service_url: 
 
 
 async def test_http_venues_service_down_falls_back_to_default_names() -> None:
-    venues = await http_venues(Settings(venues_port=free_port()))
+    venues = await http_venues(Settings(venues_port=free_port(), venues_admin_token=ADMIN_TOKEN))
     for venue in venues:
         await venue.aclose()
 
