@@ -41,12 +41,14 @@ def topic_names(settings: Settings) -> tuple[str, ...]:
         settings.events_topic,
         settings.dead_letter_topic,
         settings.market_topic,
+        settings.accounts_topic,
     )
 
 
 def topic_config(settings: Settings, name: str) -> dict[str, str]:
-    """Return the broker settings of a topic: the market topic keeps each pool's last state."""
-    if name != settings.market_topic:
+    """Return the broker settings of a topic: the market topic keeps each pool's last
+    state, the accounts topic each key's last record."""
+    if name not in (settings.market_topic, settings.accounts_topic):
         return {}
     # Compacted: the last message of every pool survives, older ones are cleaned up
     # soon after (short segments), so a reader from the start sees today's market.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import time
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -11,6 +14,29 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def stored_secret(data_dir: Path, name: str) -> str:
+    """Return the secret ``name`` kept in ``data_dir``, creating it (mode 0600) if absent.
+
+    Created exclusively, so processes starting together agree on one value.
+    """
+    path = data_dir / "secrets" / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32))
+    for _ in range(50):  # another process may have created it and not written it yet
+        value = path.read_text().strip()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise RuntimeError(f"the secret {path} is empty")
 
 
 class Settings(BaseSettings):
@@ -37,6 +63,8 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "orders.deadletter"
     # Pool states (price ticks, new pools, liquidity), keyed by pool; compacted.
     market_topic: str = "market.events"
+    # API key records (hashes, never keys), keyed by key hash; compacted.
+    accounts_topic: str = "accounts.keys"
     # Producers wait this long for more messages to share one produce request: the
     # broker's CPU goes per request far more than per message. (Consumers keep the
     # default fetch: it answers as soon as anything is there, and waits long when idle;
@@ -184,6 +212,27 @@ class Settings(BaseSettings):
     # twice as fast as 200 and kept market orders near their idle latency
     # (`oee bench triggers`, README).
     trigger_max_in_flight: int = Field(default=32, ge=1)
+
+    # Accounts and API keys (README, "Keys, roles and rate limits").
+    # A key accepted as an admin of the account "dev" without being on the accounts
+    # topic: for development and the tests. Unset, only created keys work.
+    dev_api_key: str | None = None
+    # What the venue simulator's controls (faults, price moves, launches) require as
+    # a bearer token, and the secret mixed into idempotent order ids. Unset, each is
+    # generated once into the data dir, which every process on this machine shares.
+    venues_admin_token: str | None = None
+    order_id_secret: str | None = None
+    # Requests per account: a burst of this many, refilled at this rate a second.
+    rate_limit_per_s: float = Field(default=1000.0, gt=0)
+    rate_limit_burst: int = Field(default=5000, ge=1)
+
+    def admin_token(self) -> str:
+        """Return the venue simulator's admin token (generated into the data dir if unset)."""
+        return self.venues_admin_token or stored_secret(self.data_dir, "venues-admin-token")
+
+    def order_secret(self) -> str:
+        """Return the secret of idempotent order ids (generated into the data dir if unset)."""
+        return self.order_id_secret or stored_secret(self.data_dir, "order-id-secret")
 
     def as_env(self) -> dict[str, str]:
         """Return the ``OEE_*`` environment variables that recreate these settings."""

@@ -119,7 +119,12 @@ def _launch(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.venues.interface import VenueError
 
     async def launch() -> int:
-        venue = HttpVenue(args.venue, settings.venues_url, settings.venue_timeout_s)
+        venue = HttpVenue(
+            args.venue,
+            settings.venues_url,
+            settings.venue_timeout_s,
+            admin_token=settings.admin_token(),
+        )
         try:
             pool = await venue.launch(
                 args.symbol, quote=args.quote, price=args.price, liquidity_usd=args.liquidity_usd
@@ -133,6 +138,12 @@ def _launch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return asyncio.run(launch())
+
+
+def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    from cli.keys import run
+
+    return run(settings, args.name, args.account, args.role)
 
 
 def _decimal(text: str) -> Decimal:
@@ -235,6 +246,18 @@ def _parser() -> argparse.ArgumentParser:
         "--liquidity-usd", type=_decimal, default=None, help="USD value the pool holds"
     )
     launch.set_defaults(handler=_launch)
+    keys = sub.add_parser(
+        "keys",
+        help="make an API key (`oee keys create NAME [--account A] [--role admin]`)",
+        description="Make an API key, print it once, and put its record (its sha256, never "
+        "the key) on the accounts topic, where every gateway reads it.",
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser("create", help="make a key and print it once")
+    create.add_argument("name", metavar="NAME", help="what the key is for, e.g. alice-laptop")
+    create.add_argument("--account", default=None, help="the account it acts for (default: NAME)")
+    create.add_argument("--role", choices=["client", "admin"], default="client")
+    create.set_defaults(handler=_keys)
     for name in SERVICES:
         sub.add_parser(name, help=f"run the {name} service in the foreground").set_defaults(
             handler=lambda _args, settings, name=name: _run_service(name, settings)

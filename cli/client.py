@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -90,6 +91,20 @@ def _url(args: argparse.Namespace, settings: Settings) -> str:
     return f"http://{host}:{settings.gateway_port}"
 
 
+def _key(settings: Settings) -> str | None:
+    """Return the API key to send: ``OEE_API_KEY``, else the development key of the
+    system ``oee up`` runs from this data directory, if there is one."""
+    key = os.environ.get("OEE_API_KEY") or settings.dev_api_key
+    stored = settings.data_dir / "secrets" / "dev-api-key"
+    if not key and stored.exists():
+        key = stored.read_text().strip() or None
+    return key
+
+
+def _client(args: argparse.Namespace, settings: Settings) -> GatewayClient:
+    return GatewayClient(_url(args, settings), api_key=_key(settings))
+
+
 def _refused(exc: ApiError) -> int:
     console.print(f"[bold red]refused[/] {escape(str(exc))}")
     return 1
@@ -127,7 +142,7 @@ def order_request(args: argparse.Namespace) -> OrderRequest:
 
 async def submit(args: argparse.Namespace, settings: Settings) -> int:
     started = time.perf_counter()
-    async with GatewayClient(_url(args, settings)) as api:
+    async with _client(args, settings) as api:
         try:
             submitted = await api.submit(
                 order_request(args), idempotency_key=args.idempotency_key or new_idempotency_key()
@@ -141,7 +156,7 @@ async def submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cancel(args: argparse.Namespace, settings: Settings) -> int:
-    async with GatewayClient(_url(args, settings)) as api:
+    async with _client(args, settings) as api:
         try:
             outcome = await api.cancel(args.order_id)
         except ApiError as exc:
@@ -154,7 +169,7 @@ async def cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def follow(args: argparse.Namespace, settings: Settings) -> int:
-    async with GatewayClient(_url(args, settings)) as api:
+    async with _client(args, settings) as api:
         return await _follow(api, args.order_id, args.last_seq, time.perf_counter())
 
 
@@ -170,7 +185,7 @@ async def _limited(
 
 
 async def watch(args: argparse.Namespace, settings: Settings) -> int:
-    async with GatewayClient(_url(args, settings)) as api:
+    async with _client(args, settings) as api:
         events = api.watch(
             status=args.status, token=args.token, venue=args.venue, type=args.type, start=args.start
         )

@@ -37,10 +37,11 @@ from adapters.kafka import TopicMismatchError, ensure_topics, topic_names
 from adapters.kafka_acls import ensure_acls
 from adapters.logs import readable
 from adapters.processes import die_with_parent, stop_process
-from adapters.settings import Settings
+from adapters.settings import Settings, stored_secret
 from cli import SERVICES
 from cli.foreground import embedded_broker, embedded_database
 from cli.status import ops_addresses
+from domain.accounts import DEV_ACCOUNT
 
 MAX_BACKOFF_S = 30.0
 # A child that ran this long before dying counts as healthy: its backoff resets.
@@ -380,6 +381,7 @@ def up(settings: Settings) -> int:
         settings = infrastructure.start()
         infra_s = time.monotonic() - began
         assert settings.kafka_bootstrap is not None and settings.database_url is not None
+        dev_key = settings.dev_api_key or stored_secret(settings.data_dir, "dev-api-key")
         env = os.environ | {
             # Children run in the data dir, where a relative entry would point elsewhere.
             "PYTHONPATH": os.pathsep.join(
@@ -389,6 +391,11 @@ def up(settings: Settings) -> int:
             ),
             "OEE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
             "OEE_DATABASE_URL": settings.database_url,
+            # The development key, the venue simulator's admin token and the secret of
+            # idempotent order ids: given, or generated once into the data dir.
+            "OEE_DEV_API_KEY": dev_key,
+            "OEE_VENUES_ADMIN_TOKEN": settings.admin_token(),
+            "OEE_ORDER_ID_SECRET": settings.order_secret(),
             # Children write into a pipe we relay line by line; do not hold lines back.
             "PYTHONUNBUFFERED": "1",
         }
@@ -416,6 +423,8 @@ def up(settings: Settings) -> int:
                 base = f"http://{settings.gateway_host}:{settings.gateway_port}"
                 say("oee", f"up in {now - began:.1f}s (infrastructure {infra_s:.1f}s)")
                 say("oee", f"API: {base}   docs: {base}/docs   Ctrl-C stops everything")
+                shown = "(OEE_DEV_API_KEY)" if settings.dev_api_key else dev_key
+                say("oee", f"API key, an admin of the account {DEV_ACCOUNT!r}: {shown}")
                 say("oee", f"metrics: {base}/metrics (gateway), {_ops_urls(settings)}")
                 say("oee", "health of every process: ./oee status")
             time.sleep(0.5)

@@ -159,6 +159,8 @@ class OrderState(Frozen):
     executed_price: Decimal | None = None
     failure_code: str | None = None
     failure_reason: str | None = None
+    # Who placed the order; None for orders from before accounts existed.
+    account: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -277,6 +279,7 @@ def _accepted(event: OrderAccepted) -> OrderState:
         request_hash=event.request_hash,
         correlation_id=event.correlation_id,
         created_at=event.occurred_at,
+        account=event.account,
         **_stamp(event),
     )
 
@@ -360,6 +363,7 @@ def decide(state: OrderState | None, command: Command, now: datetime) -> list[Ev
                 **envelope_after(None, command, now),
                 spec=command.spec,
                 request_hash=command.request_hash,
+                account=command.account,
             )
         ]
     if state is None or state.status != "armed":

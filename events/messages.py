@@ -138,14 +138,20 @@ class VenueQuote(Frozen):
 
 
 class SubmitOrder(Envelope):
-    """Ask the engine to execute a new order."""
+    """Ask the engine to execute a new order.
+
+    Version 2 added ``account``: who placed the order (none before accounts existed).
+    The idempotency key is the client's, scoped by that account.
+    """
 
     type: Literal["SubmitOrder"] = "SubmitOrder"
+    schema_version: Literal[2] = 2
     spec: OrderSpec
     idempotency_key: str | None = None
     # sha256 of the canonical request body: the engine and gateway use it to tell a
     # retried request (same hash) from a conflicting reuse of a key (other hash).
     request_hash: str
+    account: str | None = None
 
 
 class TriggerOrder(Envelope):
@@ -175,12 +181,17 @@ class ExpireOrder(Envelope):
 
 
 class OrderAccepted(Envelope):
-    """The engine took the order in; it is pending routing."""
+    """The engine took the order in; it is pending routing.
+
+    Version 2 added ``account``, copied from the submission (none before accounts).
+    """
 
     type: Literal["OrderAccepted"] = "OrderAccepted"
     status: Literal["pending"] = "pending"
+    schema_version: Literal[2] = 2
     spec: OrderSpec
     request_hash: str
+    account: str | None = None
 
 
 class OrderArmed(Envelope):
@@ -258,6 +269,11 @@ def _routed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
         bps = (chosen - other) / other * Decimal(10_000)
         gain = str(bps.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
     return {**data, "schema_version": 2, "runner_up": runner_up, "improvement_bps": gain}
+
+
+def _without_account_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """A submission or acceptance from before accounts: placed by no account."""
+    return {**data, "schema_version": 2, "account": None}
 
 
 class TransactionBuilt(Envelope):
@@ -374,7 +390,11 @@ class DeadLetter(Frozen):
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 # (type, version) -> the function turning that version's JSON object into the next.
-UPCASTERS: dict[tuple[str, int], Upcaster] = {("OrderRouted", 1): _routed_v1_to_v2}
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("OrderRouted", 1): _routed_v1_to_v2,
+    ("SubmitOrder", 1): _without_account_v1_to_v2,
+    ("OrderAccepted", 1): _without_account_v1_to_v2,
+}
 
 
 def upcast(data: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,9 @@
 .venv/bin/python examples/client.py --launch PEPE --liquidity-usd 50000
 .venv/bin/python examples/client.py SOL PEPE 0.5 --type sniper --max-price 0.001 --launch PEPE
 
+The API key comes from ``--key`` or ``OEE_API_KEY`` (``./oee up`` prints the
+development key; ``./oee keys create NAME`` makes another).
+
 Limit and maximum prices are in the pair's quote token per one base token (SOL/USDC
 in USDC per SOL), whichever way the order goes. A sniper given ``--launch`` is
 submitted first and the token launched once the order is armed, so it catches it.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -144,7 +148,12 @@ async def main() -> int:
     parser.add_argument("--liquidity-usd", help="liquidity of the launched pool, in USD")
     parser.add_argument("--venue", default="raydium", help="venue of the launched pool")
     parser.add_argument("--url", default="http://127.0.0.1:3000")
+    parser.add_argument(
+        "--key", default=os.environ.get("OEE_API_KEY"), help="API key (default: $OEE_API_KEY)"
+    )
     args = parser.parse_args()
+    if not args.key:
+        parser.error("an API key is needed: --key or OEE_API_KEY (`./oee up` prints one)")
     if args.type == "limit" and args.limit_price is None:
         parser.error("--type limit needs --limit-price")
     if args.limit_price is not None and args.type != "limit":
@@ -154,7 +163,7 @@ async def main() -> int:
     if args.expires_in is not None and args.type == "market":
         parser.error("--expires-in is for limit and sniper orders")
 
-    async with GatewayClient(args.url, timeout=30) as api:
+    async with GatewayClient(args.url, api_key=args.key, timeout=30) as api:
         if args.cancel:
             return await cancel(api, args.cancel)
         if args.launch and args.type != "sniper":

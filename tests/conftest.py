@@ -36,6 +36,7 @@ from adapters.ops import OPS_SERVICES
 from adapters.processes import free_port
 from adapters.settings import Settings
 from tests import logins
+from tests.auth import DEV_KEY
 
 Source = Literal["env", "docker", "embedded"]
 
@@ -178,6 +179,9 @@ def isolated_settings(infra: Infra) -> Callable[..., Settings]:
             "events_topic": f"orders.events.{suffix}",
             "dead_letter_topic": f"orders.deadletter.{suffix}",
             "market_topic": f"market.events.{suffix}",
+            "accounts_topic": f"accounts.keys.{suffix}",
+            # Every test client is the dev account's admin (tests/auth.py).
+            "dev_api_key": DEV_KEY,
             # Prices move only when a test moves them; tokens launch only on demand.
             "market_drift_bps": 0,
             "market_launch_every_s": 0,

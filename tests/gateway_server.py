@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from adapters.settings import Settings
 from services.gateway.app import create_app
 from services.gateway.main import server_config
+from tests.auth import DEV_KEY
 
 
 @asynccontextmanager
@@ -58,6 +59,7 @@ def open_websocket(host: str, port: int, path: str, rcvbuf: int | None = None) -
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        f"Authorization: Bearer {DEV_KEY}\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
         "Sec-WebSocket-Version: 13\r\n\r\n".encode()
     )

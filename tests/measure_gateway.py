@@ -33,6 +33,7 @@ from adapters.kafka import ensure_topics
 from adapters.processes import free_port
 from adapters.settings import Settings
 from tests import logins
+from tests.auth import AUTH, DEV_KEY
 from tests.conftest import embedded
 from tests.gateway_server import open_websocket
 from tests.integration.system import System
@@ -266,6 +267,8 @@ async def main(args: argparse.Namespace) -> None:
             data_dir=data_dir,
             ws_max_sockets=args.sockets + args.stalled + 100,
             ws_max_sockets_per_client=args.sockets + args.stalled + 100,
+            accounts_topic=f"accounts.keys.{suffix}",
+            dev_api_key=DEV_KEY,
         )
         settings = logins.as_admin(settings)
         await ensure_topics(settings)
@@ -276,7 +279,7 @@ async def main(args: argparse.Namespace) -> None:
             # Idle connections are dropped before the gateway's keep-alive (30 s) ends them.
             limits = httpx.Limits(keepalive_expiry=2)
             async with httpx.AsyncClient(
-                base_url=system.base_url, timeout=60, limits=limits
+                base_url=system.base_url, timeout=60, limits=limits, headers=AUTH
             ) as client:
                 await submit_at(client, 20, rate=20)  # warm up
                 await settle(client)

@@ -52,10 +52,14 @@ class _Answer:
         return 200 <= self.status < 300
 
 
-def new_session(base_url: str, timeout: float) -> aiohttp.ClientSession:
-    """Return an HTTP session with keep-alive for the venue service at ``base_url``."""
+def new_session(
+    base_url: str, timeout: float, admin_token: str | None = None
+) -> aiohttp.ClientSession:
+    """Return an HTTP session with keep-alive for the venue service at ``base_url``;
+    with ``admin_token``, its requests may use the simulation controls."""
     return aiohttp.ClientSession(
         base_url=base_url,
+        headers={"Authorization": f"Bearer {admin_token}"} if admin_token else None,
         timeout=aiohttp.ClientTimeout(total=timeout),
         connector=aiohttp.TCPConnector(limit=256),
         raise_for_status=False,
@@ -73,8 +77,10 @@ class HttpVenue:
         *,
         confirm_timeout: float = DEFAULT_CONFIRM_TIMEOUT_S,
         client: aiohttp.ClientSession | None = None,
+        admin_token: str | None = None,
     ) -> None:
         self.name = name
+        self._admin_token = admin_token
         self._prefix = f"/venues/{name}"
         self._confirm_timeout = max(confirm_timeout, timeout)
         self._base_url = base_url
@@ -84,7 +90,7 @@ class HttpVenue:
     def _session(self) -> aiohttp.ClientSession:
         # Created on first use, inside the event loop that will use it.
         if self._client is None:
-            self._client = new_session(self._base_url, self._timeout)
+            self._client = new_session(self._base_url, self._timeout, self._admin_token)
         return self._client
 
     async def aclose(self) -> None:
@@ -247,8 +253,10 @@ async def http_venues(settings: Settings) -> list[HttpVenue]:
     """Return one ``HttpVenue`` per venue the service lists, sharing one HTTP client.
 
     When the service cannot be asked (not up yet), the two default venue names are used.
+    The processes of this system hold the venue service's admin token (the market
+    service drifts prices and launches tokens; the gateway's admin routes launch).
     """
-    client = new_session(settings.venues_url, settings.venue_timeout_s)
+    client = new_session(settings.venues_url, settings.venue_timeout_s, settings.admin_token())
     names: tuple[str, ...] = DEFAULT_VENUE_NAMES
     try:
         async with client.get("/venues") as response:

@@ -133,8 +133,9 @@ def _pct(values: list[float], percent: float) -> float:
 class Bench:
     """Submit the orders and watch them end."""
 
-    def __init__(self, base_url: str, args: argparse.Namespace) -> None:
+    def __init__(self, base_url: str, args: argparse.Namespace, auth: dict[str, str]) -> None:
         self.base_url = base_url
+        self.auth = auth
         self.ws_url = base_url.replace("http", "ws", 1)
         self.args = args
         self.orders = [Order(i) for i in range(args.orders)]
@@ -147,7 +148,9 @@ class Bench:
         connector = aiohttp.TCPConnector(limit=0)
         # No total: a WebSocket lives as long as its order (the POSTs have their own).
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=self.auth
+        ) as http:
             firehose = None
             if self.args.follow == "firehose":
                 ready = asyncio.Event()
@@ -294,7 +297,7 @@ async def measure(system: RunningSystem, args: argparse.Namespace) -> Run:
     """Run the scenario against ``system`` with the CPU read before and after."""
     cpu_before = cpu_by_group(system.root_pid)
     client_before = _client_cpu_s()
-    run = await Bench(system.base_url, args).run()
+    run = await Bench(system.base_url, args, system.auth).run()
     run.client_cpu_s = _client_cpu_s() - client_before
     run.cpu_s = cpu_delta(cpu_before, cpu_by_group(system.root_pid))
     return run

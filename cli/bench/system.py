@@ -26,6 +26,7 @@ import httpx
 from adapters.ops import OPS_SERVICES
 from adapters.processes import die_with_parent, free_port
 from adapters.settings import Settings
+from domain.accounts import new_key
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 SERVICE_NAMES = ("venues", "market", "triggers", "engine", "sweeper", "projector", "gateway")
@@ -142,6 +143,13 @@ class RunningSystem:
     def base_url(self) -> str:
         return self.url or f"http://{self.settings.gateway_host}:{self.settings.gateway_port}"
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """Return the headers a client of this system sends: its development key."""
+        if not self.settings.dev_api_key:
+            raise RuntimeError("set OEE_DEV_API_KEY to the API key to benchmark with")
+        return {"Authorization": f"Bearer {self.settings.dev_api_key}"}
+
 
 @contextmanager
 def private_system(data_dir: str, **overrides: object) -> Iterator[RunningSystem]:
@@ -163,6 +171,8 @@ def private_system(data_dir: str, **overrides: object) -> Iterator[RunningSystem
         # One client (the benchmark) follows every order in flight on its own socket.
         "ws_max_sockets": 100_000,
         "ws_max_sockets_per_client": 100_000,
+        # The benchmark's client: an admin of the dev account.
+        "dev_api_key": new_key(),
     }
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]

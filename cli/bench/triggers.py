@@ -33,7 +33,7 @@ import httpx
 from websockets.asyncio.client import connect
 
 from adapters.settings import Settings
-from cli.bench.system import private_system
+from cli.bench.system import RunningSystem, private_system
 
 AMOUNT = Decimal("0.01")  # SOL per order: the burst barely moves the pools
 MOVE = Decimal("0.04")
@@ -103,8 +103,8 @@ class BurstReport:
         ]
 
 
-async def _watch(ws_url: str, watch: Watch, ready: asyncio.Event) -> None:
-    async with connect(f"{ws_url}/api/stream", max_queue=None) as socket:
+async def _watch(ws_url: str, watch: Watch, ready: asyncio.Event, auth: dict[str, str]) -> None:
+    async with connect(f"{ws_url}/api/stream", max_queue=None, additional_headers=auth) as socket:
         ready.set()
         async for raw in socket:
             watch.record(json.loads(raw))
@@ -144,15 +144,18 @@ def _limits(price: Decimal, band: tuple[Decimal, Decimal], count: int) -> list[D
 
 
 async def trigger_burst(
-    base_url: str, venues_url: str, orders: int = 10_000, concurrency: int = 32
+    system: RunningSystem, orders: int = 10_000, concurrency: int = 32
 ) -> BurstReport:
-    """Run the scenario against the system at ``base_url`` and return its figures."""
+    """Run the scenario against ``system`` and return its figures."""
+    base_url = system.base_url
     ws_url = base_url.replace("http", "ws", 1)
     watch = Watch()
     ready = asyncio.Event()
-    watcher = asyncio.create_task(_watch(ws_url, watch, ready))
+    watcher = asyncio.create_task(_watch(ws_url, watch, ready, system.auth))
     limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as http:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=60, limits=limits, headers=system.auth
+    ) as http:
         await ready.wait()
         market = {"type": "market", "tokenIn": "USDC", "tokenOut": "SOL", "amount": "5"}
         idle_ms = await _market_latency(http, watch, market)
@@ -186,7 +189,10 @@ async def trigger_burst(
         await _until(lambda: watch.count(ids, "armed") == orders, 600, "every order armed")
         arm_s = time.monotonic() - started
 
-        async with httpx.AsyncClient(base_url=venues_url, timeout=30) as venues:
+        venues_auth = {"Authorization": f"Bearer {system.settings.admin_token()}"}
+        async with httpx.AsyncClient(
+            base_url=system.settings.venues_url, timeout=30, headers=venues_auth
+        ) as venues:
             for name in VENUES:
                 moved = await venues.post(
                     f"/venues/{name}/price-moves",
@@ -270,21 +276,13 @@ def main(argv: list[str], settings: Settings) -> int:
     )
     args = parser.parse_args(argv)
     if args.url:
-        report = asyncio.run(
-            trigger_burst(args.url, settings.venues_url, args.orders, args.concurrency)
-        )
+        running = RunningSystem(settings, None, url=args.url)
+        report = asyncio.run(trigger_burst(running, args.orders, args.concurrency))
     else:
         with tempfile.TemporaryDirectory(prefix="oee-bench-") as data_dir:
             os.chmod(data_dir, 0o755)  # the embedded PostgreSQL runs as another user
             with private_system(data_dir) as running:
-                report = asyncio.run(
-                    trigger_burst(
-                        running.base_url,
-                        running.settings.venues_url,
-                        args.orders,
-                        args.concurrency,
-                    )
-                )
+                report = asyncio.run(trigger_burst(running, args.orders, args.concurrency))
     for line in report.lines():
         print(line)
     return 0 if report.ok else 1

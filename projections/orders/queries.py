@@ -38,13 +38,14 @@ class StoredEvent:
 
 @dataclass(frozen=True, slots=True)
 class OrderLabels:
-    """What a stream filter asks of an order: its type, tokens and venue."""
+    """What a stream filter asks of an order: its type, tokens, venue and account."""
 
     order_id: uuid.UUID
     order_type: str
     token_in: str
     token_out: str
     venue: str | None
+    account: str | None
 
 
 def _state(**row: Any) -> OrderState:
@@ -78,29 +79,31 @@ async def stored_events(conn: Connection, order_id: uuid.UUID) -> list[StoredEve
 
 
 async def newest_orders(
-    conn: Connection, limit: int, before: tuple[datetime, uuid.UUID] | None = None
+    conn: Connection,
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None = None,
+    account: str | None = None,
 ) -> list[OrderState]:
-    """Return up to ``limit`` orders, newest first, created before the ``before`` key.
+    """Return up to ``limit`` orders, newest first, created before the ``before`` key;
+    only those ``account`` placed, when it is given.
 
     Keyset pagination on ``(created_at, order_id)``: the order id breaks ties between
     orders created in the same microsecond, so no page repeats or skips a row.
     """
+    where: list[str] = []
+    params: list[Any] = []
+    if account is not None:
+        where.append("account = %s")
+        params.append(account)
+    if before is not None:
+        where.append("(created_at, order_id) < (%s, %s)")
+        params.extend(before)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
     async with conn.cursor(row_factory=_STATE_ROW) as cur:
-        if before is None:
-            await cur.execute(
-                "SELECT * FROM orders ORDER BY created_at DESC, order_id DESC LIMIT %s",
-                (limit,),
-            )
-        else:
-            await cur.execute(
-                """
-                SELECT * FROM orders
-                WHERE (created_at, order_id) < (%s, %s)
-                ORDER BY created_at DESC, order_id DESC
-                LIMIT %s
-                """,
-                (*before, limit),
-            )
+        await cur.execute(
+            f"SELECT * FROM orders {clause} ORDER BY created_at DESC, order_id DESC LIMIT %s",
+            (*params, limit),
+        )
         return await cur.fetchall()
 
 
@@ -108,7 +111,7 @@ async def order_labels(conn: Connection, order_ids: list[uuid.UUID]) -> list[Ord
     """Return the type, tokens and venue of each known order among ``order_ids``."""
     async with conn.cursor(row_factory=class_row(OrderLabels)) as cur:
         await cur.execute(
-            "SELECT order_id, order_type, token_in, token_out, venue FROM orders"
+            "SELECT order_id, order_type, token_in, token_out, venue, account FROM orders"
             " WHERE order_id = ANY(%s)",
             (order_ids,),
         )
@@ -137,10 +140,13 @@ async def list_events(conn: Connection, order_id: uuid.UUID) -> list[dict[str, A
 
 
 async def list_orders(
-    conn: Connection, limit: int, before: tuple[datetime, uuid.UUID] | None = None
+    conn: Connection,
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None = None,
+    account: str | None = None,
 ) -> list[dict[str, Any]]:
     """Return ``newest_orders`` as ``orders`` rows."""
-    return [state_to_row(state) for state in await newest_orders(conn, limit, before)]
+    return [state_to_row(state) for state in await newest_orders(conn, limit, before, account)]
 
 
 async def order_facts(conn: Connection, order_ids: list[uuid.UUID]) -> list[dict[str, Any]]:

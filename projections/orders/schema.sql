@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS orders (
     last_event_id   uuid         NOT NULL,
     created_at      timestamptz  NOT NULL,
     updated_at      timestamptz  NOT NULL,
-    correlation_id  uuid         NOT NULL
+    correlation_id  uuid         NOT NULL,
+    account         text
 );
 
 -- Columns added after the table was first created: a database made by an earlier
@@ -51,7 +52,22 @@ BEGIN
 END
 $$;
 
+-- Who placed the order (null: placed before accounts existed; only an admin sees it).
+-- Same guard as above.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = 'orders'
+          AND column_name = 'account') THEN
+        ALTER TABLE orders ADD COLUMN IF NOT EXISTS account text;
+    END IF;
+END
+$$;
+
 CREATE INDEX IF NOT EXISTS orders_status_idx ON orders (status);
+-- An account's listing pages on the same key, within its orders.
+CREATE INDEX IF NOT EXISTS orders_account_created_idx
+    ON orders (account, created_at DESC, order_id DESC);
 -- The newest-first listing (GET /api/orders) pages on this key.
 CREATE INDEX IF NOT EXISTS orders_created_idx ON orders (created_at DESC, order_id DESC);
 CREATE INDEX IF NOT EXISTS orders_client_order_id_idx ON orders (client_order_id)

@@ -1,9 +1,10 @@
 """The gateway's parts, built and started together: the one object the routes' dependencies read.
 
-The log tail feeds three memories, each with one job: the recent events of each
-order (``recent``), the submissions and idempotency keys (``submissions``) and the
-firehose feeds (``fanout``). Commands go out through ``commands``; reads come
-from ``read_side``; the venues answer quotes and launches.
+The accounts topic feeds the API keys (``keys``). The log tail feeds three
+memories, each with one job: the recent events of each order (``recent``), the
+submissions and idempotency keys (``submissions``) and the firehose feeds
+(``fanout``). Commands go out through ``commands``; reads come from ``read_side``;
+the venues answer quotes and launches.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from events.messages import Command, Event, SubmitOrder
 from services.gateway.commands import CommandWriter
 from services.gateway.fanout import Fanout
 from services.gateway.firehose import render
+from services.gateway.keys import KeyRing, RateLimits
 from services.gateway.read_side import ReadSide, connection_pool
 from services.gateway.recent import RecentEvents
 from services.gateway.sockets import SocketLimits
@@ -52,16 +54,21 @@ class Gateway:
             settings.ws_max_sockets, settings.ws_max_sockets_per_client
         )
         self.venues: list[HttpVenue] = []
+        self.keys = KeyRing(settings)
+        self.rate_limits = RateLimits(settings.rate_limit_per_s, settings.rate_limit_burst)
+        self.order_secret = settings.order_secret()
 
     async def start(self) -> None:
         await self.pool.open(wait=True, timeout=30)
         self.venues = await http_venues(self.settings)
         await self.commands.start()
+        await self.keys.start(await self.commands.partitions(self.settings.accounts_topic))
         topics = (self.settings.commands_topic, self.settings.events_topic)
         await self.tail.start({t: await self.commands.partitions(t) for t in topics})
 
     async def stop(self) -> None:
         await self.tail.stop()
+        await self.keys.stop()
         await self.commands.stop()
         await self.pool.close()
         for venue in self.venues:

@@ -15,12 +15,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from adapters.ops import RequestMetrics
 from adapters.settings import Settings
 from services.gateway import errors, protocols
 from services.gateway.adapters import Gateway
+from services.gateway.auth import authenticate
+from services.gateway.deps import admin
 from services.gateway.http_limits import BodyDeadline
 from services.gateway.request_id import RequestId
 from services.gateway.routes import (
@@ -62,6 +64,12 @@ def create_app(
     app.add_middleware(RequestId)
     app.add_middleware(BodyDeadline, timeout_s=settings.http_read_timeout_s)
     errors.install(app)
-    for module in (browse, orders, simulation, market, health, firehose, order_stream):
+    # Every API call carries a key (``auth.py``); the sockets check theirs once accepted,
+    # to answer with a close code, and the list of orders asks for its caller itself.
+    # The health check, the page and the docs stay open.
+    for module in (browse, health, firehose, order_stream):
         app.include_router(module.router)
+    for module in (orders, market):
+        app.include_router(module.router, dependencies=[Depends(authenticate)])
+    app.include_router(simulation.router, dependencies=[Depends(admin)])
     return app

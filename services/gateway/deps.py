@@ -16,7 +16,9 @@ from starlette.requests import HTTPConnection
 
 from adapters.settings import Settings
 from adapters.venues.client import HttpVenue
+from domain.accounts import Caller
 from services.gateway.adapters import Gateway
+from services.gateway.auth import authenticate, require_admin
 from services.gateway.commands import CommandWriter
 from services.gateway.fanout import Fanout
 from services.gateway.read_side import ReadSide
@@ -63,6 +65,12 @@ fanout = _part("fanout")
 venues = _part("venues")
 socket_limits = _part("socket_limits")
 
+
+async def admin(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+    """Return the caller if its key has the admin role, or raise 403."""
+    return require_admin(caller)
+
+
 SettingsDep = Annotated[Settings, Depends(settings)]
 ClockDep = Annotated[Clock, Depends(clock)]
 ReadSideDep = Annotated[ReadSide, Depends(read_side)]
@@ -73,3 +81,6 @@ SubmissionsDep = Annotated[Submissions, Depends(submissions)]
 FanoutDep = Annotated[Fanout, Depends(fanout)]
 VenuesDep = Annotated[list[HttpVenue], Depends(venues)]
 SocketLimitsDep = Annotated[SocketLimits, Depends(socket_limits)]
+# Who the request acts for (401 without a known key, 429 over its rate), and an admin (403).
+CallerDep = Annotated[Caller, Depends(authenticate)]
+AdminDep = Annotated[Caller, Depends(admin)]

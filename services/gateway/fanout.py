@@ -31,25 +31,27 @@ _FLUSH_CHUNK = 16
 
 @dataclass(frozen=True, slots=True)
 class OrderFacts:
-    """What a firehose filter asks of an order besides its event: type, pair, venue."""
+    """What a firehose filter asks of an order besides its event: type, pair, venue, and
+    the account that placed it."""
 
     order_type: str
     token_in: str
     token_out: str
     venue: str | None = None
+    account: str | None = None
 
     def after(self, event: Event) -> OrderFacts:
         """Return the facts once ``event`` happened (a routing may change the venue)."""
         venue = getattr(event, "venue", None)
         if venue is None or venue == self.venue:
             return self
-        return OrderFacts(self.order_type, self.token_in, self.token_out, venue)
+        return OrderFacts(self.order_type, self.token_in, self.token_out, venue, self.account)
 
 
 def facts_of(accepted: OrderAccepted) -> OrderFacts:
     """Return the facts an order starts with."""
     spec = accepted.spec
-    return OrderFacts(spec.order_type, spec.token_in, spec.token_out)
+    return OrderFacts(spec.order_type, spec.token_in, spec.token_out, account=accepted.account)
 
 
 def facts_after(known: OrderFacts | None, event: Event) -> OrderFacts | None:
@@ -73,10 +75,12 @@ class StreamFilter:
     tokens: frozenset[str] = frozenset()
     venues: frozenset[str] = frozenset()
     order_types: frozenset[str] = frozenset()
+    # The caller's account: a firehose shows only its orders (None: an admin's, all).
+    account: str | None = None
 
     @property
     def needs_facts(self) -> bool:
-        return bool(self.tokens or self.venues or self.order_types)
+        return bool(self.tokens or self.venues or self.order_types or self.account)
 
     def matches(self, event: Event, facts: OrderFacts | None) -> bool:
         """Tell whether ``event`` (with its order's facts after it) passes this filter."""
@@ -86,6 +90,8 @@ class StreamFilter:
             return True
         if facts is None:
             return False  # an order nobody can describe matches no attribute filter
+        if self.account is not None and facts.account != self.account:
+            return False
         if self.order_types and facts.order_type not in self.order_types:
             return False
         if self.tokens and not {facts.token_in, facts.token_out} & self.tokens:

@@ -105,7 +105,7 @@ def is_whole_number(text: str) -> bool:
     return 0 < len(text) <= 18 and text.isascii() and text.isdigit()
 
 
-def parse_stream_request(params: Mapping[str, str]) -> StreamRequest:
+def parse_stream_request(params: Mapping[str, str], account: str | None = None) -> StreamRequest:
     """Validate the firehose query parameters, or raise ``StreamParamError``."""
     unknown = set(params) - {"status", "token", "venue", "type", "from"}
     if unknown:
@@ -120,6 +120,7 @@ def parse_stream_request(params: Mapping[str, str]) -> StreamRequest:
         tokens=frozenset(tokens),
         venues=frozenset(v.lower() for v in _values(params, "venue")),
         order_types=_one_of(params, "type", get_args(OrderType)),
+        account=account,
     )
     start = params.get("from", "now").strip()
     if start == "now":
@@ -255,10 +256,12 @@ async def serve_firehose(
     fanout: Fanout,
     settings: Settings,
     params: Mapping[str, str],
+    account: str | None = None,
 ) -> None:
-    """Stream the firehose to an accepted ``socket`` until the client leaves or falls behind."""
+    """Stream the firehose to an accepted ``socket`` until the client leaves or falls behind;
+    only the events of ``account``'s orders, when it is given."""
     try:
-        request = parse_stream_request(params)
+        request = parse_stream_request(params, account)
     except StreamParamError as exc:
         await close(socket, WS_BAD_REQUEST, str(exc)[:120])
         return

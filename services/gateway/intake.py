@@ -11,14 +11,12 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from domain import accounts
 from domain.numbers import shown
 from services.gateway import errors
 from services.gateway.errors import ApiError
 from services.gateway.schemas import ExecuteOrderRequest
 
-# Order ids of idempotent submissions derive from the key, so every gateway and
-# the engine agree on which order a retried request means.
-_IDEMPOTENCY_NAMESPACE = uuid.UUID("0b6c1f8e-5d2a-4c3b-9e7f-1a2b3c4d5e6f")
 MAX_KEY_LENGTH = 128
 M = TypeVar("M", bound=BaseModel)
 # Printable ASCII: a key is stored with its order, in the log and in PostgreSQL.
@@ -115,8 +113,14 @@ def validated(model: type[M], data: dict[str, Any]) -> M:
         raise errors.from_validation(exc.errors()) from None
 
 
-def idempotent_order_id(key: str) -> uuid.UUID:
-    """Return the order id an ``Idempotency-Key`` stands for, or raise ``ApiError`` (400)."""
+def idempotent_order_id(secret: str, account: str, key: str) -> uuid.UUID:
+    """Return the order id ``account``'s ``Idempotency-Key`` stands for, or raise
+    ``ApiError`` (400).
+
+    It derives from the account, the key and the server's secret, so every gateway
+    and the engine agree on which order a retried request means, two accounts'
+    same key mean two orders, and nobody can compute the id from a key alone.
+    """
     if _IDEMPOTENCY_KEY.fullmatch(key) is None:
         raise ApiError(
             400,
@@ -125,4 +129,4 @@ def idempotent_order_id(key: str) -> uuid.UUID:
             f"not {shown(key)}",
             "Idempotency-Key",
         )
-    return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, key)
+    return accounts.idempotent_order_id(secret, account, key)

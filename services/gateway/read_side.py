@@ -164,6 +164,14 @@ class ReadSide:
         async with self.connection() as conn:
             return await queries.get_order(conn, order_id) is not None
 
+    def submitted_by(self, order_id: uuid.UUID) -> str | None:
+        """Return the account that placed an order known only from the log tail, if known."""
+        command = self._submissions.submitted(order_id)
+        if command is not None:
+            return command.account
+        state = fold_onto(None, self._recent.recent(order_id))
+        return state.account if state is not None else None
+
     async def request_hash(self, order_id: uuid.UUID) -> str | None:
         """Return the digest of what the order's submission asked, if it was projected."""
         async with self.connection() as conn:
@@ -176,17 +184,18 @@ class ReadSide:
             rows = await queries.order_facts(conn, order_ids)
         return {
             row["order_id"]: OrderFacts(
-                row["order_type"], row["token_in"], row["token_out"], row["venue"]
+                row["order_type"], row["token_in"], row["token_out"], row["venue"], row["account"]
             )
             for row in rows
         }
 
     async def list_orders(
-        self, limit: int, before: tuple[datetime, uuid.UUID] | None
+        self, limit: int, before: tuple[datetime, uuid.UUID] | None, account: str | None
     ) -> list[dict[str, Any]]:
-        """Return up to ``limit`` order rows, newest first, created before ``before``."""
+        """Return up to ``limit`` order rows, newest first, created before ``before``;
+        only ``account``'s, unless it is None (every order)."""
         async with self.connection() as conn:
-            return await queries.list_orders(conn, limit, before)
+            return await queries.list_orders(conn, limit, before, account)
 
     async def analytics(self) -> dict[str, Any]:
         """Return execution figures per venue and per pair."""

@@ -215,6 +215,14 @@ def located(model: type[BaseModel], description: str) -> dict[str, Any]:
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     500: error("Unexpected error (it is logged): INTERNAL_ERROR"),
 }
+# What every route that takes an API key may answer (all but /health).
+AUTHENTICATED: dict[int | str, dict[str, Any]] = {
+    401: error("No API key, or a key nobody created: UNAUTHENTICATED"),
+    429: error("The account is over its rate limit: RATE_LIMITED", retry=True),
+}
+ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
+    403: error("The key is not an admin's: FORBIDDEN"),
+}
 INVALID: dict[int | str, dict[str, Any]] = {
     422: error("A field or parameter is invalid; error.field names it")
 }

@@ -220,15 +220,18 @@ class SocketLimits:
 
 
 @asynccontextmanager
-async def admit(socket: WebSocket, limits: SocketLimits, kind: str) -> AsyncIterator[bool]:
-    """Accept ``socket`` and yield whether the limits let it stay; close it with 4429 if not.
+async def admit(
+    socket: WebSocket, limits: SocketLimits, kind: str, subprotocol: str | None = None
+) -> AsyncIterator[bool]:
+    """Accept ``socket`` (with ``subprotocol``, the one its key came in) and yield whether
+    the limits let it stay; close it with 4429 if not.
 
     Counts the sockets of ``kind`` open, and each closed by its close code (``peer``
     when the client closed or vanished first).
     """
     client = socket.client.host if socket.client is not None else "unknown"
     with limits.admit(client) as room:
-        await socket.accept()
+        await socket.accept(subprotocol=subprotocol)
         WEBSOCKETS_OPEN.labels(kind).inc()
         try:
             if not room:

@@ -33,7 +33,8 @@ class Submissions:
     def __init__(self, max_keys: int = 10_000, max_orders: int = 2000) -> None:
         self._max_keys = max_keys
         self._max_orders = max_orders
-        self._keys: OrderedDict[str, Submission] = OrderedDict()
+        # Idempotency keys are each account's own: (account, key).
+        self._keys: OrderedDict[tuple[str | None, str], Submission] = OrderedDict()
         self._commands: OrderedDict[uuid.UUID, SubmitOrder] = OrderedDict()
         self._locks = KeyedLocks()
 
@@ -45,26 +46,29 @@ class Submissions:
             self._commands[command.order_id] = command  # the first one is what was asked
             _trim(self._commands, self._max_orders)
         if command.idempotency_key is not None:
-            self.remember(command.idempotency_key, command.order_id, command.request_hash)
+            self.remember(
+                command.account, command.idempotency_key, command.order_id, command.request_hash
+            )
 
     def submitted(self, order_id: uuid.UUID) -> SubmitOrder | None:
         """Return the first submission of an order, if known."""
         return self._commands.get(order_id)
 
-    def remember(self, key: str, order_id: uuid.UUID, digest: str) -> None:
-        """Record a submission made under an idempotency key."""
-        self._keys[key] = Submission(order_id, digest)
-        self._keys.move_to_end(key)
+    def remember(self, account: str | None, key: str, order_id: uuid.UUID, digest: str) -> None:
+        """Record a submission made by ``account`` under an idempotency key."""
+        scoped = (account, key)
+        self._keys[scoped] = Submission(order_id, digest)
+        self._keys.move_to_end(scoped)
         _trim(self._keys, self._max_keys)
 
-    def submission(self, key: str) -> Submission | None:
-        """Return the submission recorded under an idempotency key, if seen."""
-        return self._keys.get(key)
+    def submission(self, account: str | None, key: str) -> Submission | None:
+        """Return the submission ``account`` recorded under an idempotency key, if seen."""
+        return self._keys.get((account, key))
 
     @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        """Run the block alone among submissions under the same key."""
-        async with self._locks.hold(key):
+    async def hold(self, account: str, key: str) -> AsyncIterator[None]:
+        """Run the block alone among ``account``'s submissions under the same key."""
+        async with self._locks.hold((account, key)):
             yield
 
 

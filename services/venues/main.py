@@ -11,7 +11,11 @@ from services.venues.simulator import default_venues
 
 def run(settings: Settings) -> None:
     """Serve the simulated venues on ``venues_host:venues_port`` until interrupted."""
-    app = create_app(default_venues(settings), launch_liquidity_usd=settings.launch_liquidity_usd)
+    app = create_app(
+        default_venues(settings),
+        launch_liquidity_usd=settings.launch_liquidity_usd,
+        admin_token=settings.admin_token(),
+    )
     # No access log: the market service reads every venue's pools several times a second.
     uvicorn.run(
         app,

@@ -9,12 +9,13 @@ a token or pool that exists, 422 otherwise.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -127,6 +128,8 @@ class VenueList(BaseModel):
 
 def error_status(error: VenueError) -> int:
     """Return the HTTP status a ``VenueError`` is answered with."""
+    if error.code == "UNAUTHENTICATED":
+        return 401
     if error.code in NOT_FOUND_CODES:
         return 404
     if error.code in CONFLICT_CODES:
@@ -144,10 +147,13 @@ def create_app(
     venues: Sequence[SimulatedVenue],
     *,
     launch_liquidity_usd: Decimal = DEFAULT_LAUNCH_LIQUIDITY_USD,
+    admin_token: str,
 ) -> FastAPI:
     """Return the FastAPI app serving ``venues``.
 
     A launch that names no liquidity opens its pool with ``launch_liquidity_usd``.
+    The simulation controls answer only a request that carries ``admin_token``
+    as ``Authorization: Bearer``.
     """
     by_name = {venue.name: venue for venue in venues}
     app = FastAPI(title="Simulated DEX venues")
@@ -205,7 +211,7 @@ def create_app(
         return PoolList(pools=venue_named(name).pools())
 
     # Simulation controls, for tests and demos: a real venue has no such door.
-    _add_simulation_controls(app, venue_named, launch_liquidity_usd)
+    _add_simulation_controls(app, venue_named, launch_liquidity_usd, admin_token)
     return app
 
 
@@ -245,10 +251,22 @@ def _add_simulation_controls(
     app: FastAPI,
     venue_named: Callable[[str], SimulatedVenue],
     launch_liquidity_usd: Decimal,
+    admin_token: str,
 ) -> None:
-    """Add the routes that launch pools, add liquidity, move prices and script faults."""
+    """Add the routes that launch pools, add liquidity, move prices and script faults,
+    each for a holder of ``admin_token`` only."""
+    expected = f"Bearer {admin_token}".encode()
 
-    @app.post("/venues/{name}/pools", status_code=201)
+    async def admin(request: Request) -> None:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise VenueError(
+                "UNAUTHENTICATED", "the simulation controls need the admin token", transient=False
+            )
+
+    guarded = [Depends(admin)]
+
+    @app.post("/venues/{name}/pools", status_code=201, dependencies=guarded)
     async def launch(name: str, body: PoolLaunchRequest) -> PoolInfo:
         venue = venue_named(name)
         return venue.launch(
@@ -258,21 +276,21 @@ def _add_simulation_controls(
             liquidity_usd=body.liquidity_usd or launch_liquidity_usd,
         )
 
-    @app.post("/venues/{name}/pools/liquidity")
+    @app.post("/venues/{name}/pools/liquidity", dependencies=guarded)
     async def add_liquidity(name: str, body: LiquidityRequest) -> PoolInfo:
         return venue_named(name).add_liquidity(body.token_a, body.token_b, body.usd)
 
-    @app.post("/venues/{name}/drift", status_code=204)
+    @app.post("/venues/{name}/drift", status_code=204, dependencies=guarded)
     async def drift(name: str, body: Drift) -> None:
         venue = venue_named(name)
         for move in body.moves:
             venue.drift(move.token_in, move.token_out, move.fraction)
 
-    @app.post("/venues/{name}/faults", status_code=204)
+    @app.post("/venues/{name}/faults", status_code=204, dependencies=guarded)
     async def script_faults(name: str, body: FaultScript) -> None:
         venue_named(name).script_failures(body.call, body.codes)
 
-    @app.post("/venues/{name}/price-moves", status_code=204)
+    @app.post("/venues/{name}/price-moves", status_code=204, dependencies=guarded)
     async def move_price(name: str, body: PriceMove) -> None:
         venue_named(name).move_price(
             body.token_in, body.token_out, body.fraction, market=body.market

@@ -35,6 +35,7 @@ from events.messages import Command, DecodeError, Event, decode
 from projections.analytics.handler import AnalyticsProjection
 from projections.orders.handler import OrdersProjection
 from services.projector.replay import check
+from tests.auth import AUTH, venue_auth
 
 
 class Running(Protocol):
@@ -94,7 +95,9 @@ class Load:
     async def run(self) -> None:
         """Submit every order, each retried with its key until accepted or the deadline."""
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=15, limits=limits) as http:
+        async with httpx.AsyncClient(
+            base_url=self.base_url, headers=AUTH, timeout=15, limits=limits
+        ) as http:
             tasks = []
             for index in range(self.count):
                 limit = self.limit_every and index % self.limit_every == 0
@@ -178,7 +181,9 @@ async def order_events(settings: Settings) -> dict[str, dict[int, Event]]:
 async def venue_swaps(system: Running) -> dict[str, list[dict[str, Any]]]:
     """Return every swap each venue knows, by order id (from the swap's client reference)."""
     swaps: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    async with httpx.AsyncClient(base_url=system.settings.venues_url, timeout=10) as http:
+    async with httpx.AsyncClient(
+        base_url=system.settings.venues_url, headers=venue_auth(system.settings), timeout=10
+    ) as http:
         venues = (await http.get("/venues")).json()["venues"]
         for venue in venues:
             ledger = (await http.get(f"/venues/{venue['name']}/ledger")).json()

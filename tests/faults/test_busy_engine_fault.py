@@ -16,6 +16,7 @@ from datetime import datetime
 import pytest
 
 from cli.bench.system import RunningSystem, private_system
+from tests.auth import DEV_KEY
 from tests.faults.harness import (
     Load,
     Verdict,
@@ -38,7 +39,7 @@ async def bench_system() -> AsyncIterator[RunningSystem]:
     """Run ``oee up`` as ``oee bench orders`` does: its own data dir, instant venues."""
     with tempfile.TemporaryDirectory(prefix="oee-faults-busy-") as data_dir:
         os.chmod(data_dir, 0o755)  # the embedded PostgreSQL runs as another user
-        with private_system(data_dir) as running:
+        with private_system(data_dir, dev_api_key=DEV_KEY) as running:
             yield running
 
 

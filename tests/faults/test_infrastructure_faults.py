@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from cli.bench.system import RunningSystem, private_system
+from tests.auth import AUTH, DEV_KEY
 from tests.faults.harness import (
     FAULT_ORDERS,
     Load,
@@ -39,7 +40,7 @@ async def up() -> AsyncIterator[RunningSystem]:
     with tempfile.TemporaryDirectory(prefix="oee-faults-") as data_dir:
         os.chmod(data_dir, 0o755)  # the embedded PostgreSQL runs as another user
         with private_system(
-            data_dir, venue_profile="realistic", sweep_submit_after_s=20.0
+            data_dir, venue_profile="realistic", sweep_submit_after_s=20.0, dev_api_key=DEV_KEY
         ) as running:
             yield running
 
@@ -83,7 +84,7 @@ async def test_database_killed_under_load_loses_and_repeats_nothing(
     kill_member(up, "postgres")
 
     async def reads_again() -> float | None:
-        async with httpx.AsyncClient(base_url=up.base_url, timeout=5) as http:
+        async with httpx.AsyncClient(base_url=up.base_url, headers=AUTH, timeout=5) as http:
             try:
                 answer = await http.get("/api/orders", params={"limit": "1"})
             except httpx.HTTPError:

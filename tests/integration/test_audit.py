@@ -24,6 +24,7 @@ from adapters.kafka import client_options
 from cli.audit import main, run_audit
 from cli.reconcile import AuditReport, Limits, Position
 from events.messages import encode, order_key
+from tests.auth import AUTH
 from tests.integration.system import System
 from tests.unit.factories import submit_order
 
@@ -39,7 +40,7 @@ NO_GRACE = Limits(grace=timedelta(0))
 
 @pytest.fixture
 async def client(system: System) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=system.base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=system.base_url, headers=AUTH, timeout=30) as http:
         yield http
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from adapters.gateway_client import ApiError, GatewayClient, OrderEvent, OrderRequest
+from tests.auth import DEV_KEY
 from tests.integration.system import System
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,7 @@ async def collect(events: object, within: float = 60) -> list[OrderEvent]:
 
 
 def oee(system: System, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **system.settings.as_env(), "COLUMNS": "200"}
+    env = {**os.environ, **system.settings.as_env(), "COLUMNS": "200", "OEE_API_KEY": DEV_KEY}
     return subprocess.run(
         [sys.executable, "-m", "cli", *args, "--url", system.base_url],
         env=env,
@@ -42,7 +43,7 @@ def oee(system: System, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_follow_yields_the_whole_lifecycle_then_stops(system: System) -> None:
-    async with GatewayClient(system.base_url) as api:
+    async with GatewayClient(system.base_url, api_key=DEV_KEY) as api:
         submitted = await api.submit(MARKET)
         events = await collect(api.follow(submitted.order_id))
         later = await collect(api.follow(submitted.order_id, last_seq=2))
@@ -61,7 +62,7 @@ async def test_follow_yields_the_whole_lifecycle_then_stops(system: System) -> N
 async def test_follow_reconnects_across_a_gateway_restart_and_misses_nothing(
     system: System,
 ) -> None:
-    async with GatewayClient(system.base_url) as api:
+    async with GatewayClient(system.base_url, api_key=DEV_KEY) as api:
         submitted = await api.submit(WAITING)
         seen: list[OrderEvent] = []
         armed = asyncio.Event()
@@ -85,7 +86,7 @@ async def test_follow_reconnects_across_a_gateway_restart_and_misses_nothing(
 
 
 async def test_watch_filters_the_firehose_and_a_refusal_is_typed(system: System) -> None:
-    async with GatewayClient(system.base_url) as api:
+    async with GatewayClient(system.base_url, api_key=DEV_KEY) as api:
         submitted = await api.submit(MARKET)
         confirmed = await collect(api.follow(submitted.order_id))
         assert confirmed[-1].status == "confirmed"

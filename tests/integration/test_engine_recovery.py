@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer
 
 from adapters.kafka import client_options
 from events.messages import Event, decode_event
+from tests.auth import AUTH
 from tests.integration.system import System
 
 ORDER = {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amount": "2", "slippageBps": 300}
@@ -58,7 +59,7 @@ async def statuses(client: httpx.AsyncClient, order_ids: list[str]) -> dict[str,
 
 
 async def test_engine_killed_mid_flight_finishes_every_order_once(system: System):
-    async with httpx.AsyncClient(base_url=system.base_url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=system.base_url, headers=AUTH, timeout=30) as client:
         responses = await asyncio.gather(
             *(client.post("/api/orders/execute", json=ORDER) for _ in range(20))
         )

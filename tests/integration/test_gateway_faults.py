@@ -29,10 +29,12 @@ from adapters.kafka import ensure_topics
 from adapters.log_reader import read_topics
 from adapters.processes import free_port
 from adapters.settings import Settings
+from domain.accounts import DEV_ACCOUNT
 from events.messages import SubmitOrder, decode
 from projections.contract import ensure_schema
 from projections.registry import PROJECTIONS
 from services.gateway.intake import idempotent_order_id
+from tests.auth import AUTH
 from tests.gateway_server import serving
 
 PRODUCE_TIMEOUT_S = 2.0
@@ -156,7 +158,10 @@ async def test_gateway_broker_killed_answers_503_at_once_and_writes_none_of_them
         database_url=fresh_read_models,
     )
     run = uuid.uuid4().hex[:8]
-    async with serving(settings) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
+    async with (
+        serving(settings) as base,
+        httpx.AsyncClient(base_url=base, headers=AUTH, timeout=30) as client,
+    ):
         before, _ = await post(client, key=f"{run}-before")
         assert before.status_code == 202, before.text
 
@@ -180,7 +185,10 @@ async def test_gateway_broker_killed_answers_503_at_once_and_writes_none_of_them
     print(f"healthy again {recovered_in:.1f}s after the broker was started")
 
     on_log = await submissions_on_log(settings)
-    never_written = {idempotent_order_id(f"{run}-outage-{n}") for n in range(5)}
+    never_written = {
+        idempotent_order_id(settings.order_secret(), DEV_ACCOUNT, f"{run}-outage-{n}")
+        for n in range(5)
+    }
     assert not never_written & set(on_log)
     assert sorted(on_log) == sorted(
         [uuid.UUID(before.json()["orderId"]), uuid.UUID(after.json()["orderId"])]
@@ -196,7 +204,10 @@ async def test_gateway_broker_frozen_answers_503_outcome_unknown_and_a_retry_res
         database_url=fresh_read_models,
     )
     key = f"frozen-{uuid.uuid4().hex[:8]}"
-    async with serving(settings) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
+    async with (
+        serving(settings) as base,
+        httpx.AsyncClient(base_url=base, headers=AUTH, timeout=30) as client,
+    ):
         assert (await post(client))[0].status_code == 202  # the connection is up
         assert private_broker.pid is not None
         os.kill(private_broker.pid, signal.SIGSTOP)
@@ -214,7 +225,7 @@ async def test_gateway_broker_frozen_answers_503_outcome_unknown_and_a_retry_res
     assert_unavailable(unknown, "BROKER_UNAVAILABLE")
     error = unknown.json()["error"]
     assert error["outcome"] == "unknown"
-    assert error["orderId"] == str(idempotent_order_id(key))
+    assert error["orderId"] == str(idempotent_order_id(settings.order_secret(), DEV_ACCOUNT, key))
     assert PRODUCE_TIMEOUT_S <= took < PRODUCE_TIMEOUT_S + 1.5
     assert health.json()["checks"]["log"] is False
     assert retry.json()["orderId"] == error["orderId"]
@@ -226,7 +237,10 @@ async def test_gateway_database_stopped_reads_fail_fast_intake_goes_on_and_recov
 ) -> None:
     settings = await gateway_settings(database_url=private_database.url)
     known_key, new_key = f"known-{uuid.uuid4().hex[:8]}", f"new-{uuid.uuid4().hex[:8]}"
-    async with serving(settings) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
+    async with (
+        serving(settings) as base,
+        httpx.AsyncClient(base_url=base, headers=AUTH, timeout=30) as client,
+    ):
         first, _ = await post(client, key=known_key)
         assert first.status_code == 202, first.text
         order_id = first.json()["orderId"]

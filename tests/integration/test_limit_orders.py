@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.auth import AUTH, venue_auth
 from tests.integration.system import System
 
 VENUES = ("raydium", "meteora")
@@ -23,7 +24,7 @@ VENUES = ("raydium", "meteora")
 
 @pytest.fixture
 async def client(system: System) -> Any:
-    async with httpx.AsyncClient(base_url=system.base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=system.base_url, headers=AUTH, timeout=30) as http:
         yield http
 
 
@@ -67,7 +68,9 @@ async def sol_price(client: httpx.AsyncClient) -> Decimal:
 
 async def move_sol(system: System, fraction: str) -> None:
     """Move SOL/USDC on every venue so one SOL buys ``1 + fraction`` as many USDC."""
-    async with httpx.AsyncClient(base_url=system.settings.venues_url) as venues:
+    async with httpx.AsyncClient(
+        base_url=system.settings.venues_url, headers=venue_auth(system.settings)
+    ) as venues:
         for name in VENUES:
             response = await venues.post(
                 f"/venues/{name}/price-moves",

@@ -21,6 +21,7 @@ from adapters.kafka import client_options, ensure_topics
 from adapters.settings import Settings
 from domain.tokens import LAUNCH_DECIMALS
 from events.market import MarketEvent, PoolCreated, PriceTick, decode_market
+from tests.auth import AUTH, venue_auth
 from tests.integration.system import System
 
 TIMEOUT_S = 30.0
@@ -67,7 +68,7 @@ def last_of(events: list[MarketEvent], pool_id: str) -> MarketEvent:
 
 async def wait_healthy(url: str, system: System) -> None:
     deadline = time.monotonic() + TIMEOUT_S
-    async with httpx.AsyncClient(base_url=url) as client:
+    async with httpx.AsyncClient(base_url=url, headers=AUTH) as client:
         while time.monotonic() < deadline:
             system.check_alive()
             try:
@@ -99,7 +100,9 @@ async def market(
 
 
 async def move_price(settings: Settings, venue: str, fraction: str) -> None:
-    async with httpx.AsyncClient(base_url=settings.venues_url) as client:
+    async with httpx.AsyncClient(
+        base_url=settings.venues_url, headers=venue_auth(settings)
+    ) as client:
         response = await client.post(
             f"/venues/{venue}/price-moves",
             json={"token_in": "SOL", "token_out": "USDC", "fraction": fraction},
@@ -142,7 +145,9 @@ async def test_market_service_launch_publishes_pool_created_with_the_token(
     market: System,
 ) -> None:
     settings = market.settings
-    async with httpx.AsyncClient(base_url=settings.venues_url) as client:
+    async with httpx.AsyncClient(
+        base_url=settings.venues_url, headers=venue_auth(settings)
+    ) as client:
         response = await client.post("/venues/raydium/pools", json={"symbol": "SNIPE"})
     assert response.status_code == 201, response.text
 

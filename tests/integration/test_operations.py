@@ -24,6 +24,7 @@ from adapters.log_reader import read_topics
 from adapters.ops import OPS_SERVICES, ops_address
 from cli.status import collect, render
 from events.messages import decode
+from tests.auth import AUTH
 from tests.integration.system import System
 
 ORDER = {
@@ -80,7 +81,8 @@ async def until_ready(http: httpx.AsyncClient, system: System, within: float = 6
 
 async def follow_to_end(system: System, order_id: str) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
-    async with connect(f"{system.ws_url}/api/orders/execute?orderId={order_id}") as socket:
+    url = f"{system.ws_url}/api/orders/execute?orderId={order_id}"
+    async with connect(url, additional_headers=AUTH) as socket:
         async with asyncio.timeout(60):
             try:
                 async for raw in socket:
@@ -102,7 +104,7 @@ async def test_an_order_moves_the_metrics_of_every_process_it_crosses(
     await until_ready(http, system)
     before = await scrape(http, system)
 
-    response = await http.post(f"{system.base_url}/api/orders/execute", json=ORDER)
+    response = await http.post(f"{system.base_url}/api/orders/execute", json=ORDER, headers=AUTH)
     assert response.status_code == 202, response.text
     order_id = response.json()["orderId"]
     messages = await follow_to_end(system, order_id)
@@ -183,7 +185,9 @@ async def test_the_request_id_is_answered_logged_and_correlates_the_order(
 ) -> None:
     request_id = str(uuid.uuid4())
     response = await http.post(
-        f"{system.base_url}/api/orders/execute", json=ORDER, headers={"X-Request-ID": request_id}
+        f"{system.base_url}/api/orders/execute",
+        json=ORDER,
+        headers={"X-Request-ID": request_id, **AUTH},
     )
     assert response.status_code == 202
     assert response.headers["x-request-id"] == request_id

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from services.projector.replay import replay
+from tests.auth import AUTH, connect
 from tests.integration.system import System
 from tests.logins import as_principal
 
@@ -36,7 +36,7 @@ LIFECYCLE = ["pending", "routing", "building", "submitted", "confirmed"]
 
 @pytest.fixture
 async def client(system: System) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=system.base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=system.base_url, headers=AUTH, timeout=30) as http:
         yield http
 
 

@@ -275,7 +275,7 @@ async def test_projector_typed_queries_answer_the_states_evolve_folds(
         assert [(e.partition, e.offset) for e in trail] == positions[:5]
 
         [labels] = await order_labels(conn, [newer[0].order_id, uuid.uuid4()])
-        assert labels == OrderLabels(newer[0].order_id, "market", "SOL", "USDC", "raydium")
+        assert labels == OrderLabels(newer[0].order_id, "market", "SOL", "USDC", "raydium", None)
     finally:
         await conn.close()
 

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.auth import AUTH, connect, venue_auth
 from tests.integration.system import System
 
 ORDER = {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5", "slippageBps": 50}
@@ -31,12 +31,14 @@ def system_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def client(system: System) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=system.base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=system.base_url, headers=AUTH, timeout=30) as http:
         yield http
 
 
 async def script(system: System, call: str, codes: list[str]) -> None:
-    async with httpx.AsyncClient(base_url=system.settings.venues_url) as venues:
+    async with httpx.AsyncClient(
+        base_url=system.settings.venues_url, headers=venue_auth(system.settings)
+    ) as venues:
         for name in VENUES:
             response = await venues.post(
                 f"/venues/{name}/faults", json={"call": call, "codes": codes}
@@ -114,7 +116,9 @@ async def test_price_move_beyond_tolerance_fails_the_attempt_then_a_requote_conf
 ):
     order_id = await submit(client)
     # Wait until the swap is on its way, then move every pool 5 % against it.
-    async with httpx.AsyncClient(base_url=system.settings.venues_url) as venues:
+    async with httpx.AsyncClient(
+        base_url=system.settings.venues_url, headers=venue_auth(system.settings)
+    ) as venues:
         for _ in range(100):
             state = (await client.get(f"/api/orders/{order_id}")).json()
             if state.get("status") == "submitted":

@@ -17,10 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from adapters.processes import free_port
+from tests.auth import AUTH, connect
 from tests.gateway_server import open_websocket
 from tests.integration.system import System
 
@@ -34,7 +35,7 @@ def system_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def client(system: System) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=system.base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=system.base_url, headers=AUTH, timeout=30) as http:
         yield http
 
 
@@ -302,7 +303,7 @@ def frames_until_closed(sock: socket.socket, within: float) -> list[tuple[int, b
 
 
 async def sockets_open(system: System) -> dict[str, int]:
-    async with httpx.AsyncClient(base_url=system.base_url) as http:
+    async with httpx.AsyncClient(base_url=system.base_url, headers=AUTH) as http:
         return dict((await http.get("/health")).json()["sockets"])
 
 

@@ -40,6 +40,7 @@ from adapters.kafka import client_options
 from adapters.processes import die_with_parent, free_port, pid_alive, stop_process
 from adapters.settings import Settings
 from cli.logins import log_in
+from tests.auth import AUTH, DEV_KEY
 
 MARKET = {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "slippageBps": 100}
 # A limit sell far under the spot fires as soon as it is armed: the trigger service at work.
@@ -114,6 +115,7 @@ class Up:
             venues_port=free_port(),
             venue_profile="instant",
             market_launch_every_s=0,
+            dev_api_key=DEV_KEY,
         )
         process = subprocess.Popen(
             [sys.executable, "-m", "cli", "up"],
@@ -229,14 +231,14 @@ async def market_published(up: Up, within: float = 60.0) -> float:
 
 
 async def warm_up(up: Up) -> None:
-    async with httpx.AsyncClient(base_url=up.base_url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=up.base_url, headers=AUTH, timeout=30) as client:
         await projected(up, [await submit(client, MARKET)], within=120)
 
 
 async def kill_and_carry_on(up: Up, server: str, pid: int) -> None:
     """Kill ``server`` with orders in flight; check it comes back and everything carries on."""
     before = up.service_pids()
-    async with httpx.AsyncClient(base_url=up.base_url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=up.base_url, headers=AUTH, timeout=30) as client:
         in_flight = await asyncio.gather(*(submit(client, MARKET) for _ in range(10)))
         mark = len(up.out.lines)
         killed_at = time.monotonic()

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from adapters.kafka import client_options
 from events.messages import Envelope, OrderAccepted, OrderSpec, SubmitOrder, encode, order_key
+from tests.auth import AUTH
 from tests.integration.system import System
 
 SPEC = OrderSpec(token_in="SOL", token_out="USDC", amount="0.5", slippage_bps=100)
@@ -63,7 +64,7 @@ async def write_behind_the_engine(system: System, topic: str, message: Envelope)
 
 
 async def status_of(system: System, order_id: uuid.UUID, wanted: str, within: float = 60) -> str:
-    async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=system.base_url, headers=AUTH, timeout=10) as client:
         status = "unknown"
         for _ in range(int(within / 0.5)):
             response = await client.get(f"/api/orders/{order_id}")

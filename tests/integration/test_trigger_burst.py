@@ -7,10 +7,12 @@ armed, and market orders keep confirming while the burst executes.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 
+from cli.bench.system import RunningSystem
 from cli.bench.triggers import trigger_burst
 from tests.integration.system import System
 
@@ -25,7 +27,8 @@ def system_overrides() -> dict[str, Any]:
 async def test_burst_of_10000_armed_limit_orders_fires_exactly_the_crossing_half_once(
     system: System,
 ) -> None:
-    report = await trigger_burst(system.base_url, system.settings.venues_url, orders=10_000)
+    running = RunningSystem(system.settings, os.getpid(), url=system.base_url)
+    report = await trigger_burst(running, orders=10_000)
     print("\n".join(report.lines()))
 
     assert report.fired == report.crossing == 5_000

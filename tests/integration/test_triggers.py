@@ -38,6 +38,7 @@ from events.messages import (
 from projections.contract import ensure_schema
 from projections.orders.handler import OrdersProjection, state_to_row
 from services.triggers.service import TriggerService
+from tests.auth import venue_auth
 from tests.integration.system import System
 from tests.unit.factories import OrderHistory
 
@@ -173,7 +174,9 @@ async def venues(settings_factory: Callable[..., Settings], tmp_path: Path) -> A
         system = System(settings, tmp_path / f"logs-{len(systems)}")
         systems.append(system)
         system.start("venues")
-        async with httpx.AsyncClient(base_url=settings.venues_url) as client:
+        async with httpx.AsyncClient(
+            base_url=settings.venues_url, headers=venue_auth(settings)
+        ) as client:
             for _ in range(200):
                 system.check_alive()
                 with contextlib.suppress(httpx.HTTPError):

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +31,8 @@ from services.venues.simulator import (
     tx_hash_for,
 )
 
+ADMIN_TOKEN = "venue-admin-token-of-this-test"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 LANDING = LatencyProfile(quote_s=(0.0, 0.0), submit_s=(0.0, 0.0), land_s=(0.3, 0.3))
 
 
@@ -56,7 +59,12 @@ def service_url() -> Iterator[str]:
     ]
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(venues), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(venues, admin_token=ADMIN_TOKEN),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -72,7 +80,7 @@ def service_url() -> Iterator[str]:
 
 @pytest.fixture
 async def raydium(service_url: str) -> AsyncIterator[HttpVenue]:
-    venue = HttpVenue("raydium", service_url, timeout=5.0)
+    venue = HttpVenue("raydium", service_url, timeout=5.0, admin_token=ADMIN_TOKEN)
     yield venue
     await venue.aclose()
 
@@ -148,7 +156,7 @@ async def test_venue_service_invalid_pair_raises_permanent_error(raydium: HttpVe
 
 
 async def test_venue_service_injected_failure_raises_transient_error(service_url: str) -> None:
-    meteora = HttpVenue("meteora", service_url, timeout=5.0)
+    meteora = HttpVenue("meteora", service_url, timeout=5.0, admin_token=ADMIN_TOKEN)
     try:
         with pytest.raises(VenueError) as caught:
             await meteora.quote("SOL", "USDC", Decimal("1"))
@@ -159,7 +167,7 @@ async def test_venue_service_injected_failure_raises_transient_error(service_url
 
 
 async def test_venue_service_unknown_venue_raises_permanent_error(service_url: str) -> None:
-    orca = HttpVenue("orca", service_url, timeout=5.0)
+    orca = HttpVenue("orca", service_url, timeout=5.0, admin_token=ADMIN_TOKEN)
     try:
         with pytest.raises(VenueError) as caught:
             await orca.find_swap("it-order-1:1")
@@ -182,7 +190,7 @@ async def test_http_venue_unreachable_service_raises_transient_network_error() -
 
 async def test_http_venues_lists_service_venues_sharing_one_client(service_url: str) -> None:
     port = int(service_url.rsplit(":", 1)[1])
-    venues = await http_venues(Settings(venues_port=port))
+    venues = await http_venues(Settings(venues_port=port, venues_admin_token=ADMIN_TOKEN))
     try:
         quote = await venues[0].quote("SOL", "USDC", Decimal("1"))
     finally:
@@ -194,7 +202,7 @@ async def test_http_venues_lists_service_venues_sharing_one_client(service_url: 
 
 
 async def test_http_venues_service_down_falls_back_to_default_names() -> None:
-    venues = await http_venues(Settings(venues_port=free_port()))
+    venues = await http_venues(Settings(venues_port=free_port(), venues_admin_token=ADMIN_TOKEN))
     for venue in venues:
         await venue.aclose()
 
@@ -249,7 +257,7 @@ async def test_venue_service_launched_pool_quotes_and_swaps_through_the_venue_ap
 async def test_venue_service_launch_without_price_or_liquidity_uses_the_defaults(
     service_url: str,
 ) -> None:
-    async with httpx.AsyncClient(base_url=service_url) as client:
+    async with httpx.AsyncClient(base_url=service_url, headers=ADMIN) as client:
         response = await client.post("/venues/meteora/pools", json={"symbol": "itdflt"})
 
     assert response.status_code == 201
@@ -275,7 +283,7 @@ async def test_venue_service_launch_of_an_existing_pool_answers_409(
     service_url: str, raydium: HttpVenue
 ) -> None:
     await raydium.launch("ITTWICE")
-    async with httpx.AsyncClient(base_url=service_url) as client:
+    async with httpx.AsyncClient(base_url=service_url, headers=ADMIN) as client:
         again = await client.post("/venues/raydium/pools", json={"symbol": "ITTWICE"})
         listed = await client.post("/venues/raydium/pools", json={"symbol": "BONK"})
     with pytest.raises(VenueError) as caught:
@@ -300,7 +308,7 @@ async def test_venue_service_launch_of_an_existing_pool_answers_409(
 async def test_venue_service_launch_bad_input_answers_422(
     service_url: str, body: dict[str, str], code: str, field: str | None
 ) -> None:
-    async with httpx.AsyncClient(base_url=service_url) as client:
+    async with httpx.AsyncClient(base_url=service_url, headers=ADMIN) as client:
         response = await client.post("/venues/raydium/pools", json=body)
 
     assert response.status_code == 422
@@ -328,3 +336,31 @@ async def test_venue_service_drift_moves_each_named_pool(raydium: HttpVenue) -> 
 
     assert after["raydium:USDT-RAY"].price > before["raydium:USDT-RAY"].price  # RAY dearer
     assert after["raydium:USDT-BONK"].price < before["raydium:USDT-BONK"].price  # BONK cheaper
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/venues/raydium/pools", {"symbol": "ITNOPE"}),
+        ("/venues/raydium/pools/liquidity", {"token_a": "SOL", "token_b": "USDC", "usd": "1"}),
+        ("/venues/raydium/faults", {"call": "submit", "codes": ["POOL_BUSY"]}),
+        (
+            "/venues/raydium/price-moves",
+            {"token_in": "SOL", "token_out": "USDC", "fraction": "0.3"},
+        ),
+        ("/venues/raydium/drift", {"moves": []}),
+    ],
+)
+@pytest.mark.parametrize("token", [None, "a-guess"])
+async def test_venue_service_controls_without_the_admin_token_answer_401_and_change_nothing(
+    service_url: str, path: str, body: dict[str, Any], token: str | None
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=service_url, headers=headers) as client:
+        before = (await client.get("/venues/raydium/pools")).json()
+        response = await client.post(path, json=body)
+        after = (await client.get("/venues/raydium/pools")).json()
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "UNAUTHENTICATED"
+    assert after == before

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.auth import AUTH, DEV_KEY
 from tests.integration.system import System
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,7 +50,7 @@ CONFIRM_MS = 60_000
 
 @pytest.fixture
 async def client(system: System) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=system.base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=system.base_url, headers=AUTH, timeout=30) as http:
         yield http
 
 
@@ -79,10 +80,19 @@ async def page(browser: Any, system: System) -> AsyncIterator[Any]:
     script_errors: list[str] = []
     opened.on("pageerror", lambda error: script_errors.append(str(error)))
     try:
+        # The page asks for a key once; this browser keeps it for every later load.
+        await opened.goto("/")
+        await enter_key(opened, DEV_KEY)
+        await opened.wait_for_selector("#key-form", state="hidden")
         yield opened
     finally:
         await context.close()
     assert not script_errors, f"the page threw: {script_errors}"
+
+
+async def enter_key(page: Any, key: str) -> None:
+    await page.fill("#api-key", key)
+    await page.click("#key-submit")
 
 
 async def submit(client: httpx.AsyncClient, body: dict[str, Any] = ORDER) -> str:
@@ -107,6 +117,45 @@ async def listed_when(
 
 
 # The page -------------------------------------------------------------------------
+
+
+async def test_web_page_asks_for_a_key_once_and_keeps_it_in_the_browser(
+    browser: Any, system: System, client: httpx.AsyncClient
+) -> None:
+    order_id = await submit(client)
+    await listed_when(client, {order_id})
+    context = await browser.new_context(base_url=system.base_url)
+    try:
+        page = await context.new_page()
+        sent: list[str | None] = []
+        page.on("request", lambda r: sent.append(r.headers.get("authorization")))
+
+        # Given a browser that never used the page: it asks for a key, and shows nothing else
+        await page.goto("/")
+        await page.wait_for_selector("#key-form", state="visible")
+        assert await page.locator("#main").is_hidden()
+
+        # When a key the gateway does not know is entered, it says so and keeps asking
+        await enter_key(page, "oee_not-a-key-anybody-made")
+        await page.locator("#key-error").filter(has_text="does not know").wait_for()
+        assert await page.evaluate("localStorage.getItem('oee.apiKey')") is None
+
+        # When the right key is entered, the page starts: orders are listed with it
+        await enter_key(page, DEV_KEY)
+        await page.wait_for_selector("#key-form", state="hidden")
+        await page.locator(f'#past-orders tr[data-order-id="{order_id}"]').wait_for()
+        assert await page.evaluate("localStorage.getItem('oee.apiKey')") == DEV_KEY
+
+        # And after a reload it does not ask again: the live feed opens with the key too
+        await page.reload()
+        await page.locator(f'#past-orders tr[data-order-id="{order_id}"]').wait_for()
+        assert await page.locator("#key-form").is_hidden()
+        await page.wait_for_function(
+            "document.querySelector('#feed-status').dataset.feed === 'live'"
+        )
+        assert f"Bearer {DEV_KEY}" in sent
+    finally:
+        await context.close()
 
 
 async def test_web_page_market_order_confirms_live_and_is_listed_after_reload(

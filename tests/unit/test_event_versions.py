@@ -12,6 +12,7 @@ from domain import routing
 from domain.lifecycle import OrderState, evolve
 from events.messages import (
     DecodeError,
+    OrderAccepted,
     OrderRouted,
     SubmitOrder,
     VenueQuote,
@@ -77,12 +78,23 @@ SPEC_ADDITIONS = {"limit_price": None, "max_price": None, "expires_at": None}
 def test_decode_v1_unchanged_types_keep_their_exact_fields():
     raw = fixture("09-OrderConfirmed.json")
     assert json.loads(encode(decode_event(raw))) == json.loads(raw)
+
+
+def test_decode_v1_submission_upcasts_to_v2_placed_by_no_account():
     command = decode(fixture("00-SubmitOrder.json"))
     assert isinstance(command, SubmitOrder)
     original = json.loads(fixture("00-SubmitOrder.json"))
     original["spec"] |= SPEC_ADDITIONS
+    original |= {"schema_version": 2, "account": None}
     assert json.loads(encode(command)) == original
     assert command.spec.order_type == "market" and not command.spec.waits
+
+
+def test_decode_v1_acceptance_upcasts_to_v2_and_folds_to_an_order_of_no_account():
+    accepted = decode_event(fixture("01-OrderAccepted.json"))
+    assert isinstance(accepted, OrderAccepted)
+    assert (accepted.schema_version, accepted.account) == (2, None)
+    assert evolve(None, accepted).account is None
 
 
 def test_decode_stored_v1_routed_from_a_jsonb_column_upcasts_too():

@@ -15,27 +15,37 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from adapters.processes import free_port
 from adapters.settings import Settings
+from domain.accounts import DEV_ACCOUNT, Caller
 from events.messages import SwapAttemptFailed
 from services.gateway import deps, errors
 from services.gateway.adapters import Gateway
 from services.gateway.app import create_app
+from services.gateway.auth import authenticate
 from services.gateway.routes import orders
 from services.gateway.sockets import cut_when_stalled
 from services.gateway.submissions import Submissions
 from services.gateway.tail import Logged
+from tests.auth import AUTH, DEV_KEY, connect
 from tests.gateway_server import open_websocket, serving
 from tests.unit.factories import T0
 
 UNUSED_DATABASE = "postgresql://nobody@127.0.0.1:9/nothing"
+ADMIN = Caller(DEV_ACCOUNT, "admin", "dev")
 
 
 def settings_of(**overrides: Any) -> Settings:
-    return Settings(database_url=UNUSED_DATABASE, gateway_port=free_port(), **overrides)
+    return Settings(
+        database_url=UNUSED_DATABASE,
+        gateway_port=free_port(),
+        dev_api_key=DEV_KEY,
+        order_id_secret="unit-test-secret",
+        **overrides,
+    )
 
 
 @pytest.fixture
@@ -82,7 +92,8 @@ async def test_http_body_that_never_ends_answers_408_request_timeout_and_closes(
     reader, writer = await asyncio.open_connection(gateway.gateway_host, gateway.gateway_port)
     writer.write(
         b"POST /api/orders/execute HTTP/1.1\r\nHost: gateway\r\n"
-        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        + f"Authorization: Bearer {DEV_KEY}\r\n".encode()
+        + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
         b'{"type": "m'
     )
     started = time.monotonic()
@@ -134,7 +145,7 @@ async def test_read_while_the_database_is_unreachable_answers_503_with_retry_aft
     gateway: Settings,
 ) -> None:
     base = f"http://{gateway.gateway_host}:{gateway.gateway_port}"
-    async with httpx.AsyncClient(base_url=base) as client:
+    async with httpx.AsyncClient(base_url=base, headers=AUTH) as client:
         response = await client.get(f"/api/orders/{uuid.uuid4()}")
 
     assert response.status_code == 503
@@ -153,6 +164,7 @@ async def test_unexpected_error_answers_500_in_the_error_envelope() -> None:
     app.include_router(orders.router)
     app.dependency_overrides[deps.read_side] = FailingReadSide
     app.dependency_overrides[deps.submissions] = Submissions
+    app.dependency_overrides[authenticate] = lambda: ADMIN
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         response = await client.get(f"/api/orders/{uuid.uuid4()}")

@@ -10,9 +10,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from domain.accounts import DEV_ACCOUNT, Caller
 from domain.lifecycle import evolve
 from events.messages import Event
 from services.gateway import deps, errors
+from services.gateway.auth import authenticate
 from services.gateway.fanout import Fanout, StreamFilter
 from services.gateway.firehose import StreamParamError, parse_cursor
 from services.gateway.read_side import fold_onto
@@ -120,7 +122,7 @@ def test_submissions_a_keyed_submission_is_remembered_under_its_key() -> None:
 
     submissions.record_submission(command)
 
-    seen = submissions.submission("k1")
+    seen = submissions.submission(command.account, "k1")
     assert seen is not None and seen.order_id == command.order_id
     assert submissions.submitted(command.order_id) == command
 
@@ -154,6 +156,9 @@ def test_fanout_a_feed_that_is_full_is_dropped_and_no_longer_fed() -> None:
     assert fanout.listeners == 0
 
 
+ADMIN = Caller(DEV_ACCOUNT, "admin", "dev")
+
+
 class StubReadSide:
     """Answers ``state`` from a dict, as if the read models held those orders."""
 
@@ -171,6 +176,7 @@ async def get(path: str, read_side: StubReadSide, submissions: Submissions) -> h
     app.include_router(orders.router)
     app.dependency_overrides[deps.read_side] = lambda: read_side
     app.dependency_overrides[deps.submissions] = lambda: submissions
+    app.dependency_overrides[authenticate] = lambda: ADMIN
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         return await client.get(path)
@@ -212,7 +218,8 @@ def test_submissions_past_the_bounds_forget_the_least_recent_keys_and_commands()
     for command in commands:
         submissions.record_submission(command)
 
-    assert [submissions.submission(f"k{n}") is not None for n in range(3)] == [False, True, True]
+    remembered = [submissions.submission(c.account, f"k{n}") for n, c in enumerate(commands)]
+    assert [seen is not None for seen in remembered] == [False, True, True]
     assert [submissions.submitted(c.order_id) is not None for c in commands] == [False, True, True]
 
 
@@ -233,7 +240,7 @@ async def test_submissions_hold_lets_one_holder_of_a_key_in_at_a_time() -> None:
     inside: list[int] = []
 
     async def enter(n: int) -> None:
-        async with submissions.hold("k"):
+        async with submissions.hold("acme", "k"):
             inside.append(n)
             await asyncio.sleep(0.01)
             inside.append(-n)

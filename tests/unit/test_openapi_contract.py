@@ -18,18 +18,23 @@ import pytest
 from fastapi import FastAPI
 
 from adapters.settings import Settings
+from domain.accounts import Caller
 from domain.numbers import DECIMAL_PATTERN
 from services.gateway import deps, errors
 from services.gateway.app import create_app
+from services.gateway.auth import authenticate
 from services.gateway.routes import orders
 from services.gateway.submissions import Submissions
+from tests.auth import AUTH, DEV_KEY
 
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
 @pytest.fixture(scope="module")
 def app() -> FastAPI:
-    return create_app(Settings(database_url="postgresql://nobody@127.0.0.1:9/nothing"))
+    return create_app(
+        Settings(database_url="postgresql://nobody@127.0.0.1:9/nothing", dev_api_key=DEV_KEY)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +127,9 @@ async def test_method_not_allowed_answers_405_with_allow_in_the_envelope(
     app: FastAPI, document: dict[str, Any]
 ) -> None:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://gateway", headers=AUTH
+    ) as client:
         for path, item in document["paths"].items():
             concrete = path.replace("{order_id}", str(uuid.uuid4()))
             for method in METHODS:
@@ -158,6 +165,7 @@ async def test_unexpected_error_and_database_outage_answer_in_the_envelope(
     app.include_router(orders.router)
     app.dependency_overrides[deps.read_side] = lambda: BrokenReadSide(raised)
     app.dependency_overrides[deps.submissions] = Submissions
+    app.dependency_overrides[authenticate] = lambda: Caller("dev", "admin", "test")
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         response = await client.get(f"/api/orders/{uuid.uuid4()}")

@@ -23,6 +23,7 @@ from services.gateway.firehose import StreamParamError, parse_cursor
 from services.gateway.intake import parse_order_request
 from services.venues.service import create_app as create_venue_app
 from services.venues.simulator import SimulatedVenue, default_price_table
+from tests.auth import AUTH, DEV_KEY
 from tests.gateway_server import serving
 
 ORDER = {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5", "slippageBps": 50}
@@ -36,11 +37,13 @@ def body(base: Mapping[str, Any] = ORDER, **changes: Any) -> bytes:
 @pytest.fixture(scope="module")
 async def gateway() -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
-        database_url="postgresql://nobody@127.0.0.1:9/nothing", gateway_port=free_port()
+        database_url="postgresql://nobody@127.0.0.1:9/nothing",
+        gateway_port=free_port(),
+        dev_api_key=DEV_KEY,
     )
     async with (
         serving(settings, lifespan=False) as url,
-        httpx.AsyncClient(base_url=url, timeout=10) as client,
+        httpx.AsyncClient(base_url=url, timeout=10, headers=AUTH) as client,
     ):
         yield client
 
@@ -329,8 +332,11 @@ def test_parse_decimal_keeps_the_number_written() -> None:
 @pytest.fixture(scope="module")
 async def venues() -> AsyncIterator[httpx.AsyncClient]:
     venue = SimulatedVenue("raydium", fee_bps=30, seed=7, prices=default_price_table(Decimal(150)))
-    transport = httpx.ASGITransport(app=create_venue_app([venue]))
-    async with httpx.AsyncClient(transport=transport, base_url="http://venues") as client:
+    transport = httpx.ASGITransport(app=create_venue_app([venue], admin_token="controls"))
+    headers = {"Authorization": "Bearer controls"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://venues", headers=headers
+    ) as client:
         yield client
 
 

@@ -63,7 +63,9 @@ async def served() -> AsyncIterator[tuple[list[float], SimulatedVenue, str]]:
     venue = landing_venue(now)
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app([venue]), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app([venue], admin_token="t"), host="127.0.0.1", port=port, log_level="warning"
+        )
     )
     serving = asyncio.create_task(server.serve())
     for _ in range(500):  # up to 5 s

@@ -18,9 +18,9 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from projections.orders.handler import row_to_state
-from services.gateway.deps import ReadSideDep
+from services.gateway.deps import CallerDep, ReadSideDep
 from services.gateway.errors import ApiError
-from services.gateway.responses import COMMON_ERRORS, DATABASE, OrderPage, error
+from services.gateway.responses import AUTHENTICATED, COMMON_ERRORS, DATABASE, OrderPage, error
 from services.gateway.schemas import order_view
 
 STATIC_DIR = Path(__file__).parents[1] / "static"
@@ -53,10 +53,12 @@ async def static(path: str, request: Request) -> Response:
         422: error("A bad limit or before: INVALID_QUERY"),
         **DATABASE,
         **COMMON_ERRORS,
+        **AUTHENTICATED,
     },
 )
 async def list_orders(
     read_side: ReadSideDep,
+    caller: CallerDep,
     limit: Annotated[
         str,
         Query(
@@ -68,11 +70,12 @@ async def list_orders(
         str | None, Query(description="The `next` cursor of the previous page.")
     ] = None,
 ) -> Any:
-    """List orders newest first, a page at a time; ``next`` is null on the last page."""
+    """List the caller's orders (an admin: every order) newest first, a page at a time;
+    ``next`` is null on the last page."""
     size = parse_limit(limit)
     key = decode_cursor(before) if before is not None else None
     # One row more than asked tells whether another page exists.
-    rows = await read_side.list_orders(size + 1, key)
+    rows = await read_side.list_orders(size + 1, key, None if caller.admin else caller.account)
     page = rows[:size]
     more = len(rows) > size
     return {

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import ValidationError
 
 from adapters.venues.quoting import quote_all
 from domain.numbers import DECIMAL_PATTERN
 from domain.routing import NoRoute, choose_route
 from services.gateway import errors
-from services.gateway.deps import ReadSideDep, SettingsDep, VenuesDep
-from services.gateway.responses import COMMON_ERRORS, DATABASE, INVALID, Analytics, Quotes
+from services.gateway.deps import ReadSideDep, SettingsDep, VenuesDep, admin
+from services.gateway.responses import (
+    ADMIN_ONLY,
+    AUTHENTICATED,
+    COMMON_ERRORS,
+    DATABASE,
+    INVALID,
+    Analytics,
+    Quotes,
+)
 from services.gateway.schemas import TOKEN_PATTERN, TradeRequest, camelize
 
 router = APIRouter()
@@ -29,6 +37,7 @@ _AMOUNT: dict[str, Any] = {"pattern": DECIMAL_PATTERN, "maxLength": 35}
         200: {"model": Quotes, "description": "Every venue's quote and the route"},
         **INVALID,
         **COMMON_ERRORS,
+        **AUTHENTICATED,
     },
 )
 async def get_quotes(
@@ -69,15 +78,20 @@ async def get_quotes(
     }
 
 
+# Admin only: the figures are over every account's orders (venue fill rates, volumes).
 @router.get(
     "/api/analytics",
     response_model=None,
+    dependencies=[Depends(admin)],
     responses={
         200: {"model": Analytics, "description": "Figures per venue and per pair"},
         **DATABASE,
         **COMMON_ERRORS,
+        **AUTHENTICATED,
+        **ADMIN_ONLY,
     },
 )
 async def get_analytics(read_side: ReadSideDep) -> Any:
-    """Return execution figures per venue and per pair (see docs/architecture.md)."""
+    """Return execution figures per venue and per pair over every account's orders
+    (admin only; see docs/architecture.md)."""
     return await read_side.analytics()

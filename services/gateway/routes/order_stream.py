@@ -20,8 +20,17 @@ from fastapi import APIRouter, Query, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from adapters.settings import Settings
-from events.messages import TERMINAL_STATUSES, Event
-from services.gateway.deps import ReadSideDep, RecentDep, SettingsDep, SocketLimitsDep, TailDep
+from domain.accounts import Caller
+from events.messages import TERMINAL_STATUSES, Event, OrderAccepted
+from services.gateway.auth import authenticate_socket, offered_key
+from services.gateway.deps import (
+    GatewayDep,
+    ReadSideDep,
+    RecentDep,
+    SettingsDep,
+    SocketLimitsDep,
+    TailDep,
+)
 from services.gateway.errors import DatabaseUnavailable
 from services.gateway.firehose import is_whole_number
 from services.gateway.mailbox import Mailbox
@@ -57,14 +66,19 @@ async def follow(
     recent: RecentDep,
     tail: TailDep,
     limits: SocketLimitsDep,
+    gateway: GatewayDep,
     order_id: Annotated[str | None, Query(alias="orderId")] = None,
     last_seq: Annotated[str | None, Query(alias="lastSeq")] = None,
 ) -> None:
     """Stream an order's events after ``lastSeq`` (all by default), then live, then close."""
-    async with admit(socket, limits, "order") as admitted:
-        if admitted:
-            limit_send_buffer(socket, settings.ws_send_buffer_bytes)
-            await follow_order(socket, settings, read_side, recent, tail, order_id, last_seq)
+    async with admit(socket, limits, "order", offered_key(socket)[1]) as admitted:
+        if not admitted:
+            return
+        caller = await authenticate_socket(socket, gateway)
+        if caller is None:
+            return
+        limit_send_buffer(socket, settings.ws_send_buffer_bytes)
+        await follow_order(socket, settings, read_side, recent, tail, order_id, last_seq, caller)
 
 
 async def follow_order(
@@ -75,8 +89,10 @@ async def follow_order(
     tail: LogTail,
     order_id: str | None,
     last_seq: str | None,
+    caller: Caller,
 ) -> None:
-    """Check the parameters of an accepted socket, then stream the order to it."""
+    """Check the parameters of an accepted socket, then stream the order to it (as an
+    unknown order, 4404, when another account placed it)."""
     try:
         parsed = uuid.UUID(order_id or "")
     except ValueError:
@@ -85,7 +101,7 @@ async def follow_order(
     if last_seq is not None and not is_whole_number(last_seq):
         await close(socket, WS_BAD_REQUEST, "lastSeq: must be a whole number")
         return
-    stream = OrderStream(socket, parsed, read_side, settings)
+    stream = OrderStream(socket, parsed, read_side, settings, caller)
     with contextlib.suppress(WebSocketDisconnect):
         await stream.run(recent, tail, int(last_seq or 0))
 
@@ -98,6 +114,7 @@ class OrderStream:
     order_id: uuid.UUID
     read_side: ReadSide
     settings: Settings
+    caller: Caller
     sent: int = 0
     pending: dict[int, Event] = field(default_factory=dict)
 
@@ -131,6 +148,9 @@ class OrderStream:
             if not history and not await self.known(tail):
                 await close(self.socket, WS_UNKNOWN_ORDER, "unknown order")
                 return False
+            if not self.caller.owns(self.placed_by(history)):
+                await close(self.socket, WS_UNKNOWN_ORDER, "unknown order")
+                return False
         except DatabaseUnavailable:
             # Neither the tail nor the read models can tell whether it exists.
             await close(self.socket, WS_HISTORY_UNAVAILABLE, "the read models are unavailable")
@@ -141,6 +161,13 @@ class OrderStream:
             await close(self.socket, 1000, state.status)
             return False
         return True
+
+    def placed_by(self, history: list[Logged]) -> str | None:
+        """Return the account that placed the order: from its acceptance, or its submission."""
+        first = history[0].event if history else None
+        if isinstance(first, OrderAccepted):
+            return first.account
+        return self.read_side.submitted_by(self.order_id)
 
     async def history(self) -> list[Logged]:
         """Return the order's events known so far; the tail's alone while the database is down."""

@@ -2,7 +2,9 @@
 
 A submission is answered once its command is on the log (acks=all); the gateway
 writes nothing else. With an ``Idempotency-Key`` the order id derives from the
-key, so a retry on any gateway means the same order.
+caller's account and the key (and a server secret), so a retry on any gateway
+means the same order. An order belongs to the account that placed it: to any
+other caller it is unknown (404), unless that caller is an admin.
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from adapters.metrics import ORDERS_SUBMITTED
+from domain.accounts import Caller
 from domain.lifecycle import OrderState
 from events.messages import CancelOrder, Event, OrderSpec, SubmitOrder
+from events.messages import OrderAccepted as AcceptedEvent
 from services.gateway.commands import CommandWriter
 from services.gateway.deps import (
+    CallerDep,
     Clock,
     ClockDep,
     CommandsDep,
+    GatewayDep,
     ReadSideDep,
     RecentDep,
     SettingsDep,
@@ -39,6 +45,7 @@ from services.gateway.mailbox import Mailbox
 from services.gateway.read_side import ReadSide
 from services.gateway.request_id import request_correlation
 from services.gateway.responses import (
+    AUTHENTICATED,
     COMMON_ERRORS,
     DATABASE,
     INVALID,
@@ -94,6 +101,7 @@ _EXECUTE_BODY = {
             retry=True,
         ),
         **COMMON_ERRORS,
+        **AUTHENTICATED,
     },
 )
 async def execute(
@@ -103,6 +111,8 @@ async def execute(
     commands: CommandsDep,
     submissions: SubmissionsDep,
     read_side: ReadSideDep,
+    caller: CallerDep,
+    gateway: GatewayDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -127,15 +137,20 @@ async def execute(
     spec = order.to_spec()
     digest = request_hash(spec)
     correlation = request_correlation(request)
+    account = caller.account
     if idempotency_key is None:
-        command = submit_order(uuid.uuid4(), spec, digest, None, clock, correlation)
+        command = submit_order(uuid.uuid4(), spec, digest, None, account, clock, correlation)
         await write_submission(command, commands, submissions)
         return accepted(command.order_id, "pending")
-    order_id = idempotent_order_id(idempotency_key)
-    async with submissions.hold(idempotency_key):
-        prior_hash = await earlier_submission(idempotency_key, order_id, submissions, read_side)
+    order_id = idempotent_order_id(gateway.order_secret, account, idempotency_key)
+    async with submissions.hold(account, idempotency_key):
+        prior_hash = await earlier_submission(
+            account, idempotency_key, order_id, submissions, read_side
+        )
         if prior_hash is None:
-            command = submit_order(order_id, spec, digest, idempotency_key, clock, correlation)
+            command = submit_order(
+                order_id, spec, digest, idempotency_key, account, clock, correlation
+            )
             await write_submission(command, commands, submissions)
             return accepted(order_id, "pending")
     if prior_hash != digest:
@@ -154,6 +169,7 @@ def submit_order(
     spec: OrderSpec,
     digest: str,
     key: str | None,
+    account: str,
     clock: Clock,
     correlation_id: uuid.UUID,
 ) -> SubmitOrder:
@@ -167,6 +183,7 @@ def submit_order(
         spec=spec,
         idempotency_key=key,
         request_hash=digest,
+        account=account,
     )
 
 
@@ -193,10 +210,11 @@ def order_location(order_id: uuid.UUID) -> str:
 
 
 async def earlier_submission(
-    key: str, order_id: uuid.UUID, submissions: Submissions, read_side: ReadSide
+    account: str, key: str, order_id: uuid.UUID, submissions: Submissions, read_side: ReadSide
 ) -> str | None:
-    """Return the request digest first submitted under ``key``, if it was used before."""
-    seen = submissions.submission(key)
+    """Return the request digest ``account`` first submitted under ``key``, if it was used
+    before."""
+    seen = submissions.submission(account, key)
     if seen is not None:
         return seen.request_hash
     return await read_side.request_hash(order_id)
@@ -225,17 +243,20 @@ async def execute_over_plain_http() -> None:
         **INVALID,
         **DATABASE,
         **COMMON_ERRORS,
+        **AUTHENTICATED,
     },
 )
 async def get_order(
-    order_id: uuid.UUID, read_side: ReadSideDep, submissions: SubmissionsDep
+    order_id: uuid.UUID, read_side: ReadSideDep, submissions: SubmissionsDep, caller: CallerDep
 ) -> Any:
     """Return an order's current state."""
     state = await read_side.state(order_id)
     if state is not None:
+        if not caller.owns(state.account):
+            raise order_not_found(order_id)
         return order_view(state)
     command = submissions.submitted(order_id)
-    if command is not None:
+    if command is not None and caller.owns(command.account):
         # Written to the log but not accepted by the engine yet: read your writes.
         return submitted_view(command)
     raise order_not_found(order_id)
@@ -250,12 +271,13 @@ async def get_order(
         **INVALID,
         **DATABASE,
         **COMMON_ERRORS,
+        **AUTHENTICATED,
     },
 )
-async def get_events(order_id: uuid.UUID, read_side: ReadSideDep) -> Any:
+async def get_events(order_id: uuid.UUID, read_side: ReadSideDep, caller: CallerDep) -> Any:
     """Return an order's audit trail: every event, in order, with its log position."""
     history = await read_side.history(order_id)
-    if not history:
+    if not history or not caller.owns(placed_by(history)):
         raise order_not_found(order_id)
     return {
         "orderId": str(order_id),
@@ -281,6 +303,7 @@ async def get_events(order_id: uuid.UUID, read_side: ReadSideDep) -> Any:
             retry=True,
         ),
         **COMMON_ERRORS,
+        **AUTHENTICATED,
     },
 )
 async def cancel(
@@ -290,9 +313,10 @@ async def cancel(
     commands: CommandsDep,
     read_side: ReadSideDep,
     recent: RecentDep,
+    caller: CallerDep,
 ) -> JSONResponse:
     """Cancel an armed limit or sniper order; answers once the outcome is on the log."""
-    state = await armed_state(order_id, read_side, settings.unknown_order_grace_s)
+    state = await armed_state(order_id, read_side, settings.unknown_order_grace_s, caller)
     async with recent.subscribe(order_id, settings.stream_buffer) as live:
         command = CancelOrder(
             message_id=uuid.uuid4(),
@@ -330,12 +354,24 @@ def not_cancellable(order_id: uuid.UUID, status: str) -> ApiError:
     )
 
 
-async def armed_state(order_id: uuid.UUID, read_side: ReadSide, grace_s: float) -> OrderState:
-    """Return the order's state once it is armed, or raise 404/409."""
+def placed_by(history: list[Logged]) -> str | None:
+    """Return the account that placed an order, from its history (its acceptance)."""
+    first = history[0].event
+    return first.account if isinstance(first, AcceptedEvent) else None
+
+
+async def armed_state(
+    order_id: uuid.UUID, read_side: ReadSide, grace_s: float, caller: Caller
+) -> OrderState:
+    """Return the order's state once it is armed, or raise 404/409 (404: another
+    account's order)."""
     deadline = asyncio.get_running_loop().time() + grace_s
     while True:
         state = await read_side.state(order_id)
         if state is None and not await read_side.exists(order_id):
+            raise order_not_found(order_id)
+        submitted = read_side.submitted_by(order_id) if state is None else state.account
+        if not caller.owns(submitted):
             raise order_not_found(order_id)
         waiting = state is None or (state.status == "pending" and state.spec.waits)
         if state is not None and not waiting:

@@ -10,7 +10,14 @@ from adapters.venues.interface import VenueError
 from services.gateway.deps import SettingsDep, VenuesDep
 from services.gateway.errors import ApiError
 from services.gateway.intake import read_body, read_json_object, validated
-from services.gateway.responses import COMMON_ERRORS, INVALID, LaunchedPool, error
+from services.gateway.responses import (
+    ADMIN_ONLY,
+    AUTHENTICATED,
+    COMMON_ERRORS,
+    INVALID,
+    LaunchedPool,
+    error,
+)
 from services.gateway.schemas import LaunchRequest, camelize
 
 router = APIRouter()
@@ -40,6 +47,8 @@ _LAUNCH_BODY = {
         **INVALID,
         502: error("The venue did not answer"),
         **COMMON_ERRORS,
+        **AUTHENTICATED,
+        **ADMIN_ONLY,
     },
 )
 async def launch(request: Request, settings: SettingsDep, venues: VenuesDep) -> Any:

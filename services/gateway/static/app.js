@@ -2,7 +2,8 @@
 // Plain ES modules on top of the gateway's JSON and WebSocket API; no build step.
 
 import { barChart } from "./charts.js";
-import { amount, clock, dateTime, h, marketOf, orderPrice, shortId, summary, TERMINAL, wsUrl } from "./dom.js";
+import { amount, clock, dateTime, h, marketOf, orderPrice, shortId, summary, TERMINAL } from "./dom.js";
+import { api, apiKey, forgetKey, openSocket, saveKey, wellFormed } from "./auth.js";
 import { OrderTimeline } from "./timeline.js";
 
 // The order types the form offers, and the extra fields each one sends.
@@ -120,7 +121,7 @@ async function submitOrder(event) {
   const button = $("#submit");
   button.disabled = true;
   try {
-    const response = await fetch("/api/orders/execute", {
+    const response = await api("/api/orders/execute", {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(requestBody()),
@@ -192,7 +193,7 @@ async function loadPast({ older = false } = {}) {
   if (older && pastNext) query.set("before", pastNext);
   let page;
   try {
-    const response = await fetch(`/api/orders?${query}`);
+    const response = await api(`/api/orders?${query}`);
     if (!response.ok) throw new Error(`the gateway answered ${response.status}`);
     page = await response.json();
   } catch (error) {
@@ -252,9 +253,13 @@ async function loadAnalytics() {
   const status = $("#analytics-status");
   let data;
   try {
-    const response = await fetch("/api/analytics", { headers: { accept: "application/json" } });
+    const response = await api("/api/analytics", { headers: { accept: "application/json" } });
     if (response.status === 404) {
       status.textContent = "analytics not available yet";
+      return;
+    }
+    if (response.status === 403) {
+      status.textContent = "analytics cover every account: they need an admin key";
       return;
     }
     if (!response.ok) throw new Error(`the gateway answered ${response.status}`);
@@ -367,7 +372,7 @@ function connectFeed() {
   let socket;
   try {
     const query = feedCursor ? `?${new URLSearchParams({ from: feedCursor })}` : "";
-    socket = new WebSocket(wsUrl(`/api/stream${query}`));
+    socket = openSocket(`/api/stream${query}`);
   } catch {
     setFeed("unavailable", "feed unavailable");
     return;
@@ -432,7 +437,7 @@ async function launchToken(event) {
   button.disabled = true;
   setLaunch("pending", "launching…");
   try {
-    const response = await fetch("/api/simulate/launch", {
+    const response = await api("/api/simulate/launch", {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(body),
@@ -484,16 +489,59 @@ async function checkHealth() {
   }
 }
 
+// The API key ------------------------------------------------------------------------
+
+/** Ask for a key; keep it once the gateway knows it, then start the page with it. */
+function askForKey() {
+  const keyForm = $("#key-form");
+  $("#main").hidden = true;
+  keyForm.hidden = false;
+  keyForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const key = keyForm.elements.namedItem("apiKey").value.trim();
+    const error = $("#key-error");
+    if (!wellFormed(key)) {
+      error.textContent = "That is not an API key.";
+      return;
+    }
+    try {
+      const response = await fetch("/api/orders?limit=1", { headers: { authorization: `Bearer ${key}` } });
+      if (response.status === 401) {
+        error.textContent = "The gateway does not know this key.";
+        return;
+      }
+    } catch (failure) {
+      error.textContent = `Could not reach the gateway: ${failure.message}`;
+      return;
+    }
+    saveKey(key);
+    keyForm.hidden = true;
+    $("#main").hidden = false;
+    start();
+  });
+}
+
 // Start ------------------------------------------------------------------------------
 
+function start() {
+  const forget = $("#key-forget");
+  forget.hidden = false;
+  forget.addEventListener("click", () => {
+    forgetKey();
+    location.reload();
+  });
+  form.addEventListener("submit", submitOrder);
+  launchForm.addEventListener("submit", launchToken);
+  $("#past-refresh").addEventListener("click", () => loadPast());
+  $("#past-more").addEventListener("click", () => loadPast({ older: true }));
+  loadPast();
+  loadAnalytics();
+  setInterval(loadAnalytics, ANALYTICS_EVERY_MS);
+  connectFeed();
+}
+
 setUpTypes();
-form.addEventListener("submit", submitOrder);
-launchForm.addEventListener("submit", launchToken);
-$("#past-refresh").addEventListener("click", () => loadPast());
-$("#past-more").addEventListener("click", () => loadPast({ older: true }));
-loadPast();
-loadAnalytics();
-setInterval(loadAnalytics, ANALYTICS_EVERY_MS);
 checkHealth();
 setInterval(checkHealth, HEALTH_EVERY_MS);
-connectFeed();
+if (apiKey()) start();
+else askForKey();

@@ -2,7 +2,8 @@
 // order's WebSocket, which replays the history, goes on live and closes with 1000
 // after the terminal event. While the order is armed the card offers to cancel it.
 
-import { amount, clock, dateTime, h, orderText, shortId, summary, TERMINAL, wsUrl } from "./dom.js";
+import { api, openSocket } from "./auth.js";
+import { amount, clock, dateTime, h, orderText, shortId, summary, TERMINAL } from "./dom.js";
 
 const WS_NORMAL = 1000;
 const WS_UNKNOWN_ORDER = 4404;
@@ -50,7 +51,7 @@ export class OrderTimeline {
     let response;
     let answer = null;
     try {
-      response = await fetch(`/api/orders/${encodeURIComponent(this.orderId)}/cancel`, { method: "POST" });
+      response = await api(`/api/orders/${encodeURIComponent(this.orderId)}/cancel`, { method: "POST" });
       answer = await response.json().catch(() => null);
     } catch (error) {
       this.cancelled("error", `Could not reach the gateway: ${error.message}`);
@@ -94,7 +95,7 @@ export class OrderTimeline {
     const query = new URLSearchParams({ orderId: this.orderId });
     // After a drop, ask only for what was missed; a repeat would be skipped anyway.
     if (this.seen.size) query.set("lastSeq", String(Math.max(...this.seen.keys())));
-    const socket = new WebSocket(wsUrl(`/api/orders/execute?${query}`));
+    const socket = openSocket(`/api/orders/execute?${query}`);
     this.socket = socket;
     socket.addEventListener("message", (message) => {
       try {
