@@ -23,11 +23,6 @@ from aiokafka.protocol.api import Request
 from adapters.kafka import client_options, topic_names
 from adapters.settings import Settings
 
-# An accounts topic (API keys, written by `oee keys` as the admin) is read by the gateway
-# alone; its name starts with this. No topic of that name exists until accounts do.
-ACCOUNTS_TOPIC_PREFIX = "accounts"
-
-
 class Resource(IntEnum):
     """Kafka's resource types (org.apache.kafka.common.resource.ResourceType)."""
 
@@ -76,7 +71,8 @@ def acl_table(settings: Settings) -> list[Acl]:
     }
     reads = {
         # The gateway tails commands (idempotency) and events (streams, firehose).
-        "gateway": [s.commands_topic, s.events_topic, ACCOUNTS_TOPIC_PREFIX],
+        # The API keys' topic (written by `oee keys` as the admin) is the gateway's alone.
+        "gateway": [s.commands_topic, s.events_topic, s.accounts_topic],
         "triggers": [s.events_topic, s.market_topic],
         "sweeper": [s.commands_topic, s.events_topic],
         "engine": [s.commands_topic, s.events_topic],

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from adapters.kafka import client_options
 from adapters.settings import Settings
 from domain.accounts import DEV_ACCOUNT, Caller, TokenBucket, hash_key
 from events.accounts import KeyCreated, decode_key_record
@@ -54,7 +55,7 @@ class KeyRing:
     async def start(self, partitions: Iterable[int]) -> None:
         """Read every key on the accounts topic, then keep tailing it."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap,
+            **client_options(self._settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
