@@ -23,6 +23,7 @@ from aiokafka.protocol.api import Request
 from adapters.kafka import client_options, topic_names
 from adapters.settings import Settings
 
+
 class Resource(IntEnum):
     """Kafka's resource types (org.apache.kafka.common.resource.ResourceType)."""
 
