@@ -287,6 +287,7 @@ def build_app(
     async def housekeeping() -> None:
         await intake.check_stalls()
         await processor.expire_deferred(settings.engine_deferred_timeout_s)
+        await processor.expire_early(settings.engine_deferred_timeout_s)
         if next(ticks) % retire_every == 0:
             retired = processor.retire(clock())
             if retired:

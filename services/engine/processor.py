@@ -69,6 +69,14 @@ class Position(Frozen):
 
 
 @dataclass(frozen=True, slots=True)
+class _Early:
+    event: Event
+    raw: bytes
+    where: Position
+    since: float  # monotonic
+
+
+@dataclass(frozen=True, slots=True)
 class _Deferred:
     command: Command
     where: Position
@@ -109,6 +117,8 @@ class OrderProcessor:
         self._records: dict[bytes, EngineRecord] = {}
         # Commands naming an order version this engine has not folded yet, by order.
         self._deferred: dict[uuid.UUID, list[_Deferred]] = {}
+        # Events that came before an event they follow, by order and sequence number.
+        self._early: dict[uuid.UUID, dict[int, _Early]] = {}
         self._settle = settle
         self._retention = retention
         self._monotonic = monotonic
@@ -179,8 +189,7 @@ class OrderProcessor:
             log.warning(
                 "resuming order %s at #%d: %s", command.order_id, command.seq, command.reason
             )
-            await self._apply(command.event, encode(command.event), where)
-            return True
+            return await self._apply(command.event, encode(command.event), where)
         async with self._locks.hold(command.order_id):
             record = self.record(command.order_id)
             if command.seq > (record.state.seq if record else 0):
@@ -263,46 +272,116 @@ class OrderProcessor:
             await self._decide(record, item.command)
             self._settle(item.where)
 
-    async def on_event(self, raw: bytes, where: Position) -> None:
-        """Handle one message from the order-events topic: fold it, then react."""
+    async def on_event(self, raw: bytes, where: Position) -> bool:
+        """Handle one message from the order-events topic: fold it, then react.
+
+        Return False when the event came before one it follows (it is kept, and settled
+        once folded); True when it is settled now.
+        """
         try:
             event = decode_event(raw)
         except DecodeError as exc:
             await self._dead_letter(raw, where, f"undecodable event: {exc}")
-            return
+            return True
         self._observe(event, False)
         with bind(event.order_id, event.correlation_id):
-            await self._apply(event, raw, where)
+            return await self._apply(event, raw, where)
 
-    async def _apply(self, event: Event, raw: bytes, where: Position) -> None:
-        """Fold ``event`` unless it was, then perform its step unless that happened."""
+    async def _apply(self, event: Event, raw: bytes, where: Position) -> bool:
+        """Fold ``event`` (or keep it, if it came early) and then fold what it was keeping."""
         async with self._locks.hold(event.order_id):
             record = self.record(event.order_id)
-            if record is not None and event.seq < record.state.seq:
-                return  # an old event redelivered: its successors are already folded
-            if record is None or event.seq > record.state.seq:
-                try:
-                    state = evolve(record.state if record else None, event)
-                except IllegalTransition as exc:
-                    await self._dead_letter(raw, where, f"illegal transition: {exc}")
-                    return
-                # Stored once, with the reaction below: should the engine die in
-                # between, the event is not settled and comes again to be folded anew.
-                record = EngineRecord(state=state, reacted_seq=record.reacted_seq if record else 0)
-                self._observe(event, True)
-                await self._run_deferred(record)
-            if record.reacted_seq >= event.seq:
-                return  # a duplicate of an event this engine already reacted to (and stored)
+            if event.seq > (record.state.seq if record else 0) + 1:
+                self._hold_early(event, raw, where)
+                return False
+            await self._fold_and_react(event, raw, where)
+            await self._fold_early(event.order_id)
+        return True
+
+    def _hold_early(self, event: Event, raw: bytes, where: Position) -> None:
+        """Keep an event whose predecessor this engine has not folded yet.
+
+        Messages of one partition can reach the engine out of order: after a restart a
+        fetch may skip some (the intake seeks back to them within a second), and many
+        actors share the stream. Folded now, it would be an illegal transition; kept
+        unsettled, the engine's position cannot pass it.
+        """
+        waiting = self._early.setdefault(event.order_id, {})
+        waiting[event.seq] = _Early(event, raw, where, self._monotonic())
+
+    @property
+    def early(self) -> int:
+        """Count the events kept until the events before them are folded."""
+        return sum(len(waiting) for waiting in self._early.values())
+
+    async def _fold_early(self, order_id: uuid.UUID) -> None:
+        """Fold the kept events of an order that now follow on, in order; settle each."""
+        waiting = self._early.get(order_id)
+        while waiting:
+            record = self.record(order_id)
+            item = waiting.pop((record.state.seq if record else 0) + 1, None)
+            if item is None:
+                break
+            await self._fold_and_react(item.event, item.raw, item.where)
+            self._settle(item.where)
+        if not waiting:
+            self._early.pop(order_id, None)
+
+    async def expire_early(self, older_than_s: float) -> int:
+        """Fold events kept longer than ``older_than_s`` as they stand (a missing
+        predecessor makes them dead letters); return how many."""
+        now = self._monotonic()
+        expired = 0
+        stale = [
+            order_id
+            for order_id, waiting in self._early.items()
+            if any(now - item.since > older_than_s for item in waiting.values())
+        ]
+        for order_id in stale:
+            async with self._locks.hold(order_id):
+                waiting = self._early.pop(order_id, {})
+                for seq in sorted(waiting):
+                    item = waiting[seq]
+                    log.warning(
+                        "%s #%d of %s waited %.0fs for the events before it; folding it as is",
+                        item.event.type,
+                        seq,
+                        order_id,
+                        now - item.since,
+                    )
+                    await self._fold_and_react(item.event, item.raw, item.where)
+                    self._settle(item.where)
+                    expired += 1
+        return expired
+
+    async def _fold_and_react(self, event: Event, raw: bytes, where: Position) -> None:
+        """Fold ``event`` unless it was, then perform its step unless that happened."""
+        record = self.record(event.order_id)
+        if record is not None and event.seq < record.state.seq:
+            return  # an old event redelivered: its successors are already folded
+        if record is None or event.seq > record.state.seq:
             try:
-                following = await self._executor.react(record.state, event)
-            except Exception as exc:
-                # A bug or an unforeseen venue answer must end the order visibly,
-                # never leave it stalled in a non-terminal status.
-                log.exception("step after %s of order %s crashed", event.type, event.order_id)
-                following = self._executor.fail(record.state, event, "ENGINE_ERROR", repr(exc))
-            if following is not None:
-                await self._emit(following)
-            self._store(record.model_copy(update={"reacted_seq": event.seq}))
+                state = evolve(record.state if record else None, event)
+            except IllegalTransition as exc:
+                await self._dead_letter(raw, where, f"illegal transition: {exc}")
+                return
+            # Stored once, with the reaction below: should the engine die in
+            # between, the event is not settled and comes again to be folded anew.
+            record = EngineRecord(state=state, reacted_seq=record.reacted_seq if record else 0)
+            self._observe(event, True)
+            await self._run_deferred(record)
+        if record.reacted_seq >= event.seq:
+            return  # a duplicate of an event this engine already reacted to (and stored)
+        try:
+            following = await self._executor.react(record.state, event)
+        except Exception as exc:
+            # A bug or an unforeseen venue answer must end the order visibly,
+            # never leave it stalled in a non-terminal status.
+            log.exception("step after %s of order %s crashed", event.type, event.order_id)
+            following = self._executor.fail(record.state, event, "ENGINE_ERROR", repr(exc))
+        if following is not None:
+            await self._emit(following)
+        self._store(record.model_copy(update={"reacted_seq": event.seq}))
 
     def retire(self, now: datetime) -> int:
         """Forget orders that ended more than the retention ago; return how many.
@@ -318,7 +397,7 @@ class OrderProcessor:
             if record is None:
                 continue
             if record.state.terminal and record.state.updated_at < horizon:
-                if record.state.order_id in self._deferred:
+                if record.state.order_id in self._deferred or record.state.order_id in self._early:
                     continue
                 self._forget(key)
                 self._records.pop(key, None)

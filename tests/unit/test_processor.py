@@ -212,13 +212,46 @@ async def test_undecodable_event_goes_to_dead_letter_and_processing_continues():
     assert h.log[-1].status == "confirmed"
 
 
-async def test_event_out_of_lifecycle_goes_to_dead_letter():
+async def test_event_out_of_lifecycle_waits_for_its_predecessors_then_goes_to_dead_letter():
     h = Harness()
     orphan = confirmed_history(uuid.uuid4())[3]  # "submitted" for an order never accepted
-    await h.processor.on_event(encode(orphan), WHERE)
+    assert await h.processor.on_event(encode(orphan), WHERE) is False
+    assert h.dead == [] and h.processor.early == 1
+
+    h.monotonic[0] = 61.0
+    assert await h.processor.expire_early(older_than_s=60) == 1
     assert len(h.dead) == 1
     assert "illegal transition" in h.dead[0].error
+    assert h.settled == [WHERE]
     assert h.log == []
+
+
+async def test_an_event_that_overtook_its_predecessor_waits_for_it_and_both_fold_in_order():
+    h = Harness()
+    await h.processor.on_command(encode(submit_order()), WHERE)
+    await h.processor.on_event(encode(h.log[0]), WHERE)  # accepted: routes, emits routed
+    routed = h.log[1]
+    await h.processor.on_event(encode(routed), WHERE)  # routed: builds, emits built
+    built = h.log[2]
+    # A restarted engine whose table still says "pending" gets "built" before "routed".
+    h.table.clear()
+    h.restart()
+    await h.processor.on_event(encode(h.log[0]), WHERE)
+    emitted = len(h.log)
+    late = WHERE.model_copy(update={"offset": 9})
+
+    assert await h.processor.on_event(encode(built), late) is False
+    assert h.dead == [] and h.settled == []
+
+    assert await h.processor.on_event(encode(routed), WHERE) is True
+    assert h.dead == []
+    assert h.settled == [late]  # folded once "routed" was, and settled then
+    assert h.processor.early == 0
+    record = h.processor.record(built.order_id)
+    assert record is not None
+    assert (record.state.seq, record.reacted_seq) == (built.seq, built.seq)
+    # Its step was taken: the submission that follows "built" is on the log.
+    assert "submitted" in [e.status for e in h.log[emitted:]]
 
 
 async def test_command_topic_with_an_event_goes_to_dead_letter():
