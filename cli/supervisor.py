@@ -380,7 +380,8 @@ def up(settings: Settings) -> int:
     try:
         settings = infrastructure.start()
         infra_s = time.monotonic() - began
-        assert settings.kafka_bootstrap is not None and settings.database_url is not None
+        assert settings.kafka_bootstrap is not None
+        assert settings.database_url is not None
         dev_key = settings.dev_api_key or stored_secret(settings.data_dir, "dev-api-key")
         env = os.environ | {
             # Children run in the data dir, where a relative entry would point elsewhere.

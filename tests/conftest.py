@@ -116,7 +116,8 @@ def infra() -> Iterator[Infra]:
                 )
             )
             stack.callback(logins.register, None)
-        assert bootstrap is not None and database_url is not None
+        assert bootstrap is not None
+        assert database_url is not None
         yield Infra(bootstrap, database_url, kafka_source, database_source)
 
 

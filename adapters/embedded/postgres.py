@@ -423,5 +423,6 @@ def grant_database(conn: psycopg.Connection[Any]) -> None:
 
     ``conn`` is the superuser's, connected to that database; the roles must exist.
     """
-    assert OWNER_ROLE == "oee_projector" and READER_ROLE == "oee_reader"  # named in the SQL
+    assert OWNER_ROLE == "oee_projector"
+    assert READER_ROLE == "oee_reader"
     conn.execute(GRANT_DATABASE)

@@ -248,7 +248,8 @@ class Executor:
         )
 
     def _build(self, state: OrderState, cause: Event) -> Event:
-        assert state.venue is not None and state.expected_out is not None
+        assert state.venue is not None
+        assert state.expected_out is not None
         spec = state.spec
         decimals = decimals_of(spec.token_out)
         bound = min_amount_out(state.expected_out, spec.slippage_bps, decimals)
@@ -270,7 +271,8 @@ class Executor:
         )
 
     async def _submit(self, state: OrderState, cause: Event) -> Event:
-        assert state.venue is not None and state.client_ref is not None
+        assert state.venue is not None
+        assert state.client_ref is not None
         assert state.min_amount_out is not None
         venue = self._venues.get(state.venue)
         if venue is None:
@@ -298,7 +300,8 @@ class Executor:
         )
 
     async def _confirm(self, state: OrderState, cause: Event) -> Event:
-        assert state.venue is not None and state.tx_hash is not None
+        assert state.venue is not None
+        assert state.tx_hash is not None
         venue = self._venues[state.venue]
         try:
             result = await venue.confirm(state.tx_hash)

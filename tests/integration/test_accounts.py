@@ -117,7 +117,8 @@ async def test_key_made_by_oee_keys_create_works_within_two_seconds(system: Syst
 
     print(f"the running gateway took the new key after {took:.2f}s")
     assert took < 2
-    assert key.startswith("oee_") and len(key) > 40
+    assert key.startswith("oee_")
+    assert len(key) > 40
     # The key is not on the log: only its hash is.
     assert key not in made.stderr
 
@@ -271,7 +272,8 @@ async def test_burst_beyond_the_rate_limit_answers_429_with_retry_after(system: 
         later = await http.get("/api/orders", params={"limit": "1"})
 
     limited = [a for a in answers if a.status_code == 429]
-    assert limited and len(limited) < 80
+    assert limited
+    assert len(limited) < 80
     assert {a.status_code for a in answers} == {200, 429}
     error = limited[0].json()["error"]
     assert error["code"] == "RATE_LIMITED"

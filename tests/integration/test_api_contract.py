@@ -198,7 +198,8 @@ def accepted(system: System) -> dict[str, dict[str, Any]]:
             else:
                 assert response.status_code in (400, 409, 413, 422), response.text
                 error = response.json()["error"]
-                assert error["code"] and error["message"], response.text
+                assert error["code"], response.text
+                assert error["message"], response.text
 
         submit()
     print(f"\ngenerated submissions by answer: {dict(sorted(statuses.items()))}")

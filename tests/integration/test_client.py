@@ -98,7 +98,8 @@ async def test_watch_filters_the_firehose_and_a_refusal_is_typed(system: System)
             raise AssertionError("the firehose ended")
 
         event = await asyncio.wait_for(first_confirmed(), 30)
-        assert event.status == "confirmed" and event.cursor
+        assert event.status == "confirmed"
+        assert event.cursor
 
         with pytest.raises(ApiError) as refused:
             await api.submit(OrderRequest("SOL", "USDC", "-1"))
@@ -109,7 +110,8 @@ async def test_watch_filters_the_firehose_and_a_refusal_is_typed(system: System)
 def test_the_commands_submit_follow_cancel_and_refuse(system: System) -> None:
     done = oee(system, "submit", "SOL", "USDC", "1.5", "--slippage-bps", "100")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "confirmed" in done.stdout and "routing" in done.stdout
+    assert "confirmed" in done.stdout
+    assert "routing" in done.stdout
 
     waiting = oee(
         system, "submit", "SOL", "USDC", "0.5", "--type", "limit", "--limit-price", "100000",
@@ -129,7 +131,8 @@ def test_the_commands_submit_follow_cancel_and_refuse(system: System) -> None:
 
     refused = oee(system, "submit", "SOL", "USDC", "0")
     assert refused.returncode == 1
-    assert "refused" in refused.stdout and "amount" in refused.stdout
+    assert "refused" in refused.stdout
+    assert "amount" in refused.stdout
 
     watched = oee(system, "watch", "--from", "earliest", "--status", "cancelled", "--count", "1")
     assert watched.returncode == 0, watched.stdout + watched.stderr

@@ -217,12 +217,14 @@ async def test_the_request_id_is_answered_logged_and_correlates_the_order(
         if line.get("correlation_id") == request_id and "/api/orders/execute" in line["message"]
     ]
     assert access, "the access line of the POST carries its request id"
-    assert access[0]["service"] == "gateway" and access[0]["level"] == "INFO"
+    assert access[0]["service"] == "gateway"
+    assert access[0]["level"] == "INFO"
     engine = [
         json.loads(line)
         for line in (system.log_dir / "engine.log").read_text().splitlines()
         if line.startswith("{")
     ]
-    assert engine and all(line["service"] == "engine" for line in engine)
+    assert engine
+    assert all(line["service"] == "engine" for line in engine)
     # Still ours once the faust worker has set up its logging.
     assert any("metrics and health" in line["message"] for line in engine), engine

@@ -104,7 +104,8 @@ async def test_confirmed_order_is_in_the_read_models_with_its_audit_trail(system
     row = await read_model_row(system.settings.database_url or "", order_id, "confirmed")
     assert row["seq"] == 5
     assert str(row["amount"]) == "1.5"
-    assert row["amount_out"] > 0 and row["tx_hash"]
+    assert row["amount_out"] > 0
+    assert row["tx_hash"]
 
     trail = (await client.get(f"/api/orders/{order_id}/events")).json()["events"]
     assert [e["seq"] for e in trail] == [1, 2, 3, 4, 5]

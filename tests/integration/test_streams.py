@@ -183,7 +183,8 @@ async def test_sockets_200_concurrent_all_receive_their_full_histories(
     for n, (seqs, code) in enumerate(results):
         assert code == 1000
         assert seqs == trails[order_ids[n % 20]]
-        assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 5
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert len(seqs) >= 5
 
 
 # Firehose ------------------------------------------------------------------------
@@ -338,7 +339,8 @@ async def test_firehose_client_that_stops_reading_is_dropped_without_slowing_oth
     assert len(expected) > STREAM_BUFFER
     # The stalled client saw a prefix of the stream, then its connection was cut.
     texts = [payload for opcode, payload in frames if opcode == 0x1]
-    assert texts and len(texts) < len(expected)
+    assert texts
+    assert len(texts) < len(expected)
     assert elapsed < 120
 
 
@@ -383,4 +385,5 @@ async def test_dead_peer_that_never_answers_pings_is_closed_1011(
         dead.close()
     assert frames[0][0] == 0x9  # a ping
     close = [payload for opcode, payload in frames if opcode == 0x8]
-    assert close and int.from_bytes(close[0][:2]) == 1011
+    assert close
+    assert int.from_bytes(close[0][:2]) == 1011

@@ -262,7 +262,8 @@ async def kill_and_carry_on(up: Up, server: str, pid: int) -> None:
     print(f"services restarted meanwhile: {[m.group(1) for m in restarted]}")
     now = up.service_pids()
     for name in CARRY_ON:
-        assert now[name] == before[name] and pid_alive(now[name]), f"{name} was restarted"
+        assert now[name] == before[name], f"{name} was restarted"
+        assert pid_alive(now[name]), f"{name} is gone"
     assert not up.out.printed(rf"restarting ({'|'.join(CARRY_ON)})\b", after=mark)
 
 

@@ -275,16 +275,21 @@ async def test_triggers_limits_snipers_and_expiry_send_exactly_the_due_commands(
     fired = log.command(a.id, 2)
     assert isinstance(fired, TriggerOrder)
     assert fired.correlation_id == a.command.correlation_id
-    assert fired.venue in {"raydium", "meteora"} and fired.price is not None
+    assert fired.venue in {"raydium", "meteora"}
+    assert fired.price is not None
     assert Decimal(140) <= fired.price <= Decimal("150.5")
-    assert fired.reason.startswith(f"{fired.venue} executable ") and "≥ limit 140" in fired.reason
+    assert fired.reason.startswith(f"{fired.venue} executable ")
+    assert "≥ limit 140" in fired.reason
     bought = log.command(c.id, 2)
-    assert isinstance(bought, TriggerOrder) and "≤ limit 160" in bought.reason
+    assert isinstance(bought, TriggerOrder)
+    assert "≤ limit 160" in bought.reason
     sniped = log.command(g.id, 2)
-    assert isinstance(sniped, TriggerOrder) and sniped.venue == "raydium"
+    assert isinstance(sniped, TriggerOrder)
+    assert sniped.venue == "raydium"
     assert sniped.reason == "raydium:NEWT-USDC has liquidity 50000 USD ≥ 10000 USD"
     expired = log.command(f.id, 2)
-    assert isinstance(expired, ExpireOrder) and expired.causation_id is None
+    assert isinstance(expired, ExpireOrder)
+    assert expired.causation_id is None
     assert service.stats.missed >= 1  # e was quoted and missed
     assert service.stats.skipped == 2
 

@@ -114,7 +114,8 @@ async def test_venue_service_submit_confirm_find_swap_round_trip(raydium: HttpVe
     assert submitted.tx_hash == tx_hash_for("raydium", "it-order-1:1")
     assert while_pending == submitted
     assert confirmed.status == "confirmed"
-    assert confirmed.amount_out is not None and confirmed.amount_out > Decimal("140")
+    assert confirmed.amount_out is not None
+    assert confirmed.amount_out > Decimal("140")
     assert confirmed.executed_price == confirmed.amount_out
     assert found == confirmed
 
@@ -249,7 +250,8 @@ async def test_venue_service_launched_pool_quotes_and_swaps_through_the_venue_ap
     assert (pool.price, pool.launched, pool.base_decimals) == (Decimal("0.0002"), True, 6)
     assert pool.liquidity_usd == Decimal("20000.00")
     assert Decimal(2_400) < quote.amount_out < Decimal(2_500)
-    assert found is not None and found.tx_hash == submitted.tx_hash
+    assert found is not None
+    assert found.tx_hash == submitted.tx_hash
     assert confirmed.status == "confirmed"
     assert listed["raydium:SOL-ITPEPE"].price > pool.price
 

@@ -282,7 +282,8 @@ async def test_web_page_limit_order_is_armed_then_cancelled_with_its_button(
 ) -> None:
     # Given the page, and a limit order far above the market, expiring tomorrow
     await page.goto("/")
-    tomorrow = (datetime.now() + timedelta(days=1)).replace(second=0, microsecond=0)
+    # The page's date field is in the browser's local time, as is this machine's.
+    tomorrow = (datetime.now().astimezone() + timedelta(days=1)).replace(second=0, microsecond=0)
     local = tomorrow.strftime("%Y-%m-%dT%H:%M")
     await fill_limit_order(page, local)
     # The price is in the pair's quote token per base token, whichever way it trades
@@ -372,7 +373,8 @@ async def test_web_page_cancel_refused_shows_the_message_and_the_status(
     result = card.locator(".cancel-result[data-cancel=refused]")
     await result.wait_for()
     text = await result.inner_text()
-    assert "submitted" in text and "only an armed order can be cancelled" in text
+    assert "submitted" in text
+    assert "only an armed order can be cancelled" in text
     assert await result.get_attribute("data-status") == "submitted"
     assert await card.locator(".badge").inner_text() == "armed"
     ARTIFACTS.mkdir(exist_ok=True)
@@ -588,7 +590,8 @@ async def test_list_orders_pages_newest_first_without_gaps_or_repeats(
     # Then the pages, joined, are the whole list: newest first, each order once
     joined = [order for chunk in pages for order in chunk]
     assert [o["orderId"] for o in joined] == [o["orderId"] for o in everything]
-    assert all(len(chunk) == 2 for chunk in pages[:-1]) and 1 <= len(pages[-1]) <= 2
+    assert all(len(chunk) == 2 for chunk in pages[:-1])
+    assert 1 <= len(pages[-1]) <= 2
     keys = [(o["createdAt"], o["orderId"]) for o in joined]
     assert keys == sorted(keys, reverse=True)
 
@@ -648,8 +651,10 @@ async def test_static_files_are_served_and_nothing_outside_them(
     script = await client.get("/static/app.js")
     escape = await client.get("/static/%2e%2e/app.py")
 
-    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    assert script.status_code == 200
+    assert "javascript" in script.headers["content-type"]
     assert escape.status_code == 404
 
 

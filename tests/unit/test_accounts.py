@@ -20,16 +20,20 @@ ADMIN = Caller("ops", "admin", "ops")
 
 def test_new_key_is_random_and_only_its_hash_is_kept() -> None:
     first, second = new_key(), new_key()
-    assert first != second and first.startswith("oee_") and len(first) >= 40
+    assert first != second
+    assert first.startswith("oee_")
+    assert len(first) >= 40
     assert hash_key(first) == hash_key(first) != hash_key(second)
-    assert first not in hash_key(first) and len(hash_key(first)) == 64
+    assert first not in hash_key(first)
+    assert len(hash_key(first)) == 64
 
 
 def test_caller_owns_its_account_orders_and_an_admin_owns_all() -> None:
     assert ALICE.owns("alice")
     assert not ALICE.owns("bob")
     assert not ALICE.owns(None)  # placed before accounts existed: admins only
-    assert ADMIN.owns("bob") and ADMIN.owns(None)
+    assert ADMIN.owns("bob")
+    assert ADMIN.owns(None)
 
 
 def test_idempotent_order_id_is_stable_per_account_and_key_and_needs_the_secret() -> None:

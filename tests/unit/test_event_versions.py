@@ -87,7 +87,8 @@ def test_decode_v1_submission_upcasts_to_v2_placed_by_no_account():
     original["spec"] |= SPEC_ADDITIONS
     original |= {"schema_version": 2, "account": None}
     assert json.loads(encode(command)) == original
-    assert command.spec.order_type == "market" and not command.spec.waits
+    assert command.spec.order_type == "market"
+    assert not command.spec.waits
 
 
 def test_decode_v1_acceptance_upcasts_to_v2_and_folds_to_an_order_of_no_account():
@@ -100,7 +101,8 @@ def test_decode_v1_acceptance_upcasts_to_v2_and_folds_to_an_order_of_no_account(
 def test_decode_stored_v1_routed_from_a_jsonb_column_upcasts_too():
     stored = json.loads(fixture("02-OrderRouted.json"))
     routed = decode_stored_event(stored)
-    assert isinstance(routed, OrderRouted) and routed.improvement_bps == Decimal("4.89")
+    assert isinstance(routed, OrderRouted)
+    assert routed.improvement_bps == Decimal("4.89")
     assert stored["schema_version"] == 1  # the caller's object is left alone
 
 

@@ -208,7 +208,8 @@ async def test_stall_watch_leaves_a_peer_that_keeps_taking_data() -> None:
 
     await asyncio.sleep(1.5)
 
-    assert not watch.done() and not transport.aborted
+    assert not watch.done()
+    assert not transport.aborted
     watch.cancel()
 
 

@@ -85,7 +85,8 @@ def test_recent_events_past_the_bound_forget_ended_orders_before_running_ones() 
     recent.add(logged(confirmed_history()[0]))  # ...yet the ended one goes first
 
     assert not recent.knows(ended[0].order_id)
-    assert recent.knows(running[0].order_id) and recent.knows(newer[0].order_id)
+    assert recent.knows(running[0].order_id)
+    assert recent.knows(newer[0].order_id)
 
 
 async def test_recent_events_an_order_being_watched_is_kept_past_the_bound() -> None:
@@ -123,7 +124,8 @@ def test_submissions_a_keyed_submission_is_remembered_under_its_key() -> None:
     submissions.record_submission(command)
 
     seen = submissions.submission(command.account, "k1")
-    assert seen is not None and seen.order_id == command.order_id
+    assert seen is not None
+    assert seen.order_id == command.order_id
     assert submissions.submitted(command.order_id) == command
 
 

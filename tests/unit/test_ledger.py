@@ -16,7 +16,8 @@ COMMANDS = ("orders.commands", 0)
 
 def admitted(ledger: OffsetLedger, offset: int) -> Ticket:
     verdict, ticket = ledger.admit(COMMANDS, offset)
-    assert verdict is Admission.HANDLE and ticket is not None
+    assert verdict is Admission.HANDLE
+    assert ticket is not None
     return ticket
 
 
@@ -74,7 +75,8 @@ def test_ledger_ticket_of_an_ended_assignment_does_not_move_the_new_watermark():
     ledger.forget([COMMANDS])
     ledger.start(COMMANDS, 0)  # the partition comes back from the committed offset
     fresh = ledger.admit(COMMANDS, 0)[1]
-    assert old is not None and fresh is not None
+    assert old is not None
+    assert fresh is not None
     ledger.finish(old)
     assert ledger.committable(COMMANDS) == 0
     ledger.finish(fresh)
@@ -109,7 +111,8 @@ def test_engine_consumer_commits_the_ledger_watermark_not_the_acknowledged_offse
     app.ledger.start(COMMANDS, 10)
     in_hand = app.ledger.admit(COMMANDS, 10)[1]
     done = app.ledger.admit(COMMANDS, 11)[1]
-    assert in_hand is not None and done is not None
+    assert in_hand is not None
+    assert done is not None
     app.ledger.finish(done)
     # faust acknowledged 10..14 (it acknowledges messages it skipped, too).
     consumer._acked[tp].extend([10, 11, 12, 13, 14])

@@ -147,7 +147,8 @@ def test_next_step_arms_a_waiting_order_and_routes_a_market_order():
     limit = OrderHistory(spec=limit_sell(Decimal(150)))
     limit.accepted()
     assert next_step(market) == "route"
-    assert limit.state is not None and next_step(limit.state) == "arm"
+    assert limit.state is not None
+    assert next_step(limit.state) == "arm"
     limit.armed()
     assert next_step(limit.state) is None
     limit.triggered()

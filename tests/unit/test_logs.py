@@ -53,7 +53,8 @@ def test_json_lines_carry_the_service_and_the_order_bound_while_handling_it(
     assert first["logger"] == "services.engine.processor"
     assert first["message"] == "step failed"
     assert (first["order_id"], first["correlation_id"]) == ("o-1", "c-1")
-    assert "order_id" not in second and second["message"] == "between orders"
+    assert "order_id" not in second
+    assert second["message"] == "between orders"
 
 
 def test_readable_shows_a_json_line_for_a_human_and_leaves_other_lines() -> None:

@@ -67,7 +67,8 @@ def test_changes_unknown_pool_is_created_with_seq_one() -> None:
         "USDC",
     )
     assert (event.price, event.liquidity_usd, event.seq) == (Decimal(150), Decimal(20_000_000), 1)
-    assert event.launched_token is None and event.launched_decimals is None
+    assert event.launched_token is None
+    assert event.launched_decimals is None
     assert event.message_id == message_id("raydium:SOL-USDC", 1)
     assert event.occurred_at == AT
 

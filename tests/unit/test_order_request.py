@@ -93,9 +93,8 @@ def test_parse_limit_order_keeps_its_limit_and_expiry():
     )
     spec = order.to_spec()
     assert (spec.order_type, spec.limit_price) == ("limit", Decimal("150.5"))
-    assert (
-        spec.expires_at is not None and spec.expires_at.isoformat() == "2026-11-24T11:00:00+00:00"
-    )
+    assert spec.expires_at is not None
+    assert spec.expires_at.isoformat() == "2026-11-24T11:00:00+00:00"
 
 
 def test_parse_sniper_order_may_target_a_token_not_listed_yet():

@@ -363,7 +363,8 @@ def test_decode_records_command_on_the_events_topic_is_rejected() -> None:
 
     [(_, item)] = decode_records([LogRecord("t", 0, 0, None, encode(command), 0)])
 
-    assert isinstance(item, str) and item.startswith("DecodeError")
+    assert isinstance(item, str)
+    assert item.startswith("DecodeError")
 
 
 # rows ---------------------------------------------------------------------------------
@@ -403,7 +404,8 @@ def test_order_columns_are_exactly_the_row_keys() -> None:
 def test_state_to_row_money_stays_decimal_and_quotes_json_ready() -> None:
     row = state_to_row(fold(order_history()))
 
-    assert row["amount"] == Decimal("1.50") and isinstance(row["amount"], Decimal)
+    assert row["amount"] == Decimal("1.50")
+    assert isinstance(row["amount"], Decimal)
     assert row["quotes"][0] == {
         "venue": "raydium",
         "amount_out": "224.1",

@@ -92,7 +92,8 @@ def test_login_as_no_principal_drops_every_login(tmp_path: Path) -> None:
 
     venues = login_as(admin, credentials, SERVICE_PRINCIPALS["venues"])
 
-    assert venues.kafka_username is None and venues.kafka_password is None
+    assert venues.kafka_username is None
+    assert venues.kafka_password is None
     assert venues.database_url == "postgresql://h:5/oee"
 
 

@@ -216,7 +216,8 @@ async def test_event_out_of_lifecycle_waits_for_its_predecessors_then_goes_to_de
     h = Harness()
     orphan = confirmed_history(uuid.uuid4())[3]  # "submitted" for an order never accepted
     assert await h.processor.on_event(encode(orphan), WHERE) is False
-    assert h.dead == [] and h.processor.early == 1
+    assert h.dead == []
+    assert h.processor.early == 1
 
     h.monotonic[0] = 61.0
     assert await h.processor.expire_early(older_than_s=60) == 1
@@ -241,7 +242,8 @@ async def test_an_event_that_overtook_its_predecessor_waits_for_it_and_both_fold
     late = WHERE.model_copy(update={"offset": 9})
 
     assert await h.processor.on_event(encode(built), late) is False
-    assert h.dead == [] and h.settled == []
+    assert h.dead == []
+    assert h.settled == []
 
     assert await h.processor.on_event(encode(routed), WHERE) is True
     assert h.dead == []
@@ -257,7 +259,8 @@ async def test_an_event_that_overtook_its_predecessor_waits_for_it_and_both_fold
 async def test_command_topic_with_an_event_goes_to_dead_letter():
     h = Harness()
     await h.processor.on_command(encode(confirmed_history()[0]), WHERE)
-    assert len(h.dead) == 1 and h.log == []
+    assert len(h.dead) == 1
+    assert h.log == []
 
 
 async def test_unexpected_error_in_a_step_fails_the_order_instead_of_stalling():
@@ -330,7 +333,8 @@ async def test_non_transient_failure_fails_at_once():
     all_venues_fail_submits(h, VenueError("INVALID_AMOUNT", "bad", transient=False))
     log = await run_order(h)
     assert [e.status for e in log] == ["pending", "routing", "building", "failed"]
-    assert isinstance(log[-1], OrderFailed) and log[-1].code == "INVALID_AMOUNT"
+    assert isinstance(log[-1], OrderFailed)
+    assert log[-1].code == "INVALID_AMOUNT"
     assert h.slept == []
 
 
@@ -357,8 +361,10 @@ async def test_submission_that_reached_the_venue_despite_an_error_is_followed_no
     ]  # fmt: skip
     assert h.submits == 1
     submitted = log[4]
-    assert isinstance(submitted, TransactionSubmitted) and submitted.attempt == 1
-    assert isinstance(log[-1], OrderConfirmed) and log[-1].tx_hash == submitted.tx_hash
+    assert isinstance(submitted, TransactionSubmitted)
+    assert submitted.attempt == 1
+    assert isinstance(log[-1], OrderConfirmed)
+    assert log[-1].tx_hash == submitted.tx_hash
 
 
 def limit_order() -> OrderHistory:
@@ -386,12 +392,14 @@ async def test_command_for_a_version_not_folded_yet_stays_unsettled_until_the_or
     # The client saw the order armed (seq 2) before this engine folded it.
     settled_now = await h.processor.on_command(encode(cancel(order, 2)), early)
     assert settled_now is False
-    assert h.settled == [] and h.processor.deferred == 1
+    assert h.settled == []
+    assert h.processor.deferred == 1
 
     await h.processor.on_event(encode(armed), WHERE)
     assert h.settled == [early]
     assert h.processor.deferred == 0
-    assert h.log[-1].status == "cancelled" and h.log[-1].seq == 3
+    assert h.log[-1].status == "cancelled"
+    assert h.log[-1].seq == 3
 
 
 async def test_kept_command_past_its_timeout_is_decided_as_things_stand_and_settled():

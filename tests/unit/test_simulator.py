@@ -268,7 +268,8 @@ async def test_simulated_venue_min_out_above_pool_fails_with_slippage_exceeded()
     assert result.status == "failed"
     assert result.error_code == "SLIPPAGE_EXCEEDED"
     assert result.amount_out is None
-    assert result.error is not None and str(too_much) in result.error
+    assert result.error is not None
+    assert str(too_much) in result.error
     assert v.pool("SOL", "USDC") == pool_before
 
 
@@ -294,8 +295,10 @@ async def test_simulated_venue_swap_settles_only_after_landing_time() -> None:
     now[0] = 103.0
     after = await v.find_swap("order-2:1")
 
-    assert before is not None and before.status == "pending"
-    assert after is not None and after.status == "confirmed"
+    assert before is not None
+    assert before.status == "pending"
+    assert after is not None
+    assert after.status == "confirmed"
     # 1 SOL less 0.20 % into the untouched pool.
     assert after.amount_out == cpmm_out("1", 20, SOL_RESERVE, USDC_RESERVE, 6)
 
@@ -517,7 +520,8 @@ async def test_move_price_on_dlmm_moves_by_whole_bins() -> None:
     meteora.move_price("SOL", "USDC", Decimal("-0.05"))
 
     after = meteora.pool("SOL", "USDC")
-    assert isinstance(before, DlmmPool) and isinstance(after, DlmmPool)
+    assert isinstance(before, DlmmPool)
+    assert isinstance(after, DlmmPool)
     # ln(0.95) / ln(1.001) = -51.3 bins -> 51 bins down, 4.97 % lower.
     assert after.active_id == before.active_id - 51
 

@@ -130,5 +130,6 @@ def test_sweeper_gives_up_after_its_attempts_and_says_so_once():
     assert sent == 2
     final = core.due(at + SUBMIT_AFTER)
     assert final.resubmit == ()
-    assert len(final.given_up) == 1 and str(command.order_id) in final.given_up[0]
+    assert len(final.given_up) == 1
+    assert str(command.order_id) in final.given_up[0]
     assert core.due(at + 10 * SUBMIT_AFTER).given_up == ()

@@ -189,7 +189,8 @@ def test_book_rearm_at_a_later_seq_replaces_the_earlier_arming():
     assert book.arm(armed(sell("140"), seq=4, order_id=order_id))
     [found] = book.crossed(SOL_USDC, Decimal("150"))
     assert found.seq == 4
-    assert book.is_armed(order_id, 4) and not book.is_armed(order_id, 2)
+    assert book.is_armed(order_id, 4)
+    assert not book.is_armed(order_id, 2)
     assert len(book) == 1
 
 
@@ -404,7 +405,8 @@ def test_judge_sell_whose_best_executable_price_reaches_the_limit_fires_there():
 def test_judge_buy_whose_best_executable_price_is_above_the_limit_does_not_fire():
     order = armed(buy("149"))  # 150 USDC in: at most 149 USDC per SOL
     verdict = judge(order, [quote("raydium", "1.0"), quote("meteora", "1.005")])
-    assert not verdict.fire and verdict.quoted
+    assert not verdict.fire
+    assert verdict.quoted
     assert verdict.venue == "meteora"
     assert verdict.price == Decimal(150) / Decimal("1.005")
 
@@ -419,7 +421,8 @@ def test_judge_buy_whose_executable_price_is_under_the_limit_fires():
 def test_judge_without_a_usable_quote_does_not_fire_and_learns_nothing():
     order = armed(sell("100"))
     verdict = judge(order, [VenueQuote(venue="raydium", error="TIMEOUT")])
-    assert not verdict.fire and not verdict.quoted
+    assert not verdict.fire
+    assert not verdict.quoted
     assert "raydium TIMEOUT" in verdict.reason
 
 
@@ -427,7 +430,8 @@ def test_judge_sniper_above_its_max_price_does_not_fire():
     order = armed(sniper("NEWT", max_price="0.02"))  # 100 USDC in
     assert not judge(order, [quote("raydium", "4000")]).fire  # 0.025 per NEWT
     fired = judge(order, [quote("raydium", "5000")])  # 0.02 per NEWT
-    assert fired.fire and fired.reason == "raydium executable 0.02 ≤ max 0.02"
+    assert fired.fire
+    assert fired.reason == "raydium executable 0.02 ≤ max 0.02"
 
 
 # The in-flight gate ----------------------------------------------------------------------
@@ -509,7 +513,8 @@ def test_state_accepted_then_armed_order_is_in_the_book_at_its_armed_seq():
     history = History(sell("150"))
     assert state.apply(history.accepted()).armed is None
     effect = state.apply(history.armed())
-    assert effect.armed is not None and effect.armed.seq == 2
+    assert effect.armed is not None
+    assert effect.armed.seq == 2
     assert state.book.is_armed(history.order_id, 2)
 
 
@@ -520,7 +525,8 @@ def test_state_market_order_is_not_tracked():
     )
     state.apply(history.accepted())
     state.apply(history.routed())
-    assert state.orders == {} and len(state.book) == 0
+    assert state.orders == {}
+    assert len(state.book) == 0
 
 
 def test_state_redelivered_armed_event_changes_nothing():
@@ -544,7 +550,8 @@ def test_state_triggered_order_leaves_the_book_and_holds_a_slot_until_it_ends():
     assert state.gate.executing == {history.order_id}
     assert not state.apply(history.routed()).released
     assert state.apply(history.failed()).released
-    assert state.gate.executing == set() and state.orders == {}
+    assert state.gate.executing == set()
+    assert state.orders == {}
 
 
 def test_state_rearmed_order_frees_its_slot_and_is_armed_at_the_new_seq():
@@ -553,7 +560,9 @@ def test_state_rearmed_order_frees_its_slot_and_is_armed_at_the_new_seq():
     for event in (history.accepted(), history.armed(), history.triggered()):
         state.apply(event)
     effect = state.apply(history.armed())
-    assert effect.released and effect.armed is not None and effect.armed.seq == 4
+    assert effect.released
+    assert effect.armed is not None
+    assert effect.armed.seq == 4
     assert state.book.is_armed(history.order_id, 4)
 
 
@@ -616,7 +625,7 @@ def test_waiting_from_row_limit_row_without_its_price_raises():
         "max_price": None,
         "expires_at": None,
     }
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="limit_price is required for limit orders"):
         waiting_from_row(row)
 
 

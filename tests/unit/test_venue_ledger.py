@@ -34,7 +34,8 @@ async def test_simulated_venue_ledger_lists_every_swap_oldest_first_landed_ones_
     assert first.venue == "meteora"
     assert first.tx_hash == tx_hash_for("meteora", "order-1:1")
     assert (first.token_in, first.token_out, first.amount_in) == ("SOL", "USDC", Decimal(1))
-    assert first.amount_out is not None and first.amount_out > 0
+    assert first.amount_out is not None
+    assert first.amount_out > 0
     assert first.executed_price == first.amount_out
     assert (second.amount_in, second.min_amount_out, second.amount_out) == (
         Decimal(2),

@@ -151,7 +151,8 @@ async def test_trigger_before_cancel_wins_and_the_cancel_does_nothing():
     await h.processor.on_command(encode(command(TriggerOrder, state, reason="first")), WHERE)
     await h.processor.on_command(encode(command(CancelOrder, state)), WHERE)
     await h.deliver_from(2)
-    assert "cancelled" not in statuses(h) and statuses(h)[-1] == "confirmed"
+    assert "cancelled" not in statuses(h)
+    assert statuses(h)[-1] == "confirmed"
     # Both commands saw the order armed; the cancel's event lost the race for seq 3.
     assert isinstance(history(h)[2], OrderTriggered)
     assert h.submits == 1
