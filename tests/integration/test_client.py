@@ -149,6 +149,8 @@ def test_the_example_script_uses_the_same_client(system: System) -> None:
             "1",
             "--url",
             system.base_url,
+            "--key",
+            DEV_KEY,
         ],
         capture_output=True,
         text=True,

@@ -23,6 +23,7 @@ from adapters.kafka import client_options, producer_options
 from adapters.settings import Settings
 from events.messages import OrderCancelled, encode, order_key
 from tests import logins
+from tests.auth import AUTH
 from tests.integration.system import System
 from tests.integration.test_order_flow import ORDER, read_model_row, submit
 from tests.logins import as_principal, as_service
@@ -37,7 +38,7 @@ def embedded_only() -> None:
 
 @pytest.fixture
 async def client(system: System) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=system.base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=system.base_url, timeout=30, headers=AUTH) as http:
         yield http
 
 
