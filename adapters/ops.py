@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -175,9 +175,17 @@ class OpsServer:
         )
 
     async def stop(self) -> None:
+        """Stop serving (a server that never got its port has nothing to stop)."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
 
     async def _metrics(self, _: web.Request) -> web.Response:
         await self._health.lag()
@@ -235,19 +243,33 @@ def database_check(settings: Settings) -> Check:
     return check
 
 
+def ops_port(settings: Settings, service: str) -> int:
+    """Return ``service``'s operations port (its ``<service>_ops_port`` setting)."""
+    port: int = getattr(settings, f"{service}_ops_port")
+    return port
+
+
 def ops_address(settings: Settings, service: str) -> str:
     """Return ``host:port`` of ``service``'s operations port."""
-    port: int = getattr(settings, f"{service}_ops_port")
-    return f"{settings.ops_host}:{port}"
+    return f"{settings.ops_host}:{ops_port(settings, service)}"
 
 
-def standard(settings: Settings, service: str, port: int, *, database: bool = False) -> OpsServer:
-    """Return the operations server of ``service``: broker (and database) checks added."""
+def standard(
+    settings: Settings,
+    service: str,
+    *,
+    database: bool = False,
+    lag: LagSource | None = None,
+) -> OpsServer:
+    """Return the operations server of ``service`` on its port from the settings: the
+    broker check, the database check if asked, and ``lag`` as its consumer lag."""
     health = Health(service, max_lag=settings.ready_max_lag)
     health.check("broker", broker_check(settings.bootstrap))
     if database:
         health.check("database", database_check(settings))
-    return OpsServer(health, settings.ops_host, port)
+    if lag is not None:
+        health.lag_from(lag)
+    return OpsServer(health, settings.ops_host, ops_port(settings, service))
 
 
 class RequestMetrics:

@@ -25,7 +25,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from adapters.kafka import client_options
 from adapters.metrics import DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_WRITTEN, StepClock
-from adapters.ops import Health, Lag, OpsServer, assigned, broker_check
+from adapters.ops import Lag, assigned, standard
 from adapters.settings import Settings
 from adapters.venues.interface import Venue
 from events.messages import Command, DeadLetter, Event, encode, order_key
@@ -265,15 +265,11 @@ def build_app(
     async def handle_events(stream: faust.StreamT[bytes]) -> None:
         await _drive(stream, intake, processor.on_event)
 
-    health = Health("engine", max_lag=settings.ready_max_lag)
-    health.check("broker", broker_check(settings.bootstrap))
-    health.check("group", assigned(intake.inputs))
-
     async def lag() -> Lag:
         return {(settings.engine_id, t, p): n for (t, p), n in (await intake.lag()).items()}
 
-    health.lag_from(lag)
-    ops = OpsServer(health, settings.ops_host, settings.engine_ops_port)
+    ops = standard(settings, "engine", lag=lag)
+    ops.health.check("group", assigned(intake.inputs))
 
     @app.task
     async def serve_ops() -> None:

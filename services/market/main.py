@@ -60,12 +60,8 @@ async def _main(settings: Settings) -> None:
     # The venues' pools are read several times a second: do not log every request.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     log.info("market feed from %s to %s", settings.venues_url, settings.market_topic)
-    ops = standard(settings, "market", settings.market_ops_port)
-    await ops.start()
-    try:
+    async with standard(settings, "market"):
         await serve(settings, stop)
-    finally:
-        await ops.stop()
 
 
 def run(settings: Settings) -> None:

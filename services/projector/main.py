@@ -75,12 +75,8 @@ async def _main(settings: Settings) -> None:
     await await_database(settings)
     stop = stop_on_signals()
     log.info("projector consuming %s into PostgreSQL", settings.events_topic)
-    ops = standard(settings, "projector", settings.projector_ops_port, database=True)
-    await ops.start()
-    try:
+    async with standard(settings, "projector", database=True) as ops:
         totals = await project_all(settings, stop, ops.health)
-    finally:
-        await ops.stop()
     for name, stats in totals.items():
         log.info(
             "projection %s stopped: %d applied, %d skipped, %d rejected",

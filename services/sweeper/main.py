@@ -27,13 +27,8 @@ async def _main(settings: Settings) -> None:
         settings.sweep_stall_after_s,
     )
     service = SweeperService(settings)
-    ops = standard(settings, "sweeper", settings.sweeper_ops_port)
-    ops.health.lag_from(service.lag)
-    await ops.start()
-    try:
+    async with standard(settings, "sweeper", lag=service.lag):
         await service.run(stop)
-    finally:
-        await ops.stop()
 
 
 def run(settings: Settings) -> None:

@@ -26,13 +26,8 @@ async def _main(settings: Settings) -> None:
         settings.commands_topic,
     )
     service = TriggerService(settings)
-    ops = standard(settings, "triggers", settings.triggers_ops_port)
-    ops.health.lag_from(service.lag)
-    await ops.start()
-    try:
+    async with standard(settings, "triggers", lag=service.lag):
         await service.run(stop)
-    finally:
-        await ops.stop()
 
 
 def run(settings: Settings) -> None:
