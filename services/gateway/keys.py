@@ -10,24 +10,21 @@ as soon as the tail reads it (within a fetch, well under a second).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from adapters.kafka import client_options
 from adapters.settings import Settings
 from domain.accounts import DEV_ACCOUNT, Caller, TokenBucket, hash_key
 from events.accounts import KeyCreated, decode_key_record
 from events.messages import DecodeError
+from services.gateway.tail import fetch_forever, stop_reader
 
 log = logging.getLogger(__name__)
 
-_RETRY_S = 1.0
-_STOP_TIMEOUT_S = 5.0
 # Buckets kept at most; the least recently used account's is dropped first (it
 # starts full again, which only ever lets an idle account through).
 _MAX_BUCKETS = 100_000
@@ -74,25 +71,11 @@ class KeyRing:
         self._task = asyncio.create_task(self._run(), name="key-ring")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            try:
-                await asyncio.wait_for(self._consumer.stop(), _STOP_TIMEOUT_S)
-            except (TimeoutError, KafkaError) as exc:
-                log.warning("the key ring did not stop cleanly: %r", exc)
+        await stop_reader(self._task, self._consumer, "the key ring")
 
     async def _run(self) -> None:
         assert self._consumer is not None
-        while True:
-            try:
-                batches = await self._consumer.getmany(timeout_ms=500)
-            except KafkaError as exc:
-                log.warning("the key ring cannot read the accounts topic: %r", exc)
-                await asyncio.sleep(_RETRY_S)
-                continue
+        async for batches in fetch_forever(self._consumer, "the key ring"):
             self._take(batches)
 
     def _take(self, batches: dict[TopicPartition, list[object]]) -> None:

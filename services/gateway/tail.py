@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,8 +27,40 @@ from events.messages import Command, DecodeError, Event, decode
 log = logging.getLogger(__name__)
 
 Cursor = dict[int, int]  # events-topic partition -> next offset
+# A reader that cannot fetch tries again after this; one whose consumer does not stop
+# within the timeout is left behind with a warning.
 _RETRY_S = 1.0
 _STOP_TIMEOUT_S = 5.0
+
+
+async def fetch_forever(
+    consumer: AIOKafkaConsumer, what: str, **fetch: Any
+) -> AsyncIterator[dict[TopicPartition, list[Any]]]:
+    """Yield ``consumer``'s fetches for good; a failed one is logged and tried again
+    (the consumer reconnects by itself: a reader must outlive a broker outage)."""
+    while True:
+        try:
+            batches = await consumer.getmany(timeout_ms=500, **fetch)
+        except KafkaError as exc:
+            log.warning("%s cannot read the log: %r", what, exc)
+            await asyncio.sleep(_RETRY_S)
+            continue
+        yield batches
+
+
+async def stop_reader(
+    task: asyncio.Task[None] | None, consumer: AIOKafkaConsumer | None, what: str
+) -> None:
+    """Cancel a reader's task, then stop its consumer (waiting at most a few seconds)."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if consumer is not None:
+        try:
+            await asyncio.wait_for(consumer.stop(), _STOP_TIMEOUT_S)
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("%s did not stop cleanly: %r", what, exc)
 
 
 @dataclass(slots=True)
@@ -91,15 +123,7 @@ class LogTail:
 
     async def stop(self) -> None:
         """Stop tailing the log."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            try:
-                await asyncio.wait_for(self._consumer.stop(), _STOP_TIMEOUT_S)
-            except (TimeoutError, KafkaError) as exc:
-                log.warning("the log tail did not stop cleanly: %r", exc)
+        await stop_reader(self._task, self._consumer, "the log tail")
 
     async def lag(self) -> Lag:
         """Return how far the tail is behind the end of the commands and events topics."""
@@ -111,14 +135,7 @@ class LogTail:
 
     async def _run(self) -> None:
         assert self._consumer is not None
-        while True:
-            try:
-                batches = await self._consumer.getmany(timeout_ms=500, max_records=2000)
-            except KafkaError as exc:
-                # The consumer reconnects by itself; the tail must outlive a broker outage.
-                log.warning("the log tail cannot read the log: %r", exc)
-                await asyncio.sleep(_RETRY_S)
-                continue
+        async for batches in fetch_forever(self._consumer, "the log tail", max_records=2000):
             decoded = [
                 (tp, record.offset, _decode(record.value))
                 for tp, records in batches.items()
