@@ -11,6 +11,8 @@ with ``Retry-After``; on a socket, close codes 4401, 4403 and 4429.
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
@@ -18,7 +20,7 @@ from starlette.websockets import WebSocket
 from domain.accounts import Caller
 from services.gateway.adapters import Gateway
 from services.gateway.errors import ApiError
-from services.gateway.sockets import close
+from services.gateway.sockets import SocketLimits, admit, close, limit_send_buffer
 
 SUBPROTOCOL_PREFIX = "bearer."
 KEY_QUERY = "apiKey"
@@ -101,6 +103,19 @@ async def authenticate_socket(socket: WebSocket, gateway: Gateway) -> Caller | N
         code = WS_RATE_LIMITED if exc.status == 429 else WS_UNAUTHENTICATED
         await close(socket, code, exc.message[:120])
         return None
+
+
+@asynccontextmanager
+async def open_socket(
+    socket: WebSocket, gateway: Gateway, limits: SocketLimits, kind: str, send_buffer_bytes: int
+) -> AsyncIterator[Caller | None]:
+    """Accept a socket of ``kind`` within the limits and identify its caller; yield the
+    caller, or None when the socket was closed instead (no room, no valid key)."""
+    async with admit(socket, limits, kind, offered_key(socket)[1]) as admitted:
+        caller = await authenticate_socket(socket, gateway) if admitted else None
+        if caller is not None:
+            limit_send_buffer(socket, send_buffer_bytes)
+        yield caller
 
 
 def require_admin(caller: Caller) -> Caller:

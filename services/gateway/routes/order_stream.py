@@ -22,7 +22,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from adapters.settings import Settings
 from domain.accounts import Caller
 from events.messages import TERMINAL_STATUSES, Event, OrderAccepted
-from services.gateway.auth import authenticate_socket, offered_key
+from services.gateway.auth import open_socket
 from services.gateway.deps import (
     GatewayDep,
     ReadSideDep,
@@ -42,10 +42,8 @@ from services.gateway.sockets import (
     WS_HISTORY_UNAVAILABLE,
     WS_SLOW_CONSUMER,
     WS_UNKNOWN_ORDER,
-    admit,
     close,
     cut_when_stalled,
-    limit_send_buffer,
     send_text,
 )
 from services.gateway.tail import Logged, LogTail
@@ -71,13 +69,10 @@ async def follow(
     last_seq: Annotated[str | None, Query(alias="lastSeq")] = None,
 ) -> None:
     """Stream an order's events after ``lastSeq`` (all by default), then live, then close."""
-    async with admit(socket, limits, "order", offered_key(socket)[1]) as admitted:
-        if not admitted:
-            return
-        caller = await authenticate_socket(socket, gateway)
+    opened = open_socket(socket, gateway, limits, "order", settings.ws_send_buffer_bytes)
+    async with opened as caller:
         if caller is None:
             return
-        limit_send_buffer(socket, settings.ws_send_buffer_bytes)
         await follow_order(socket, settings, read_side, recent, tail, order_id, last_seq, caller)
 
 
