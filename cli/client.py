@@ -123,6 +123,7 @@ async def _follow(api: GatewayClient, order_id: str, last_seq: int, started: flo
 
 
 def order_request(args: argparse.Namespace) -> OrderRequest:
+    """Return the order the command line describes (``examples/client.py`` too)."""
     expires_at = None
     if args.expires_in is not None:
         expires = datetime.now(UTC) + timedelta(seconds=args.expires_in)

@@ -24,10 +24,9 @@ import contextlib
 import os
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 
-from adapters.gateway_client import ApiError, GatewayClient, OrderRequest
-from cli.client import describe
+from adapters.gateway_client import ApiError, GatewayClient
+from cli.client import describe, order_request
 
 
 async def follow(
@@ -49,24 +48,6 @@ async def follow(
         if armed is not None:
             armed.set()
     return status
-
-
-def order_request(args: argparse.Namespace) -> OrderRequest:
-    """Return the order the arguments describe."""
-    expires_at = None
-    if args.expires_in is not None:
-        expires = datetime.now(UTC) + timedelta(seconds=args.expires_in)
-        expires_at = expires.isoformat(timespec="seconds").replace("+00:00", "Z")
-    return OrderRequest(
-        token_in=args.token_in,
-        token_out=args.token_out,
-        amount=args.amount,
-        type=args.type,
-        slippage_bps=args.slippage_bps,
-        limit_price=args.limit_price,
-        max_price=args.max_price,
-        expires_at=expires_at,
-    )
 
 
 async def cancel(api: GatewayClient, order_id: str) -> int:
@@ -138,6 +119,7 @@ async def main() -> int:
         "--expires-in", type=float, metavar="SECONDS", help="limit and sniper orders"
     )
     parser.add_argument("--slippage-bps", type=int, default=50)
+    parser.add_argument("--client-order-id", help="your own reference for the order")
     parser.add_argument("--count", type=int, default=1, help="orders to submit at once")
     parser.add_argument("--cancel", metavar="ORDER_ID", help="cancel an armed order, then exit")
     parser.add_argument(
