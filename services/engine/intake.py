@@ -103,6 +103,7 @@ class Intake:
         self._monotonic = monotonic
         self._admin: AIOKafkaAdminClient | None = None
         self._starting = asyncio.Lock()
+        self._admin_lock = asyncio.Lock()
         self._rewound_at: dict[tuple[str, int], float] = {}
         self._progress_at: dict[tuple[str, int], float] = {}
         self._gap_since: dict[tuple[str, int], float] = {}
@@ -217,10 +218,11 @@ class Intake:
 
     async def _committed(self, partitions: list[TP]) -> dict[TP, int]:
         """Return the group's committed offset of each partition that has one."""
-        if self._admin is None:
-            admin = AIOKafkaAdminClient(**self._client_options)
-            await admin.start()
-            self._admin = admin
+        async with self._admin_lock:  # the health check asks too, concurrently
+            if self._admin is None:
+                admin = AIOKafkaAdminClient(**self._client_options)
+                await admin.start()
+                self._admin = admin
         found = await self._admin.list_consumer_group_offsets(
             self._group_id, partitions=[TopicPartition(p.topic, p.partition) for p in partitions]
         )
