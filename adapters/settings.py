@@ -243,6 +243,13 @@ class Settings(BaseSettings):
         }
 
     @property
+    def gateway_url(self) -> str:
+        """Return where a client on this machine reaches the gateway (a wildcard bind
+        address is reachable on loopback)."""
+        wildcard = self.gateway_host in ("0.0.0.0", "::")
+        return f"http://{'127.0.0.1' if wildcard else self.gateway_host}:{self.gateway_port}"
+
+    @property
     def venues_url(self) -> str:
         return f"http://{self.venues_host}:{self.venues_port}"
 

@@ -87,8 +87,7 @@ def show(event: OrderEvent, started: float | None = None) -> None:
 def _url(args: argparse.Namespace, settings: Settings) -> str:
     if args.url:
         return str(args.url)
-    host = "127.0.0.1" if settings.gateway_host in ("0.0.0.0", "::") else settings.gateway_host
-    return f"http://{host}:{settings.gateway_port}"
+    return settings.gateway_url
 
 
 def _key(settings: Settings) -> str | None:

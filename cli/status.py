@@ -33,11 +33,6 @@ def ops_addresses(settings: Settings) -> dict[str, str]:
     return {name: ops_address(settings, name) for name in OPS_SERVICES}
 
 
-def gateway_base(settings: Settings) -> str:
-    wildcard = settings.gateway_host in ("0.0.0.0", "::")
-    return f"http://{'127.0.0.1' if wildcard else settings.gateway_host}:{settings.gateway_port}"
-
-
 def _get(client: httpx.Client, url: str) -> tuple[int | None, dict[str, Any] | str]:
     try:
         response = client.get(url)
@@ -68,7 +63,7 @@ def collect(settings: Settings) -> tuple[list[Row], dict[str, Any]]:
     rows: list[Row] = []
     reports: dict[str, Any] = {}
     with httpx.Client(timeout=TIMEOUT_S) as client:
-        base = gateway_base(settings)
+        base = settings.gateway_url
         code, body = _get(client, f"{base}/health")
         reports["gateway"] = body
         if isinstance(body, dict):

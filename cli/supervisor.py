@@ -348,10 +348,8 @@ def _relay(name: str, stream: IO[bytes]) -> None:
 
 
 def _gateway_healthy(settings: Settings) -> bool:
-    # A wildcard bind address is reachable on loopback.
-    host = "127.0.0.1" if settings.gateway_host in ("0.0.0.0", "::") else settings.gateway_host
     try:
-        response = httpx.get(f"http://{host}:{settings.gateway_port}/health", timeout=1.0)
+        response = httpx.get(f"{settings.gateway_url}/health", timeout=1.0)
     except httpx.HTTPError:
         return False
     return response.status_code == 200
