@@ -16,12 +16,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+# The development API key `oee up` makes (when OEE_DEV_API_KEY is unset) is this secret.
+DEV_KEY_SECRET = "dev-api-key"
+
+
+def secret_path(data_dir: Path, name: str) -> Path:
+    """Return where the secret ``name`` of ``data_dir`` is kept."""
+    return data_dir / "secrets" / name
+
+
 def stored_secret(data_dir: Path, name: str) -> str:
     """Return the secret ``name`` kept in ``data_dir``, creating it (mode 0600) if absent.
 
     Created exclusively, so processes starting together agree on one value.
     """
-    path = data_dir / "secrets" / name
+    path = secret_path(data_dir, name)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:

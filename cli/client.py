@@ -27,7 +27,7 @@ from adapters.gateway_client import (
     StreamClosed,
     new_idempotency_key,
 )
-from adapters.settings import Settings
+from adapters.settings import DEV_KEY_SECRET, Settings, secret_path
 
 console = Console(highlight=False)
 
@@ -94,7 +94,7 @@ def _key(settings: Settings) -> str | None:
     """Return the API key to send: ``OEE_API_KEY``, else the development key of the
     system ``oee up`` runs from this data directory, if there is one."""
     key = os.environ.get("OEE_API_KEY") or settings.dev_api_key
-    stored = settings.data_dir / "secrets" / "dev-api-key"
+    stored = secret_path(settings.data_dir, DEV_KEY_SECRET)
     if not key and stored.exists():
         key = stored.read_text().strip() or None
     return key

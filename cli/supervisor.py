@@ -37,7 +37,7 @@ from adapters.kafka import TopicMismatchError, ensure_topics, topic_names
 from adapters.kafka_acls import ensure_acls
 from adapters.logs import readable
 from adapters.processes import die_with_parent, stop_process
-from adapters.settings import Settings, stored_secret
+from adapters.settings import DEV_KEY_SECRET, Settings, stored_secret
 from cli import SERVICES
 from cli.foreground import embedded_broker, embedded_database
 from cli.status import ops_addresses
@@ -380,7 +380,7 @@ def up(settings: Settings) -> int:
         infra_s = time.monotonic() - began
         assert settings.kafka_bootstrap is not None
         assert settings.database_url is not None
-        dev_key = settings.dev_api_key or stored_secret(settings.data_dir, "dev-api-key")
+        dev_key = settings.dev_api_key or stored_secret(settings.data_dir, DEV_KEY_SECRET)
         env = os.environ | {
             # Children run in the data dir, where a relative entry would point elsewhere.
             "PYTHONPATH": os.pathsep.join(
