@@ -13,7 +13,10 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
+from fastapi import Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
 
@@ -87,7 +90,21 @@ def identify(gateway: Gateway, key: str | None) -> Caller:
     return caller
 
 
-async def authenticate(connection: HTTPConnection) -> Caller:
+# Declares the key in the OpenAPI document (``securitySchemes``, and ``security`` on
+# every keyed operation), so a generated client and the /docs page know to send it.
+# ``auto_error=False``: a missing or malformed header is ours to answer, in the envelope.
+API_KEY = HTTPBearer(
+    scheme_name="apiKey",
+    bearerFormat="oee API key",
+    description="An API key (`oee keys create NAME`), sent as `Authorization: Bearer <key>`.",
+    auto_error=False,
+)
+
+
+async def authenticate(
+    connection: HTTPConnection,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Security(API_KEY)],
+) -> Caller:
     """Return the caller of an HTTP request, or raise 401/429."""
     gateway: Gateway = connection.app.state.gateway
     return identify(gateway, bearer_key(connection.headers.get("authorization")))

@@ -173,3 +173,19 @@ async def test_unexpected_error_and_database_outage_answer_in_the_envelope(
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
     assert ("retry-after" in response.headers) == (status == 503)
+
+
+def test_openapi_declares_the_api_key_on_every_keyed_operation(document: dict[str, Any]) -> None:
+    scheme = document["components"]["securitySchemes"]["apiKey"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    keyed = [
+        (path, method, operation)
+        for path, method, operation in operations(document)
+        if "401" in operation["responses"]
+    ]
+    assert len(keyed) >= 8
+    for path, method, operation in keyed:
+        assert operation.get("security") == [{"apiKey": []}], (method, path)
+    for path, method, operation in operations(document):
+        if "401" not in operation["responses"]:
+            assert "security" not in operation, (method, path)
