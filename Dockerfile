@@ -1,6 +1,6 @@
 # One image for every service; docker-compose.yml picks the process with `oee <name>`.
-# Kafka and PostgreSQL run in their own containers (docker/), so no JDK, Maven or
-# embedded PostgreSQL here. docker/build-images.sh makes the base image and fills
+# Kafka and PostgreSQL run in their own containers (docker-images/), so no JDK, Maven or
+# embedded PostgreSQL here. docker-images/build.sh makes the base image and fills
 # build/wheels, from which everything installs without a network.
 FROM oee-base:bookworm AS python
 RUN apt-get update \

