@@ -34,7 +34,11 @@ def requirements(*extras: str, runtime: bool = True) -> list[Requirement]:
 
 @pytest.mark.parametrize(
     ("lock", "extras"),
-    [("requirements.lock", ()), ("requirements-dev.lock", ("test", "lint", "dev"))],
+    [
+        ("requirements.lock", ("embedded",)),
+        ("requirements-dev.lock", ("embedded", "test", "lint", "dev")),
+        ("requirements-image.lock", ()),
+    ],
 )
 def test_every_dependency_is_pinned_within_its_bounds(lock: str, extras: tuple[str, ...]) -> None:
     pinned = pins(lock)
@@ -50,3 +54,18 @@ def test_the_runtime_lock_holds_no_test_tools() -> None:
     runtime = pins("requirements.lock")
     for requirement in requirements("test", "lint", runtime=False):
         assert canonicalize_name(requirement.name) not in runtime, requirement.name
+
+
+def test_the_image_lock_holds_no_embedded_server() -> None:
+    # The Docker image runs PostgreSQL in a container of its own (docker-images/postgres);
+    # the wheel's 40 MB of server binaries have no place in the services' image.
+    image = pins("requirements-image.lock")
+    for requirement in requirements("embedded", "test", "lint", runtime=False):
+        assert canonicalize_name(requirement.name) not in image, requirement.name
+
+
+def test_the_image_lock_pins_what_the_runtime_lock_pins() -> None:
+    # One set of versions: the containers run what `./oee up` runs.
+    runtime = pins("requirements.lock")
+    for name, version in pins("requirements-image.lock").items():
+        assert runtime.get(name) == version, f"{name}: image {version}, runtime {runtime.get(name)}"
