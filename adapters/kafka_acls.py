@@ -73,7 +73,8 @@ def acl_table(settings: Settings) -> list[Acl]:
     reads = {
         # The gateway tails commands (idempotency) and events (streams, firehose).
         # The API keys' topic (written by `oee keys` as the admin) is the gateway's alone.
-        "gateway": [s.commands_topic, s.events_topic, s.accounts_topic],
+        # It reads the market topic for the web page (prices, pools, launches).
+        "gateway": [s.commands_topic, s.events_topic, s.accounts_topic, s.market_topic],
         "triggers": [s.events_topic, s.market_topic],
         "sweeper": [s.commands_topic, s.events_topic],
         "engine": [s.commands_topic, s.events_topic],

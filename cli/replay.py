@@ -1,4 +1,7 @@
-"""``oee replay``: rebuild a read model (or check it) and print what happened."""
+"""``oee replay``: rebuild a read model (or check it) and print what happened.
+
+While it projects, a progress line on stderr counts the events (as ``oee bench``
+shows its own, with ``cli.progress``)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import sys
 from collections.abc import Callable, Mapping
 
 from adapters.settings import Settings
+from cli.progress import CountProgress
 from projections.contract import Projection, Stats
 from projections.registry import PROJECTIONS
 from services.projector.replay import (
@@ -42,7 +46,11 @@ def main(
 
 
 async def _main(settings: Settings, projection: Projection) -> int:
-    report = await replay(settings, projection)
+    progress = CountProgress("replay", "events")
+    try:
+        report = await replay(settings, projection, progress=progress)
+    finally:
+        progress.end()
     print(
         f"replayed {settings.events_topic} into {report.projection}: "
         f"{_summary(report.stats, report.seconds)}; swapped in, live projector "
@@ -52,7 +60,11 @@ async def _main(settings: Settings, projection: Projection) -> int:
 
 
 async def _check_main(settings: Settings, projection: Projection) -> int:
-    report = await check(settings, projection)
+    progress = CountProgress("check", "events")
+    try:
+        report = await check(settings, projection, progress=progress)
+    finally:
+        progress.end()
     print(
         f"checked {report.projection} against a rebuild from {settings.events_topic}: "
         f"{_summary(report.stats, report.seconds)}; live projector "

@@ -26,7 +26,6 @@ import json
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -37,6 +36,7 @@ import aiohttp
 
 from adapters.settings import Settings
 from cli.bench.system import RunningSystem, cpu_by_group, cpu_delta, private_system
+from cli.progress import ProgressLine
 
 ORDERS = (
     {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5", "slippageBps": 100},
@@ -156,7 +156,8 @@ class Bench:
                 ready = asyncio.Event()
                 firehose = asyncio.create_task(self._firehose(http, ready))
                 await ready.wait()
-            progress = asyncio.create_task(self._progress())
+            line = ProgressLine()
+            progress = asyncio.create_task(self._progress(line))
             started = time.monotonic()
             await self._submit_all(http)
             posted = time.monotonic()
@@ -169,7 +170,7 @@ class Bench:
                 firehose.cancel()
             for task in list(self._tasks):
                 task.cancel()
-        print(file=sys.stderr)
+        line.end()
         return Run(self.orders, started)
 
     async def _submit_all(self, http: aiohttp.ClientSession) -> None:
@@ -274,17 +275,14 @@ class Bench:
         if self._ended >= len(self.orders):
             self._all_ended.set()
 
-    async def _progress(self) -> None:
+    async def _progress(self, line: ProgressLine) -> None:
         started = time.monotonic()
         while True:
             await asyncio.sleep(2)
             posted = sum(1 for o in self.orders if o.answered_at)
-            print(
-                f"\r{time.monotonic() - started:6.1f}s  posted {posted}/{len(self.orders)}  "
-                f"ended {self._ended}",
-                end="",
-                file=sys.stderr,
-                flush=True,
+            line.show(
+                f"{time.monotonic() - started:6.1f}s  posted {posted}/{len(self.orders)}  "
+                f"ended {self._ended}"
             )
 
 

@@ -1,8 +1,8 @@
 """Read-only queries on the orders read model, for the gateway: typed rows, not dicts.
 
 An order comes back as the ``OrderState`` its row was written from, an event of
-the audit trail as a ``StoredEvent``, and what the firehose filters on as
-``OrderLabels``.
+the audit trail as a ``StoredEvent``, what the firehose filters on as
+``OrderLabels``, and the armed limit orders of a pair as ``LimitLevel`` rows.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from psycopg.rows import class_row, kwargs_row
@@ -46,6 +47,16 @@ class OrderLabels:
     token_out: str
     venue: str | None
     account: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitLevel:
+    """The armed limit orders that sell ``token_in`` at one limit price: how many, how much."""
+
+    token_in: str
+    limit_price: Decimal
+    orders: int
+    amount: Decimal
 
 
 def _state(**row: Any) -> OrderState:
@@ -114,6 +125,33 @@ async def order_labels(conn: Connection, order_ids: list[uuid.UUID]) -> list[Ord
             "SELECT order_id, order_type, token_in, token_out, venue, account FROM orders"
             " WHERE order_id = ANY(%s)",
             (order_ids,),
+        )
+        return await cur.fetchall()
+
+
+async def armed_limit_levels(
+    conn: Connection, token_a: str, token_b: str, account: str | None = None
+) -> list[LimitLevel]:
+    """Return the armed limit orders between ``token_a`` and ``token_b`` (either way
+    round) by the token they sell and their limit price, highest price first; only
+    those ``account`` placed, when it is given."""
+    params: list[Any] = [token_a, token_b, token_b, token_a]
+    mine = ""
+    if account is not None:
+        mine = "AND account = %s"
+        params.append(account)
+    async with conn.cursor(row_factory=class_row(LimitLevel)) as cur:
+        await cur.execute(
+            f"""
+            SELECT token_in, limit_price, count(*)::integer AS orders, sum(amount) AS amount
+            FROM orders
+            WHERE status = 'armed' AND order_type = 'limit'
+              AND ((token_in = %s AND token_out = %s) OR (token_in = %s AND token_out = %s))
+              {mine}
+            GROUP BY token_in, limit_price
+            ORDER BY limit_price DESC, token_in
+            """,
+            params,
         )
         return await cur.fetchall()
 

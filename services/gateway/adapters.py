@@ -4,7 +4,8 @@ The accounts topic feeds the API keys (``keys``). The log tail feeds three
 memories, each with one job: the recent events of each order (``recent``), the
 submissions and idempotency keys (``submissions``) and the firehose feeds
 (``fanout``). Commands go out through ``commands``; reads come from ``read_side``;
-the venues answer quotes and launches.
+the venues answer quotes and launches; the market topic feeds ``market`` (pools,
+recent prices, launches).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from services.gateway.commands import CommandWriter
 from services.gateway.fanout import Fanout
 from services.gateway.firehose import render
 from services.gateway.keys import KeyRing, RateLimits
+from services.gateway.market_view import MarketWatch
 from services.gateway.read_side import ReadSide, connection_pool
 from services.gateway.recent import RecentEvents
 from services.gateway.sockets import SocketLimits
@@ -55,6 +57,7 @@ class Gateway:
         )
         self.venues: list[HttpVenue] = []
         self.keys = KeyRing(settings)
+        self.market = MarketWatch(settings)
         self.rate_limits = RateLimits(settings.rate_limit_per_s, settings.rate_limit_burst)
         self.order_secret = settings.order_secret()
 
@@ -63,11 +66,13 @@ class Gateway:
         self.venues = await http_venues(self.settings)
         await self.commands.start()
         await self.keys.start(await self.commands.partitions(self.settings.accounts_topic))
+        await self.market.start(await self.commands.partitions(self.settings.market_topic))
         topics = (self.settings.commands_topic, self.settings.events_topic)
         await self.tail.start({t: await self.commands.partitions(t) for t in topics})
 
     async def stop(self) -> None:
         await self.tail.stop()
+        await self.market.stop()
         await self.keys.stop()
         await self.commands.stop()
         await self.pool.close()

@@ -21,6 +21,7 @@ from services.gateway.adapters import Gateway
 from services.gateway.auth import authenticate, require_admin
 from services.gateway.commands import CommandWriter
 from services.gateway.fanout import Fanout
+from services.gateway.market_view import MarketWatch
 from services.gateway.read_side import ReadSide
 from services.gateway.recent import RecentEvents
 from services.gateway.sockets import SocketLimits
@@ -63,6 +64,7 @@ recent = _part("recent")
 submissions = _part("submissions")
 fanout = _part("fanout")
 venues = _part("venues")
+market = _part("market")
 socket_limits = _part("socket_limits")
 
 
@@ -80,6 +82,7 @@ RecentDep = Annotated[RecentEvents, Depends(recent)]
 SubmissionsDep = Annotated[Submissions, Depends(submissions)]
 FanoutDep = Annotated[Fanout, Depends(fanout)]
 VenuesDep = Annotated[list[HttpVenue], Depends(venues)]
+MarketDep = Annotated[MarketWatch, Depends(market)]
 SocketLimitsDep = Annotated[SocketLimits, Depends(socket_limits)]
 # Who the request acts for (401 without a known key, 429 over its rate), and an admin (403).
 CallerDep = Annotated[Caller, Depends(authenticate)]

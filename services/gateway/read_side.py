@@ -197,6 +197,14 @@ class ReadSide:
         async with self.connection() as conn:
             return await queries.list_orders(conn, limit, before, account)
 
+    async def limit_levels(
+        self, token_a: str, token_b: str, account: str | None
+    ) -> list[queries.LimitLevel]:
+        """Return the armed limit orders of a pair by side and price (``account``'s only,
+        unless it is None)."""
+        async with self.connection() as conn:
+            return await queries.armed_limit_levels(conn, token_a, token_b, account)
+
     async def analytics(self) -> dict[str, Any]:
         """Return execution figures per venue and per pair."""
         async with self.connection() as conn:

@@ -181,6 +181,83 @@ class LaunchedPool(BaseModel):
     liquidity_usd: str = Field(alias="liquidityUsd")
 
 
+class PoolView(BaseModel):
+    """One venue's pool as the market topic last said: price in quote per base."""
+
+    model_config = _OPEN
+
+    venue: str
+    pool_id: str = Field(alias="poolId")
+    base: str
+    quote: str
+    price: str
+    liquidity_usd: str = Field(alias="liquidityUsd")
+    seq: int = Field(description="The pool's message number on the market topic.")
+    updated_at: str = Field(alias="updatedAt", description="ISO 8601, UTC.")
+
+
+class LaunchView(BaseModel):
+    """A token that launched, and the pool that listed it."""
+
+    model_config = _OPEN
+
+    token: str
+    venue: str
+    pool_id: str = Field(alias="poolId")
+    quote: str
+    price: str = Field(description="The price it launched at, in quote per token.")
+    launched_at: str = Field(alias="launchedAt", description="ISO 8601, UTC.")
+
+
+class MarketPools(BaseModel):
+    """The market as the venues list it: every pool, the tokens they trade, the launches."""
+
+    venues: list[str] = Field(description="The venues this gateway routes to.")
+    tokens: list[str] = Field(description="Every token some pool lists, launched ones included.")
+    pools: list[PoolView]
+    launches: list[LaunchView] = Field(description="Newest first.")
+
+
+class PricePointView(BaseModel):
+    at: str = Field(description="ISO 8601, UTC.")
+    price: str
+    seq: int
+
+
+class PriceSeries(BaseModel):
+    """One pool's recent prices, oldest first."""
+
+    venue: str
+    pool_id: str = Field(alias="poolId")
+    points: list[PricePointView]
+
+
+class PriceHistory(BaseModel):
+    """The recent prices of a pair on every venue that lists it (quote per base)."""
+
+    base: str | None = Field(description="Null when no venue lists the pair.")
+    quote: str | None
+    series: list[PriceSeries]
+
+
+class LadderLevel(BaseModel):
+    """The armed limit orders at one price on one side: how many, how much they sell."""
+
+    side: Literal["sell", "buy"] = Field(description="sell: they sell the base; buy: they buy it.")
+    price: str = Field(description="The limit price, quote per base.")
+    orders: int
+    amount: str = Field(description="What they sell in all, in `token`.")
+    token: str
+
+
+class Ladder(BaseModel):
+    """The armed limit orders of a pair (the caller's; an admin's: everyone's), by price."""
+
+    base: str
+    quote: str
+    levels: list[LadderLevel] = Field(description="Highest price first.")
+
+
 # Declared required, so a check of the answers fails when one is missing.
 _RETRY_AFTER = {
     "Retry-After": {

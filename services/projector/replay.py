@@ -13,6 +13,10 @@ those offsets, and either
 * checks: compares the rebuilt tables with the live ones, row by row and column by
   column, at the same log positions, changing nothing live.
 
+While it projects, the rebuild tells an optional ``progress`` callback how many
+records of the log it has projected, of how many (``oee replay`` shows it as a
+line on stderr).
+
 A live projector's positions equal the stored ones after a swap. When they do not
 (it was not running, or it lost a rebalance race), its next claim of a partition
 fails and it reseeks to the stored offsets, as after any other conflict.
@@ -36,6 +40,8 @@ from projections.orders.handler import OrdersProjection
 from services.projector.runner import ProjectionRunner, lock_key, presence_key
 
 T = TypeVar("T")
+# Told (records projected, records to project) after every batch of a rebuild.
+Progress = Callable[[int, int], None]
 
 LIVE_SCHEMA = "public"
 # Differing rows named per table in a check report.
@@ -107,6 +113,36 @@ class _Schemas:
     retired: str
 
 
+class _Counter:
+    """Counts the records a rebuild projected, and how many it aims at, for ``progress``."""
+
+    def __init__(
+        self,
+        runner: ProjectionRunner,
+        begins: Mapping[TopicPartition, int],
+        progress: Progress | None,
+    ) -> None:
+        self._runner = runner
+        self._begins = begins
+        self._progress = progress
+        self._total = 0
+
+    def aim(self, target: Mapping[TopicPartition, int]) -> Mapping[TopicPartition, int]:
+        """Take ``target`` as where the rebuild projects to (it only grows); return it."""
+        count = sum(max(0, o - self._begins.get(tp, 0)) for tp, o in target.items())
+        self._total = max(self._total, count)
+        return target
+
+    def batch(self) -> None:
+        """Tell ``progress`` where the rebuild stands."""
+        if self._progress is None:
+            return
+        done = sum(
+            max(0, pos - self._begins.get(tp, 0)) for tp, pos in self._runner.positions.items()
+        )
+        self._progress(done, max(done, self._total))
+
+
 @dataclass(frozen=True)
 class _Rebuilt(Generic[T]):
     result: T
@@ -122,13 +158,15 @@ async def replay(
     projection: Projection | None = None,
     *,
     publish_dead_letters: bool = False,
+    progress: Progress | None = None,
 ) -> ReplayReport:
     """Rebuild ``projection`` (orders by default) from offset zero and swap it in.
 
     With a live projector running, the rebuild ends at its positions and it carries
     on against the new tables; without one, at the log's end offsets taken at start.
     Dead letters were published when the live projector first met them, so a replay
-    only counts them unless ``publish_dead_letters`` is set.
+    only counts them unless ``publish_dead_letters`` is set. ``progress`` is told
+    (records projected, records to project) after every batch.
     """
     projection = projection or OrdersProjection()
     await _expect_owner(settings, projection)
@@ -138,6 +176,7 @@ async def replay(
         _swap,
         follow_live=False,
         publish_dead_letters=publish_dead_letters,
+        progress=progress,
     )
     return ReplayReport(
         projection.name,
@@ -149,15 +188,23 @@ async def replay(
     )
 
 
-async def check(settings: Settings, projection: Projection | None = None) -> CheckReport:
+async def check(
+    settings: Settings, projection: Projection | None = None, *, progress: Progress | None = None
+) -> CheckReport:
     """Rebuild ``projection`` (orders by default) beside the live tables and compare them.
 
     The rebuild ends at the live stored offsets, so both sides reflect the same
-    records. Nothing live changes; the rebuild is dropped afterwards.
+    records. Nothing live changes; the rebuild is dropped afterwards. ``progress``
+    is told (records projected, records to project) after every batch.
     """
     projection = projection or OrdersProjection()
     done = await _rebuild(
-        settings, projection, _compare, follow_live=True, publish_dead_letters=False
+        settings,
+        projection,
+        _compare,
+        follow_live=True,
+        publish_dead_letters=False,
+        progress=progress,
     )
     return CheckReport(
         projection.name,
@@ -204,6 +251,7 @@ async def _rebuild(
     *,
     follow_live: bool,
     publish_dead_letters: bool,
+    progress: Progress | None = None,
 ) -> _Rebuilt[T]:
     """Project the log into a fresh schema up to the live positions, then ``finish``
     inside the transaction that holds live batches back.
@@ -235,13 +283,12 @@ async def _rebuild(
             async with runner.catching_up():
                 await _expect_tables(guard, projection, schemas.rebuild)
                 ends = await runner.end_offsets()
+                counter = _Counter(runner, await runner.begin_offsets(), progress)
                 live = await _live_offsets(guard, projection, runner.topic)
-                if follow_live or (live_projector and live):
-                    await runner.project_until(_within(live, ends))
-                else:
-                    await runner.project_until(ends)
+                target = _within(live, ends) if follow_live or (live_projector and live) else ends
+                await runner.project_until(counter.aim(target), counter.batch)
                 if live_projector:
-                    await _close_in(runner, guard, projection)
+                    await _close_in(runner, guard, projection, counter)
                 conn = await runner.connection()
                 async with conn.transaction():
                     pause = time.perf_counter()
@@ -252,7 +299,9 @@ async def _rebuild(
                     # Never behind the live positions; ahead only when the live ones lag
                     # the log's end with no live projector to move them.
                     target = {tp: max(pos, live.get(tp, 0)) for tp, pos in runner.positions.items()}
-                    await runner.project_until(_within(target, await runner.end_offsets()))
+                    last = _within(target, await runner.end_offsets())
+                    await runner.project_until(counter.aim(last), counter.batch)
+                    counter.batch()
                     result = await finish(conn, projection, schemas)
                 paused = time.perf_counter() - pause
         finally:
@@ -269,7 +318,9 @@ async def _rebuild(
     )
 
 
-async def _close_in(runner: ProjectionRunner, guard: Connection, projection: Projection) -> None:
+async def _close_in(
+    runner: ProjectionRunner, guard: Connection, projection: Projection, counter: _Counter
+) -> None:
     """Follow the live projector while it is more than a batch ahead, so the final
     transaction, which holds live batches back, has little left to project."""
     for _ in range(_EXTRA_ROUNDS):
@@ -277,7 +328,8 @@ async def _close_in(runner: ProjectionRunner, guard: Connection, projection: Pro
         lag = sum(max(0, live.get(tp, 0) - pos) for tp, pos in runner.positions.items())
         if lag <= runner.max_records:
             return
-        await runner.project_until(_within(live, await runner.end_offsets()))
+        target = _within(live, await runner.end_offsets())
+        await runner.project_until(counter.aim(target), counter.batch)
 
 
 async def _try_lock(conn: Connection, key: str) -> bool:

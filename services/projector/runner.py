@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,8 +176,19 @@ class ProjectionRunner:
         ends: dict[TopicPartition, int] = await self._consumer.end_offsets(partitions)
         return ends
 
-    async def project_until(self, until: Mapping[TopicPartition, int]) -> None:
-        """Project every assigned partition up to (excluding) its offset in ``until``.
+    async def begin_offsets(self) -> dict[TopicPartition, int]:
+        """Return the first offset still on the log of every assigned partition."""
+        partitions = sorted(self._consumer.assignment())
+        begins: dict[TopicPartition, int] = await self._consumer.beginning_offsets(partitions)
+        return begins
+
+    async def project_until(
+        self,
+        until: Mapping[TopicPartition, int],
+        on_batch: Callable[[], None] | None = None,
+    ) -> None:
+        """Project every assigned partition up to (excluding) its offset in ``until``,
+        calling ``on_batch`` after each fetch.
 
         A partition missing from ``until`` is not projected. Only inside ``catching_up``.
         """
@@ -187,6 +198,8 @@ class ProjectionRunner:
             if all(pos >= until.get(tp, 0) for tp, pos in zip(partitions, positions, strict=True)):
                 break
             await self._step(until)
+            if on_batch is not None:
+                on_batch()
         # A fetch may have read past ``until`` and dropped the rest: rewind so that a
         # later call projects those records instead of skipping them.
         for tp, pos in zip(partitions, positions, strict=True):

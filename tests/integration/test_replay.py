@@ -199,6 +199,29 @@ async def test_replay_without_projector_builds_tables_up_to_the_log_end(
     assert (stats.applied, stats.skipped, stats.errors) == (5, 0, 0)
 
 
+async def test_replay_command_shows_its_progress_in_events_on_stderr(
+    settings: Settings, producer: AIOKafkaProducer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a log of 4 orders' events and no projector
+    events = histories(4)
+    await produce(producer, settings.events_topic, events)
+
+    # When `oee replay` rebuilds the orders read model
+    code = await asyncio.to_thread(main, settings, "orders")
+
+    # Then stderr has counted the events on one line rewritten in place, up to all of them
+    assert code == 0
+    captured = capsys.readouterr()
+    lines = [line.rstrip() for line in captured.err.split("\r") if line.strip()]
+    total = len(events)
+    assert lines, captured.err
+    assert lines[-1] == f"replay: {total} / {total} events (100%), " + lines[-1].split(", ")[-1]
+    assert lines[-1].endswith(" events/s")
+    assert captured.err.endswith("\n")
+    # ...and stdout has only the result
+    assert captured.out.startswith("replayed ")
+
+
 async def test_check_after_live_rows_tampered_names_tables_and_keys_and_exits_1(
     settings: Settings, producer: AIOKafkaProducer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,8 +4,11 @@ A real Chromium (Debian's, installed by ``./oee test`` when missing) loads the
 page the gateway serves at ``/``, submits a market order through the form, and
 watches its timeline over the order's WebSocket until it is confirmed. A limit
 order far from the market waits armed until its card's Cancel button cancels it;
-a sniper order catches a token launched with the page's own control. Playwright
-only drives that browser; it never downloads one of its own.
+a sniper order catches a token launched with the page's own control. The market
+panel charts the form's pair from the market topic, previews a quote for the
+form's amount, shows the pair's armed limit orders as a ladder, and lists the
+tokens that launched. Playwright only drives that browser; it never downloads one
+of its own.
 """
 
 from __future__ import annotations
@@ -13,17 +16,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import random
 import shutil
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.auth import AUTH, DEV_KEY
+from tests.auth import AUTH, DEV_KEY, venue_auth
 from tests.integration.system import System
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -482,6 +487,144 @@ async def test_web_page_sniper_form_takes_a_token_that_is_not_listed(page: Any) 
     assert "new token" in await page.inner_text('label[for="f-tokenOut"]')
     # A launched token is never the quote: a sniper's price is in SOL per new token.
     assert await page.locator("[data-price-unit]").nth(1).inner_text() == "(SOL per NEWCOIN)"
+
+
+# The market of the form's pair ----------------------------------------------------
+
+
+async def venue_price(system: System, venue: str, base: str, quote: str) -> Decimal:
+    """Return a venue's price of a pair, as the venue itself lists its pool."""
+    async with httpx.AsyncClient(
+        base_url=system.settings.venues_url, headers=venue_auth(system.settings)
+    ) as venues:
+        pools = (await venues.get(f"/venues/{venue}/pools")).json()["pools"]
+    [pool] = [p for p in pools if (p["base"], p["quote"]) == (base, quote)]
+    return Decimal(pool["price"])
+
+
+async def move_sol_usdc(system: System, venue: str, fraction: str) -> None:
+    """Move SOL/USDC on one venue, as another trader would."""
+    async with httpx.AsyncClient(
+        base_url=system.settings.venues_url, headers=venue_auth(system.settings)
+    ) as venues:
+        response = await venues.post(
+            f"/venues/{venue}/price-moves",
+            json={"token_in": "SOL", "token_out": "USDC", "fraction": fraction},
+        )
+    assert response.status_code == 204, response.text
+
+
+async def test_web_page_charts_the_forms_pair_live_from_the_market_topic(
+    page: Any, system: System
+) -> None:
+    # Given the page, whose form trades SOL for USDC: the market panel charts SOL/USDC
+    await page.goto("/")
+    assert await page.inner_text("#market-pair") == "SOL/USDC"
+    raydium = page.locator("#price-chart g.series[data-series=raydium]")
+    await raydium.wait_for(state="attached")
+    assert await page.locator("#price-chart g.series[data-series=meteora]").count() == 1
+    before = int(await raydium.get_attribute("data-points"))
+
+    # When another trader moves SOL/USDC on raydium
+    await move_sol_usdc(system, "raydium", "0.01")
+    moved = await venue_price(system, "raydium", "SOL", "USDC")
+
+    # Then the chart draws one point more, at the price the venue now has
+    await page.wait_for_function(
+        "n => +document.querySelector("
+        "'#price-chart g.series[data-series=raydium]')?.dataset.points > n",
+        arg=before,
+    )
+    assert Decimal(await raydium.get_attribute("data-last")) == moved
+    points = int(await raydium.get_attribute("data-points"))
+    assert await raydium.locator("circle.point").count() == points
+    assert await raydium.locator("polyline.line").count() == 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.locator("#market").screenshot(path=str(ARTIFACTS / "web-page-market.png"))
+
+
+async def test_web_page_previews_the_quote_for_the_forms_amount(
+    page: Any, client: httpx.AsyncClient
+) -> None:
+    # Given the page
+    await page.goto("/")
+
+    # When the form asks for 2.5 SOL in USDC
+    await page.fill("#f-tokenIn", "SOL")
+    await page.fill("#f-tokenOut", "USDC")
+    await page.fill("#f-amount", "2.5")
+
+    # Then it previews what the route would give for 2.5 SOL, on the venue the API names
+    preview = page.locator("#quote-preview[data-state=ok][data-amount='2.5']")
+    await preview.wait_for()
+    asked = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "2.5"}
+    route = (await client.get("/api/quotes", params=asked)).json()["route"]
+    assert await preview.get_attribute("data-venue") == route["venue"]
+    shown = Decimal(await preview.get_attribute("data-expected-out"))
+    assert abs(shown - Decimal(route["expectedOut"])) <= Decimal(route["expectedOut"]) / 100
+    assert "USDC" in await preview.inner_text()
+
+    # And it follows the amount: ten times as much gives about ten times as much out
+    await page.fill("#f-amount", "25")
+    bigger = page.locator("#quote-preview[data-state=ok][data-amount='25']")
+    await bigger.wait_for()
+    assert Decimal(await bigger.get_attribute("data-expected-out")) > shown * 9
+
+    # And an amount the API refuses shows its message instead
+    await page.fill("#f-amount", "-1")
+    refused = page.locator("#quote-preview[data-state=error][data-amount='-1']")
+    await refused.wait_for()
+    assert await refused.inner_text()
+
+
+async def test_web_page_ladder_shows_an_armed_limit_order_of_the_pair(
+    page: Any, client: httpx.AsyncClient
+) -> None:
+    # Given a limit sell of SOL far above the market, at a price no other test uses
+    price = str(random.randint(20_000, 29_999))
+    order = {**ORDER, "type": "limit", "amount": "0.25", "limitPrice": price}
+    order_id = await submit(client, order)
+    await listed_when(client, {order_id}, status="armed")
+
+    # When the page shows SOL/USDC (its form's pair)
+    await page.goto("/")
+
+    # Then the ladder has a sell level at its price with its amount
+    level = page.locator(f"#ladder tr[data-side=sell][data-price='{price}']")
+    await level.wait_for()
+    cells = await level.locator("td").all_inner_texts()
+    assert cells == [price, "sell", "1", "0.25 SOL"]
+
+    # When it is cancelled, its level leaves the ladder
+    response = await client.post(f"/api/orders/{order_id}/cancel")
+    assert response.status_code == 200, response.text
+    await level.wait_for(state="detached", timeout=20_000)
+
+
+async def test_web_page_lists_a_token_launched_elsewhere_and_offers_it(
+    page: Any, client: httpx.AsyncClient
+) -> None:
+    # Given the page, showing what the venues list
+    await page.goto("/")
+    await page.locator("#tokens option[value=SOL]").wait_for(state="attached")
+    venues = await page.locator("#l-venue option").evaluate_all("os => os.map(o => o.value)")
+    assert sorted(venues) == ["meteora", "raydium"]
+
+    # When a token launches, not through the page
+    symbol = "L" + uuid.uuid4().hex[:6].upper()
+    launched = await client.post(
+        "/api/simulate/launch", json={"symbol": symbol, "venue": "meteora"}
+    )
+    assert launched.status_code == 201, launched.text
+
+    # Then the page lists it among the launched tokens, and offers it in the token list
+    item = page.locator(f"#launches li[data-token='{symbol}']")
+    await item.wait_for(timeout=20_000)
+    assert await item.get_attribute("data-venue") == "meteora"
+    assert symbol in await item.inner_text()
+    assert symbol in await page.locator("#tokens option").evaluate_all(
+        "options => options.map(o => o.value)"
+    )
 
 
 # Shaped as GET /api/analytics answers: counts are ints, other figures decimal strings.

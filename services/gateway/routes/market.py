@@ -1,7 +1,9 @@
-"""The market as the engine sees it: venue quotes and the route it would take, and analytics."""
+"""The market: the venues' pools and recent prices (from the market topic), venue quotes
+and the route the engine would take, the armed limit orders of a pair, and analytics."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -9,9 +11,17 @@ from pydantic import ValidationError
 
 from adapters.venues.quoting import quote_all
 from domain.numbers import DECIMAL_PATTERN
+from domain.pricing import market_of
 from domain.routing import NoRoute, choose_route
 from services.gateway import errors
-from services.gateway.deps import ReadSideDep, SettingsDep, VenuesDep, admin
+from services.gateway.deps import (
+    CallerDep,
+    MarketDep,
+    ReadSideDep,
+    SettingsDep,
+    VenuesDep,
+    admin,
+)
 from services.gateway.responses import (
     ADMIN_ONLY,
     AUTHENTICATED,
@@ -19,6 +29,9 @@ from services.gateway.responses import (
     DATABASE,
     INVALID,
     Analytics,
+    Ladder,
+    MarketPools,
+    PriceHistory,
     Quotes,
 )
 from services.gateway.schemas import TOKEN_PATTERN, TradeRequest, camelize
@@ -95,3 +108,128 @@ async def get_analytics(read_side: ReadSideDep) -> Any:
     """Return execution figures per venue and per pair over every account's orders
     (admin only; see docs/architecture.md)."""
     return await read_side.analytics()
+
+
+def plain(number: Decimal) -> str:
+    """Return a decimal as JSON text without an exponent (``1.5E-7`` is ``0.00000015``)."""
+    return format(number.normalize(), "f")
+
+
+@router.get(
+    "/api/market",
+    response_model=None,
+    responses={
+        200: {"model": MarketPools, "description": "The venues, their pools and the launches"},
+        **COMMON_ERRORS,
+        **AUTHENTICATED,
+    },
+)
+async def get_market(market: MarketDep, venues: VenuesDep) -> Any:
+    """Return every venue's pools as the market topic last said, the tokens they list,
+    and the tokens that launched (newest first)."""
+    book = market.book
+    return {
+        "venues": [venue.name for venue in venues],
+        "tokens": book.tokens(),
+        "pools": [
+            {
+                "venue": pool.venue,
+                "poolId": pool.pool_id,
+                "base": pool.base,
+                "quote": pool.quote,
+                "price": plain(pool.price),
+                "liquidityUsd": plain(pool.liquidity_usd),
+                "seq": pool.seq,
+                "updatedAt": pool.occurred_at.isoformat(),
+            }
+            for pool in book.pools()
+        ],
+        "launches": [
+            {
+                "token": launch.token,
+                "venue": launch.venue,
+                "poolId": launch.pool_id,
+                "quote": launch.quote,
+                "price": plain(launch.price),
+                "launchedAt": launch.at.isoformat(),
+            }
+            for launch in book.launches()
+        ],
+    }
+
+
+_PAIR_TOKEN = "Symbol of one token of the pair (either way round; any case)."
+
+
+@router.get(
+    "/api/market/prices",
+    response_model=None,
+    responses={
+        200: {"model": PriceHistory, "description": "The pair's recent prices per venue"},
+        **INVALID,
+        **COMMON_ERRORS,
+        **AUTHENTICATED,
+    },
+)
+async def get_prices(
+    base: Annotated[str, Query(description=_PAIR_TOKEN, pattern=TOKEN_PATTERN)],
+    quote: Annotated[str, Query(description=_PAIR_TOKEN, pattern=TOKEN_PATTERN)],
+    market: MarketDep,
+) -> Any:
+    """Return the recent prices (quote per base, oldest first) of the pair on each venue
+    that lists it, as the market topic published them; none when no venue does."""
+    pools = market.book.prices(base.upper(), quote.upper())
+    first = pools[0][0] if pools else None
+    return {
+        "base": first.base if first else None,
+        "quote": first.quote if first else None,
+        "series": [
+            {
+                "venue": pool.venue,
+                "poolId": pool.pool_id,
+                "points": [
+                    {"at": p.at.isoformat(), "price": plain(p.price), "seq": p.seq} for p in points
+                ],
+            }
+            for pool, points in pools
+        ],
+    }
+
+
+@router.get(
+    "/api/market/ladder",
+    response_model=None,
+    responses={
+        200: {"model": Ladder, "description": "The pair's armed limit orders by price"},
+        **INVALID,
+        **DATABASE,
+        **COMMON_ERRORS,
+        **AUTHENTICATED,
+    },
+)
+async def get_ladder(
+    base: Annotated[str, Query(description=_PAIR_TOKEN, pattern=TOKEN_PATTERN)],
+    quote: Annotated[str, Query(description=_PAIR_TOKEN, pattern=TOKEN_PATTERN)],
+    read_side: ReadSideDep,
+    caller: CallerDep,
+) -> Any:
+    """Return the armed limit orders of the pair by side and limit price, highest first:
+    the caller's own (an admin's: every account's), as the read model has them."""
+    pair = market_of(base.upper(), quote.upper())
+    levels = await read_side.limit_levels(
+        pair.base, pair.quote, None if caller.admin else caller.account
+    )
+    return {
+        "base": pair.base,
+        "quote": pair.quote,
+        "levels": [
+            {
+                "side": "sell" if level.token_in == pair.base else "buy",
+                "price": plain(level.limit_price),
+                "orders": level.orders,
+                "amount": plain(level.amount),
+                "token": level.token_in,
+            }
+            for level in levels
+        ],
+    }

@@ -1,7 +1,8 @@
-// The web page: submit orders, follow them live, browse past orders, watch the venues.
+// The web page: submit orders, follow them live, browse past orders, watch the venues
+// and the market of the form's pair.
 // Plain ES modules on top of the gateway's JSON and WebSocket API; no build step.
 
-import { barChart } from "./charts.js";
+import { barChart, lineChart } from "./charts.js";
 import { amount, clock, dateTime, h, marketOf, orderPrice, shortId, summary, TERMINAL } from "./dom.js";
 import { api, apiKey, forgetKey, openSocket, saveKey, wellFormed } from "./auth.js";
 import { OrderTimeline } from "./timeline.js";
@@ -21,6 +22,11 @@ const ANALYTICS_EVERY_MS = 5000;
 const HEALTH_EVERY_MS = 10000;
 const FEED_RETRY_MS = 5000;
 const FEED_MAX_LINES = 100;
+// The market is read by polling: prices often (they move every second), the rest less.
+const PRICES_EVERY_MS = 1000;
+const LADDER_EVERY_MS = 2000;
+const MARKET_EVERY_MS = 3000;
+const QUOTE_DELAY_MS = 300;
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -34,7 +40,12 @@ function setUpTypes() {
     typeSelect.append(h("option", { value }, type.label));
   }
   typeSelect.addEventListener("change", showTypeFields);
-  for (const name of ["tokenIn", "tokenOut", "amount"]) form.elements.namedItem(name).addEventListener("input", showPriceUnit);
+  for (const name of ["tokenIn", "tokenOut", "amount"]) {
+    form.elements.namedItem(name).addEventListener("input", () => {
+      showPriceUnit();
+      formChanged();
+    });
+  }
   showTypeFields();
 }
 
@@ -57,7 +68,7 @@ function showPriceUnit() {
   const tokenIn = form.elements.namedItem("tokenIn").value.trim().toUpperCase();
   const tokenOut = form.elements.namedItem("tokenOut").value.trim().toUpperCase();
   const known = tokenIn && tokenOut && tokenIn !== tokenOut;
-  const market = known ? marketOf(tokenIn, tokenOut, listedTokens()) : null;
+  const market = known ? marketFor(tokenIn, tokenOut) : null;
   for (const unit of form.querySelectorAll("[data-price-unit]")) {
     unit.textContent = market ? `(${market.quote} per ${market.base})` : "";
   }
@@ -69,9 +80,22 @@ function showPriceUnit() {
       : `Buys ${market.base} once ${market.base}/${market.quote} is at or below the limit.`;
 }
 
-/** Return the symbols of the tokens the page knows of: the listed ones, then launched ones. */
+/** Return the symbols of the tokens the page offers: what the venues list, launched ones included. */
 function listedTokens() {
   return [...document.querySelectorAll("#tokens option")].map((option) => option.value);
+}
+
+/**
+ * Return the market {base, quote} of two symbols: as a venue's pool of the pair names it,
+ * else by the quote ranking (a token that launched is never the quote).
+ */
+function marketFor(tokenIn, tokenOut) {
+  const pool = marketData.pools.find(
+    (p) => (p.base === tokenIn && p.quote === tokenOut) || (p.base === tokenOut && p.quote === tokenIn),
+  );
+  if (pool) return { base: pool.base, quote: pool.quote };
+  const launched = new Set(marketData.launches.map((launch) => launch.token));
+  return marketOf(tokenIn, tokenOut, marketData.tokens.filter((token) => !launched.has(token)));
 }
 
 function requestBody() {
@@ -417,6 +441,190 @@ function addFeedLine(event) {
   if (TERMINAL.has(event.status) || event.status === "armed") schedulePastRefresh();
 }
 
+// Market -----------------------------------------------------------------------------
+
+// What GET /api/market said last: the venues, the tokens their pools list, the pools, the launches.
+const marketData = { venues: [], tokens: [], pools: [], launches: [] };
+const addedTokens = new Set(); // launched from this page, until the market lists them
+let quoteTimer = null;
+let quoteAsked = 0; // answers to older questions are dropped
+
+/** The pair the form trades, {base, quote}, or null while it names no two tokens. */
+function formPair() {
+  const tokenIn = form.elements.namedItem("tokenIn").value.trim().toUpperCase();
+  const tokenOut = form.elements.namedItem("tokenOut").value.trim().toUpperCase();
+  return tokenIn && tokenOut && tokenIn !== tokenOut ? marketFor(tokenIn, tokenOut) : null;
+}
+
+function formChanged() {
+  clearTimeout(quoteTimer);
+  quoteTimer = setTimeout(loadQuote, QUOTE_DELAY_MS);
+  showPair();
+}
+
+function showPair() {
+  const pair = formPair();
+  const name = pair ? `${pair.base}/${pair.quote}` : "";
+  if ($("#market").dataset.pair === name) return;
+  $("#market").dataset.pair = name;
+  $("#market-pair").textContent = name;
+  loadPrices();
+  loadLadder();
+}
+
+async function loadMarket() {
+  let data;
+  try {
+    const response = await api("/api/market");
+    if (!response.ok) throw new Error(`the gateway answered ${response.status}`);
+    data = await response.json();
+  } catch (error) {
+    $("#market-status").textContent = `market unavailable: ${error.message}`;
+    return;
+  }
+  Object.assign(marketData, {
+    venues: data.venues ?? [],
+    tokens: data.tokens ?? [],
+    pools: data.pools ?? [],
+    launches: data.launches ?? [],
+  });
+  for (const token of marketData.tokens) addedTokens.delete(token);
+  $("#tokens").replaceChildren(
+    ...[...marketData.tokens, ...addedTokens].map((token) => h("option", { value: token })),
+  );
+  const venue = $("#l-venue");
+  const chosen = venue.value;
+  if ([...venue.options].map((o) => o.value).join() !== marketData.venues.join()) {
+    venue.replaceChildren(...marketData.venues.map((name) => h("option", { value: name }, name)));
+    if (marketData.venues.includes(chosen)) venue.value = chosen;
+  }
+  const list = $("#launches");
+  list.replaceChildren(
+    ...marketData.launches.map((launch) =>
+      h("li", { dataset: { token: launch.token, venue: launch.venue } },
+        h("time", { datetime: launch.launchedAt }, clock(launch.launchedAt)), " ",
+        h("strong", {}, launch.token), ` on ${launch.venue} at ${amount(launch.price, 9)} ${launch.quote}`)),
+  );
+  $("#launches-status").textContent = marketData.launches.length ? "" : "No token launched yet.";
+  showPriceUnit();
+  showPair();
+}
+
+async function loadPrices() {
+  const pair = formPair();
+  const chart = $("#price-chart");
+  if (!pair) {
+    chart.replaceChildren(h("p", { class: "muted" }, "Name two tokens in the form to see their market."));
+    return;
+  }
+  let data;
+  try {
+    const response = await api(`/api/market/prices?${new URLSearchParams(pair)}`);
+    if (!response.ok) throw new Error(`the gateway answered ${response.status}`);
+    data = await response.json();
+  } catch (error) {
+    $("#market-status").textContent = `prices unavailable: ${error.message}`;
+    return;
+  }
+  if ($("#market").dataset.pair !== `${pair.base}/${pair.quote}`) return; // the form moved on
+  $("#market-status").textContent = `updated ${clock(new Date().toISOString())}`;
+  const unit = data.quote ? `${data.quote} per ${data.base}` : "";
+  chart.replaceChildren(
+    data.series.length
+      ? lineChart({
+          title: `${data.base}/${data.quote} (${unit})`,
+          series: data.series.map((one, i) => ({ name: one.venue, cls: `s${i % 3}`, points: one.points })),
+          format: price,
+        })
+      : h("p", { class: "muted" }, `No venue lists ${pair.base}/${pair.quote}.`),
+  );
+}
+
+async function loadLadder() {
+  const pair = formPair();
+  const body = $("#ladder tbody");
+  const status = $("#ladder-status");
+  if (!pair) {
+    body.replaceChildren();
+    status.textContent = "";
+    return;
+  }
+  let data;
+  try {
+    const response = await api(`/api/market/ladder?${new URLSearchParams(pair)}`);
+    if (!response.ok) throw new Error(`the gateway answered ${response.status}`);
+    data = await response.json();
+  } catch (error) {
+    status.textContent = `limit orders unavailable: ${error.message}`;
+    return;
+  }
+  if ($("#market").dataset.pair !== `${data.base}/${data.quote}`) return;
+  // Sells above, buys below, highest price first, as a trader reads a ladder.
+  body.replaceChildren(
+    ...data.levels.map((level) =>
+      h("tr", { dataset: { side: level.side, price: level.price } },
+        h("td", { class: "num" }, amount(level.price, 9)),
+        h("td", {}, level.side),
+        h("td", { class: "num" }, String(level.orders)),
+        h("td", { class: "num" }, `${amount(level.amount)} ${level.token}`))),
+  );
+  status.textContent = data.levels.length ? "" : `No armed limit order on ${data.base}/${data.quote}.`;
+}
+
+/** A price for a chart axis: eight significant digits, never an exponent. */
+function price(value) {
+  return value.toLocaleString("en-US", { maximumSignificantDigits: 8, useGrouping: false });
+}
+
+/** Show what the venues would give now for the form's amount, and where it would go. */
+async function loadQuote() {
+  const preview = $("#quote-preview");
+  const tokenIn = form.elements.namedItem("tokenIn").value.trim();
+  const tokenOut = form.elements.namedItem("tokenOut").value.trim();
+  const asked = form.elements.namedItem("amount").value.trim();
+  const question = ++quoteAsked;
+  const show = (state, ...content) => {
+    preview.dataset.state = state;
+    preview.dataset.amount = state === "idle" ? "" : asked;
+    if (state !== "ok") {
+      delete preview.dataset.venue;
+      delete preview.dataset.expectedOut;
+    }
+    preview.replaceChildren(...content);
+  };
+  if (!tokenIn || !tokenOut || !asked) {
+    show("idle");
+    return;
+  }
+  let response;
+  let answer;
+  try {
+    response = await api(`/api/quotes?${new URLSearchParams({ tokenIn, tokenOut, amount: asked })}`);
+    answer = await response.json().catch(() => null);
+  } catch (error) {
+    if (question === quoteAsked) show("error", `No quote: ${error.message}`);
+    return;
+  }
+  if (question !== quoteAsked) return;
+  if (!response.ok) {
+    show("error", answer?.error?.message ?? `No quote: the gateway answered ${response.status}.`);
+    return;
+  }
+  const route = answer.route;
+  if (!route) {
+    show("error", "No venue quotes this pair now.");
+    return;
+  }
+  const others = answer.quotes
+    .filter((q) => q.venue !== route.venue && q.amountOut)
+    .map((q) => `${q.venue} ${amount(q.amountOut)}`);
+  preview.dataset.venue = route.venue;
+  preview.dataset.expectedOut = route.expectedOut;
+  show("ok",
+    `≈ ${amount(route.expectedOut)} ${answer.tokenOut} on `, h("span", { class: "venue" }, route.venue),
+    others.length ? ` (${others.join(", ")})` : "");
+}
+
 // Launch a token ---------------------------------------------------------------------
 
 const launchForm = $("#launch-form");
@@ -466,9 +674,11 @@ function launchText(pool, asked) {
   return parts.join(" ") + (pool.baseMint ? ` (mint ${shortId(pool.baseMint)}…)` : "") + ".";
 }
 
-/** Offer a launched token in the token lists (a sniper may want it). */
+/** Offer a launched token in the token lists at once (a sniper may want it), before the
+market lists it. */
 function addToken(symbol) {
   if (!symbol || listedTokens().includes(symbol)) return;
+  addedTokens.add(symbol);
   $("#tokens").append(h("option", { value: symbol }));
 }
 
@@ -537,6 +747,11 @@ function start() {
   loadPast();
   loadAnalytics();
   setInterval(loadAnalytics, ANALYTICS_EVERY_MS);
+  loadMarket();
+  setInterval(loadMarket, MARKET_EVERY_MS);
+  setInterval(loadPrices, PRICES_EVERY_MS);
+  setInterval(loadLadder, LADDER_EVERY_MS);
+  formChanged();
   connectFeed();
 }
 

@@ -62,3 +62,89 @@ export function barChart({ title, rows, series, format = String, max }) {
   }
   return figure;
 }
+
+const LINE_W = 720;
+const LINE_H = 220;
+const AXIS_W = 84; // room for the price labels on the left
+const PAD = 10;
+const TIME_H = 18; // room for the time labels below
+
+/**
+ * Return a <figure> with a line chart of prices over time, one line per series, each
+ * point a dot. series: [{name, cls, points: [{at: ISO time, price: decimal string}]}],
+ * oldest first; format: number -> text. The figure's dataset says how many points it
+ * drew, and each series' group its last price, so a reader (or a test) can check them.
+ */
+export function lineChart({ title, series, format = String }) {
+  const figure = h("figure", { class: "chart line-chart", dataset: { chart: title } }, h("figcaption", {}, title));
+  const drawn = series
+    .map((one) => ({
+      ...one,
+      points: one.points
+        .map((p) => ({ t: new Date(p.at).getTime(), v: Number(p.price), price: p.price }))
+        .filter((p) => Number.isFinite(p.t) && Number.isFinite(p.v)),
+    }))
+    .filter((one) => one.points.length);
+  const all = drawn.flatMap((one) => one.points);
+  figure.dataset.points = String(all.length);
+  if (!all.length) {
+    figure.append(h("p", { class: "muted" }, "no prices yet"));
+    return figure;
+  }
+  // A flat market still gets a band to draw in: a thousandth of the price each side.
+  let low = Math.min(...all.map((p) => p.v));
+  let high = Math.max(...all.map((p) => p.v));
+  if (high - low < Math.abs(high) * 1e-9) {
+    low -= Math.abs(low) * 1e-3 || 1;
+    high += Math.abs(high) * 1e-3 || 1;
+  }
+  let start = Math.min(...all.map((p) => p.t));
+  const end = Math.max(...all.map((p) => p.t));
+  if (end === start) start = end - 1000;
+  const plotW = LINE_W - AXIS_W - PAD;
+  const plotH = LINE_H - PAD - TIME_H;
+  const x = (t) => AXIS_W + ((t - start) / (end - start)) * plotW;
+  const y = (v) => PAD + (1 - (v - low) / (high - low)) * plotH;
+  const svg = s("svg", {
+    viewBox: `0 0 ${LINE_W} ${LINE_H}`,
+    width: "100%",
+    role: "img",
+    "aria-label": title,
+    preserveAspectRatio: "xMinYMin meet",
+  });
+  svg.append(
+    s("line", { x1: AXIS_W, y1: PAD, x2: AXIS_W, y2: PAD + plotH, class: "axis" }),
+    s("line", { x1: AXIS_W, y1: PAD + plotH, x2: AXIS_W + plotW, y2: PAD + plotH, class: "axis" }),
+    s("text", { x: AXIS_W - 6, y: PAD, class: "label", "text-anchor": "end", "dominant-baseline": "hanging" },
+      format(high)),
+    s("text", { x: AXIS_W - 6, y: PAD + plotH, class: "label", "text-anchor": "end" }, format(low)),
+    s("text", { x: AXIS_W, y: LINE_H - 4, class: "value" }, timeOf(start)),
+    s("text", { x: AXIS_W + plotW, y: LINE_H - 4, class: "value", "text-anchor": "end" }, timeOf(end)),
+  );
+  for (const one of drawn) {
+    const last = one.points[one.points.length - 1];
+    const group = s("g", { class: `series ${one.cls}`, "data-series": one.name, "data-last": last.price,
+      "data-points": one.points.length });
+    // A price holds until the pool's next message: the line runs on to the chart's end.
+    const held = last.t < end ? [{ t: end, v: last.v }] : [];
+    group.append(
+      s("polyline", { class: "line",
+        points: [...one.points, ...held].map((p) => `${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`).join(" ") }),
+      ...one.points.map((p) =>
+        s("circle", { class: "point", cx: x(p.t).toFixed(1), cy: y(p.v).toFixed(1), r: 2.5 },
+          s("title", {}, `${one.name} ${timeOf(p.t)}: ${p.price}`))),
+    );
+    svg.append(group);
+  }
+  figure.append(svg);
+  figure.append(
+    h("div", { class: "legend" },
+      drawn.map((one) => h("span", { dataset: { series: one.name } }, h("i", { class: `swatch ${one.cls}` }),
+        `${one.name} ${format(one.points[one.points.length - 1].v)}`))),
+  );
+  return figure;
+}
+
+function timeOf(ms) {
+  return new Date(ms).toLocaleTimeString([], { hour12: false });
+}
