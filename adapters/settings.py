@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     # Gateway (HTTP + WebSocket).
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 3000
+    # Bind the API port with SO_REUSEPORT, so several gateway processes serve it and the
+    # kernel spreads the connections among them (`oee up --scale gateway=N` sets it).
+    # Off by default: a second system started on a taken port must fail, not share it.
+    gateway_reuse_port: bool = False
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
     # How long a WebSocket for a not-yet-seen order waits for its first message.
     unknown_order_grace_s: float = Field(default=2.0, ge=0)
@@ -165,6 +169,15 @@ class Settings(BaseSettings):
     # This projector's static member id within its groups: a restarted projector takes
     # its partitions back at once instead of waiting for the dead member's session.
     projector_instance: str = "0"
+
+    # Trigger service: the consumer group whose partitions say which armed orders each
+    # replica evaluates, fires and expires, and this replica's static member id in it.
+    triggers_group: str = "oee-triggers"
+    triggers_instance: str = "0"
+
+    # This process's index among the replicas of its service (`oee up --scale`), 0 for
+    # the first: its operations port is its service's plus 10 times this.
+    replica: int = Field(default=0, ge=0)
 
     # Operations: each service but the gateway serves /metrics, /health/live and
     # /health/ready on a loopback port of its own (the gateway on its API port).
