@@ -261,6 +261,7 @@ async def main(args: argparse.Namespace) -> None:
             market_launch_every_s=0,
             engine_id=f"oee-engine-{suffix}",
             projector_group=f"oee-projector-{suffix}",
+            triggers_group=f"oee-triggers-{suffix}",
             venue_profile="instant",
             gateway_port=free_port(),
             venues_port=free_port(),
