@@ -215,7 +215,9 @@ def assigned(consumer: Callable[[], Iterable[Any]]) -> Check:
 
     async def check() -> tuple[bool, str]:
         partitions = list(consumer())
-        return bool(partitions), f"{len(partitions)} partitions assigned"
+        numbers = sorted({getattr(tp, "partition", tp) for tp in partitions})
+        # The numbers say which replica owns what (`oee up --scale`).
+        return bool(partitions), f"{len(partitions)} partitions assigned: {numbers}"
 
     return check
 
