@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
+    # Replicas that must hold a write before an acks=all producer is answered, set on
+    # every topic this system creates (the engine's changelog too). Unset: the broker's
+    # default. With several brokers, replication factor 3 and this 2 survive one broker.
+    min_insync_replicas: int | None = Field(default=None, ge=1)
     commands_topic: str = "orders.commands"
     events_topic: str = "orders.events"
     dead_letter_topic: str = "orders.deadletter"

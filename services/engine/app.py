@@ -23,7 +23,7 @@ from typing import Any
 import faust
 from aiokafka.partitioner import DefaultPartitioner
 
-from adapters.kafka import client_options
+from adapters.kafka import client_options, durability
 from adapters.metrics import DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_WRITTEN, StepClock
 from adapters.ops import Lag, assigned, standard
 from adapters.settings import Settings
@@ -236,7 +236,7 @@ def build_app(
         partitions=settings.partitions,
         key_type=bytes,
         value_type=bytes,
-        extra_topic_configs=CHANGELOG_CONFIG,
+        extra_topic_configs=CHANGELOG_CONFIG | durability(settings),
     )
     steps = StepClock()
     intake = Intake(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.kafka import topic_config
 from adapters.ops import ops_port
 from adapters.settings import Settings
 from cli import SERVICES
@@ -75,3 +76,12 @@ def test_status_asks_every_replica_that_oee_up_recorded(tmp_path: Path):
         ("projector", 0),
         ("triggers-0", 0),
     ]
+
+
+def test_topics_ask_for_the_configured_in_sync_replicas_and_else_the_brokers_default():
+    assert topic_config(Settings(), "orders.events") == {}
+    settings = Settings(replication_factor=3, min_insync_replicas=2)
+    assert topic_config(settings, "orders.events") == {"min.insync.replicas": "2"}
+    compacted = topic_config(settings, settings.market_topic)
+    assert compacted["cleanup.policy"] == "compact"
+    assert compacted["min.insync.replicas"] == "2"
