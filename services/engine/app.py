@@ -131,10 +131,13 @@ def _faust_app(settings: Settings) -> EngineApp:
         # Commit the ledger's watermarks often: a restart redoes what came after.
         broker_commit_interval=1.0,
         consumer_group_instance_id=member,
-        # With several engines, each keeps a standby copy of another's table partitions
-        # (faust reads their changelog as it grows), so the engine that takes over a
-        # dead one's partitions recovers from where its copy stands, not from the start.
-        table_standby_replicas=1,
+        # No standby copies of other engines' table partitions (faust's default is one).
+        # With the memory store a table has no persisted offset, so faust recovers every
+        # partition it is assigned from the start of its changelog, standby or not: a
+        # standby would only cost reading every other engine's changelog as it grows.
+        # A failover is kept short by the changelog itself, compacted, and holding only
+        # orders in flight and those ended in the last engine_retention_s.
+        table_standby_replicas=0,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         producer_acks=-1,
