@@ -186,6 +186,16 @@ def producer_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def group_options(settings: Settings) -> dict[str, Any]:
+    """Return the session of a consumer group member: how long the group waits for a
+    member that stopped answering before its partitions go to another."""
+    session_s = settings.broker_session_timeout_s
+    return {
+        "session_timeout_ms": int(session_s * 1000),
+        "heartbeat_interval_ms": int(min(3.0, session_s / 3) * 1000),
+    }
+
+
 def batch_consumer_options(settings: Settings) -> dict[str, Any]:
     """Return the fetch options of a consumer that prefers batches to latency."""
     return {

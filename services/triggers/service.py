@@ -52,7 +52,13 @@ from aiokafka import (
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
-from adapters.kafka import batch_consumer_options, client_options, producer_options, send_commands
+from adapters.kafka import (
+    batch_consumer_options,
+    client_options,
+    group_options,
+    producer_options,
+    send_commands,
+)
 from adapters.logs import bind
 from adapters.metrics import ARMED_ORDERS, TRIGGERS_FIRED
 from adapters.ops import Lag, consumer_lag
@@ -221,8 +227,7 @@ class TriggerService:
             group_instance_id=f"{self.settings.triggers_group}-{self.settings.triggers_instance}",
             enable_auto_commit=False,
             auto_offset_reset="latest",
-            session_timeout_ms=int(self.settings.broker_session_timeout_s * 1000),
-            heartbeat_interval_ms=int(min(3.0, self.settings.broker_session_timeout_s / 3) * 1000),
+            **group_options(self.settings),
         )
         try:
             await producer.start()
