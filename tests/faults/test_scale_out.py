@@ -8,7 +8,7 @@ with SIGKILL in turn and not started again, so its survivor must take over its
 partitions. Then every guarantee of the fault suite is checked, and each armed order
 must have fired once. The failover time of each kill is printed: from the kill to the
 first thing the survivor did for the dead replica's partitions (an engine's event, a
-projected batch, an accepted order, a trigger's event).
+projected batch, an accepted order, a trigger command).
 """
 
 from __future__ import annotations
@@ -63,36 +63,47 @@ async def scaled_system(
         running.stop_all()
 
 
-async def owned_partitions(settings: Settings, service: str, replica: int, check: str) -> set[int]:
-    """Return the partitions a replica reports as its own in its readiness check."""
-    url = f"http://{ops_address(settings, service, replica)}/health/ready"
+async def owned_partitions(settings: Settings, service: str, check: str) -> list[set[int]]:
+    """Wait until both replicas of ``service`` report partitions of their own in their
+    readiness check ``check`` (the group settled); return each one's."""
+    urls = [f"http://{ops_address(settings, service, i)}/health/ready" for i in (0, 1)]
+    owned: list[set[int]] = []
     async with httpx.AsyncClient(timeout=5) as http:
-        for _ in range(120):
-            detail = (await http.get(url)).json()["checks"].get(check, {}).get("detail", "")
-            found = re.search(r"\[([\d, ]+)\]", detail)
-            if found:
-                return {int(p) for p in found.group(1).split(",")}
+        for _ in range(240):
+            owned = []
+            for url in urls:
+                try:
+                    checks = (await http.get(url)).json()["checks"]
+                except (httpx.HTTPError, ValueError, KeyError):
+                    break
+                found = re.search(r"\[([\d, ]+)\]", checks.get(check, {}).get("detail", ""))
+                if found is None:
+                    break
+                owned.append({int(p) for p in found.group(1).split(",")})
+            if len(owned) == 2 and owned[0] and owned[1] and not owned[0] & owned[1]:
+                return owned
             await asyncio.sleep(0.5)
-    raise AssertionError(f"{service}-{replica} reported no partitions: {detail!r}")
+    raise AssertionError(f"the {service} replicas did not share the partitions: {owned}")
 
 
-async def first_event_in(
+async def first_written_in(
     settings: Settings,
     partitions: set[int],
     after: datetime,
-    only: type[OrderTriggered] | None = None,
+    only: type[Event] | type[TriggerOrder],
 ) -> float | None:
-    """Wait for the first event (of type ``only``) written after ``after`` in ``partitions``;
-    return its delay after ``after`` in seconds, or None if none came in time."""
+    """Wait for the first message of type ``only`` made after ``after`` (its own
+    ``occurred_at``) in ``partitions``; return how long after, or None if none came.
+
+    By its time of making, not of writing: what the dead replica made before it died
+    and reached the log after it does not count."""
+    topic = settings.commands_topic if only is TriggerOrder else settings.events_topic
     deadline = time.monotonic() + FAILOVER_WITHIN_S
     while time.monotonic() < deadline:
         later = [
             message.occurred_at
-            for partition, _, message in await read_log(settings, settings.events_topic)
-            if partition in partitions
-            and isinstance(message, Event)
-            and (only is None or isinstance(message, only))
-            and message.occurred_at > after
+            for partition, _, message in await read_log(settings, topic)
+            if partition in partitions and isinstance(message, only) and message.occurred_at > after
         ]
         if later:
             return (min(later) - after).total_seconds()
@@ -124,15 +135,23 @@ async def first_batch_in(settings: Settings, partitions: set[int], killed: float
     return None
 
 
-async def kill_in_turn(system: System, load: Load, started: float) -> dict[str, float]:
-    """Kill one replica of each service at its moment; return each failover time."""
-    settings = system.settings
+async def settled(settings: Settings) -> dict[str, set[int]]:
+    """Wait until each group shares its partitions between its two replicas; return
+    the partitions of each replica to be killed."""
     owners = {
-        "engine-1": await owned_partitions(settings, "engine", 1, "group"),
-        "projector-1": await owned_partitions(settings, "projector", 1, "group orders"),
-        "triggers-1": await owned_partitions(settings, "triggers", 1, "group"),
+        "engine-1": (await owned_partitions(settings, "engine", "group"))[1],
+        "projector-1": (await owned_partitions(settings, "projector", "group orders"))[1],
+        "triggers-1": (await owned_partitions(settings, "triggers", "group"))[1],
     }
     print(f"partitions of the replicas to be killed: {owners}")
+    return owners
+
+
+async def kill_in_turn(
+    system: System, load: Load, started: float, owners: dict[str, set[int]]
+) -> dict[str, float]:
+    """Kill one replica of each service at its moment; return each failover time."""
+    settings = system.settings
     measures: dict[str, asyncio.Task[float | None]] = {}
     for name, at_s in KILLS:
         await asyncio.sleep(max(0.0, started + at_s - time.monotonic()))
@@ -140,11 +159,11 @@ async def kill_in_turn(system: System, load: Load, started: float) -> dict[str, 
         system.kill(name)
         print(f"killed {name} at {at_s:.0f}s into the load")
         if name == "engine-1":
-            probe = first_event_in(settings, owners[name], when)
+            probe = first_written_in(settings, owners[name], when, Event)  # type: ignore[arg-type]
         elif name == "projector-1":
             probe = first_batch_in(settings, owners[name], killed)
         elif name == "triggers-1":
-            probe = first_event_in(settings, owners[name], when, OrderTriggered)
+            probe = first_written_in(settings, owners[name], when, TriggerOrder)
         else:
             probe = _first_accepted(load, killed)
         measures[name] = asyncio.create_task(probe)
@@ -173,9 +192,10 @@ async def test_one_replica_of_each_service_killed_survivors_take_over_and_nothin
     began = time.monotonic()
     system = scaled_system
     load = Load(system.base_url, ORDERS, RATE, limit_every=LIMIT_EVERY)
+    owners = await settled(system.settings)
     started = time.monotonic()
     running = asyncio.create_task(load.run())
-    failover = await kill_in_turn(system, load, started)
+    failover = await kill_in_turn(system, load, started, owners)
     await running
 
     found = await verdict("one replica of each killed (x2)", system, load, recovery=failover)
