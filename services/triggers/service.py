@@ -282,7 +282,8 @@ class TriggerService:
     def own(self, partitions: set[int]) -> None:
         """Take the partitions the group gave: evaluate their armed orders as things stand."""
         gained = partitions - self.owned
-        self.owned |= partitions
+        # The group's word is the whole assignment: what is not in it is no longer ours.
+        self.owned = set(partitions)
         log.info("trigger partitions now %s (gained %s)", sorted(self.owned), sorted(gained))
         if not gained:
             return
