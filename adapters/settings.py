@@ -228,6 +228,10 @@ class Settings(BaseSettings):
     market_drift_every_s: float = Field(default=1.0, gt=0)
     # A new token launches this often (0 = only on demand, POST /api/simulate/launch).
     market_launch_every_s: float = Field(default=120.0, ge=0)
+    # The market topic has one writer: the market service that the group on it assigns
+    # partition 0 leads, the others wait (`oee up --scale market=2`); its member id.
+    market_group: str = "oee-market"
+    market_instance: str = "0"
     launch_liquidity_usd: Decimal = Field(default=Decimal(50_000), gt=0)
 
     # Triggers of limit and sniper orders.

@@ -21,11 +21,8 @@ from adapters.settings import Settings
 
 # The services that run correctly as several processes at once, and why the others
 # do not (README "Scaling out").
-SCALABLE = frozenset({"engine", "projector", "gateway", "triggers"})
+SCALABLE = frozenset({"engine", "projector", "gateway", "triggers", "market"})
 NOT_SCALABLE = {
-    "market": "it is the market topic's one writer: two would publish every pool twice "
-    "with clashing sequence numbers and drive the simulated drift and launches twice; "
-    "oee up restarts it when it dies, and it resumes from its compacted topic",
     "sweeper": "it is a safety net that reads the whole log: a second one would only "
     "resubmit every stalled order twice; oee up restarts it when it dies",
     "venues": "it is the simulated chain: its pools and ledger live in its memory",
@@ -84,6 +81,8 @@ def replica_env(settings: Settings, service: str, replica: int, replicas: int) -
         env["OEE_PROJECTOR_INSTANCE"] = f"{settings.projector_instance}-{replica}"
     elif service == "triggers":
         env["OEE_TRIGGERS_INSTANCE"] = f"{settings.triggers_instance}-{replica}"
+    elif service == "market":
+        env["OEE_MARKET_INSTANCE"] = f"{settings.market_instance}-{replica}"
     return env
 
 

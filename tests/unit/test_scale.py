@@ -14,13 +14,13 @@ from cli.scale import ScaleError, ops_replicas, parse_scale, replica_env, write_
 
 
 def test_scale_entries_name_replicas_per_service_the_last_winning():
-    asked = ["engine=2", "projector=2", "gateway=3", "triggers=2", "engine=3", "market=1"]
+    asked = ["engine=2", "projector=2", "gateway=3", "triggers=2", "engine=3", "market=2"]
     assert parse_scale(asked, SERVICES) == {
         "engine": 3,
         "projector": 2,
         "gateway": 3,
         "triggers": 2,
-        "market": 1,
+        "market": 2,
     }
 
 
@@ -33,7 +33,6 @@ def test_scale_entries_name_replicas_per_service_the_last_winning():
         ("engine=two", "whole number"),
         ("engine=0", "at least 1"),
         ("projector=-1", "at least 1"),
-        ("market=2", "market runs once: it is the market topic's one writer"),
         ("sweeper=2", "sweeper runs once"),
         ("venues=2", "venues runs once"),
     ],
@@ -52,6 +51,7 @@ def test_replicas_get_distinct_member_ids_and_operations_ports():
     }
     assert replica_env(settings, "projector", 2, 3)["OEE_PROJECTOR_INSTANCE"] == "0-2"
     assert replica_env(settings, "triggers", 1, 2)["OEE_TRIGGERS_INSTANCE"] == "0-1"
+    assert replica_env(settings, "market", 1, 2)["OEE_MARKET_INSTANCE"] == "0-1"
     # Gateways share one port only when there are several.
     assert replica_env(settings, "gateway", 0, 1) == {}
     assert replica_env(settings, "gateway", 0, 2) == {"OEE_GATEWAY_REUSE_PORT": "true"}
