@@ -1,14 +1,16 @@
-"""Two replicas of the engine, projector, gateway and trigger service; one of each killed.
+"""Two replicas of the engine, projector, gateway, trigger and market service; one of
+each killed.
 
 The system runs as ``oee up --scale engine=2 --scale projector=2 --scale gateway=2
---scale triggers=2`` would run it, on the real broker and PostgreSQL. A careful client
-submits market orders and crossing limit orders (armed, then fired by the trigger
+--scale triggers=2 --scale market=2`` would run it, on the real broker and PostgreSQL.
+A careful client submits market orders and crossing limit orders (armed, then fired by the trigger
 service) through the one gateway address while one replica of each service is killed
 with SIGKILL in turn and not started again, so its survivor must take over its
 partitions. Then every guarantee of the fault suite is checked, and each armed order
 must have fired once. The failover time of each kill is printed: from the kill to the
 first thing the survivor did for the dead replica's partitions (an engine's event, a
-projected batch, an accepted order, a trigger command).
+projected batch, an accepted order, a trigger command, a market message from the
+market service that took the lead).
 """
 
 from __future__ import annotations
@@ -25,20 +27,28 @@ import httpx
 import pytest
 
 from adapters.kafka import ensure_topics
+from adapters.log_reader import read_topics
 from adapters.ops import ops_address
 from adapters.postgres import connect
 from adapters.settings import Settings
+from events.market import decode_market
 from events.messages import Event, OrderTriggered, TriggerOrder
 from tests.faults.conftest import FAULT_SETTINGS
 from tests.faults.harness import Load, Verdict, assert_clean, read_log, utc_now, verdict
 from tests.integration.system import System
 
-SCALE = {"engine": 2, "projector": 2, "gateway": 2, "triggers": 2}
+SCALE = {"engine": 2, "projector": 2, "gateway": 2, "triggers": 2, "market": 2}
 ORDERS = int(os.environ.get("OEE_SCALE_ORDERS", "200"))
 RATE = 8.0  # orders per second: 25 s of load at 200 orders
 LIMIT_EVERY = 5  # every fifth order is a limit order that fires at once
 # When each replica dies, in seconds after the load starts (all within the load).
-KILLS = (("engine-1", 4.0), ("projector-1", 10.0), ("gateway-1", 14.0), ("triggers-1", 18.0))
+KILLS = (
+    ("engine-1", 4.0),
+    ("projector-1", 10.0),
+    ("gateway-1", 14.0),
+    ("triggers-1", 18.0),
+    ("market", 21.0),  # whichever replica leads
+)
 # How long a survivor may take: the dead member's session (6 s in the tests), a
 # rebalance and a table recovery, on 2 busy cores.
 FAILOVER_WITHIN_S = 60.0
@@ -147,6 +157,54 @@ async def settled(settings: Settings) -> dict[str, set[int]]:
     return owners
 
 
+async def market_leader(settings: Settings) -> str:
+    """Return the name of the market replica that leads (publishes)."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        for _ in range(120):
+            for replica in (0, 1):
+                url = f"http://{ops_address(settings, 'market', replica)}/health/ready"
+                try:
+                    detail = (await http.get(url)).json()["checks"]["leader"]["detail"]
+                except (httpx.HTTPError, ValueError, KeyError):
+                    continue
+                if detail.startswith("leads"):
+                    return f"market-{replica}"
+            await asyncio.sleep(0.5)
+    raise AssertionError("no market service leads")
+
+
+async def first_market_message(settings: Settings, after: datetime) -> float | None:
+    """Wait for the first market message published after ``after``; return how long after."""
+    since_ms = after.timestamp() * 1000
+    deadline = time.monotonic() + FAILOVER_WITHIN_S
+    while time.monotonic() < deadline:
+        later: list[float] = []
+        async with read_topics(settings, [settings.market_topic]) as snapshot:
+            async for batch in snapshot.batches():
+                later += [r.timestamp for r in batch if r.timestamp > since_ms]
+        if later:
+            return (min(later) - since_ms) / 1000
+        await asyncio.sleep(1.0)
+    return None
+
+
+async def market_seqs_out_of_order(settings: Settings) -> list[str]:
+    """Return the pools whose states on the log do not rise in seq one after the other:
+    what two writers at once would leave."""
+    last: dict[str, int] = {}
+    wrong: list[str] = []
+    async with read_topics(settings, [settings.market_topic]) as snapshot:
+        async for batch in snapshot.batches():
+            for record in sorted(batch, key=lambda r: (r.partition, r.offset)):
+                if record.value is None:
+                    continue
+                pool = decode_market(record.value)
+                if pool.seq <= last.get(pool.pool_id, -1):
+                    wrong.append(f"{pool.pool_id}: #{pool.seq} after #{last[pool.pool_id]}")
+                last[pool.pool_id] = max(pool.seq, last.get(pool.pool_id, -1))
+    return wrong
+
+
 async def kill_in_turn(
     system: System, load: Load, started: float, owners: dict[str, set[int]]
 ) -> dict[str, float]:
@@ -155,6 +213,8 @@ async def kill_in_turn(
     measures: dict[str, asyncio.Task[float | None]] = {}
     for name, at_s in KILLS:
         await asyncio.sleep(max(0.0, started + at_s - time.monotonic()))
+        if name == "market":
+            name = await market_leader(settings)
         when, killed = utc_now(), time.monotonic()
         system.kill(name)
         print(f"killed {name} at {at_s:.0f}s into the load")
@@ -164,6 +224,8 @@ async def kill_in_turn(
             probe = first_batch_in(settings, owners[name], killed)
         elif name == "triggers-1":
             probe = first_written_in(settings, owners[name], when, TriggerOrder)
+        elif name.startswith("market"):
+            probe = first_market_message(settings, when)
         else:
             probe = _first_accepted(load, killed)
         measures[name] = asyncio.create_task(probe)
@@ -220,4 +282,6 @@ async def test_one_replica_of_each_service_killed_survivors_take_over_and_nothin
         f"trigger commands sent {sent}; wall time {time.monotonic() - began:.0f}s"
     )
     assert_clean(found)
+    # One writer at a time: every pool's states rise in seq on the log.
+    assert await market_seqs_out_of_order(system.settings) == []
     assert {o: triggered.get(o, 0) for o in limits} == dict.fromkeys(limits, 1)
