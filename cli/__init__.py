@@ -192,8 +192,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SERVICE=N",
-        help="run N replicas of SERVICE (repeatable): engine, projector, gateway or "
-        "triggers; the others run once",
+        help="run N replicas of SERVICE (repeatable): engine, projector, gateway, "
+        "triggers or market; the others run once",
     )
     up.set_defaults(handler=_up)
     commands: dict[str, tuple[str, Callable[[argparse.Namespace, Settings], int]]] = {
