@@ -69,7 +69,7 @@ class Leadership(ConsumerRebalanceListener):
     def __init__(self, member: AIOKafkaConsumer) -> None:
         self._member = member
         self.leading = asyncio.Event()
-        # Set while a term runs; the term's feed stops when it is cleared.
+        # The current term (set to end it) and its feed, while this service leads.
         self._term: asyncio.Event | None = None
         self._feed: asyncio.Task[None] | None = None
 
