@@ -47,12 +47,25 @@ def topic_names(settings: Settings) -> tuple[str, ...]:
 
 def topic_config(settings: Settings, name: str) -> dict[str, str]:
     """Return the broker settings of a topic: the market topic keeps each pool's last
-    state, the accounts topic each key's last record."""
+    state, the accounts topic each key's last record; every topic the in-sync replicas
+    configured (``durability``)."""
     if name not in (settings.market_topic, settings.accounts_topic):
-        return {}
+        return durability(settings)
     # Compacted: the last message of every pool survives, older ones are cleaned up
     # soon after (short segments), so a reader from the start sees today's market.
-    return {"cleanup.policy": "compact", "segment.ms": "60000", "min.cleanable.dirty.ratio": "0.1"}
+    return {
+        "cleanup.policy": "compact",
+        "segment.ms": "60000",
+        "min.cleanable.dirty.ratio": "0.1",
+        **durability(settings),
+    }
+
+
+def durability(settings: Settings) -> dict[str, str]:
+    """Return the topic setting of ``min_insync_replicas``, if it is set."""
+    if settings.min_insync_replicas is None:
+        return {}
+    return {"min.insync.replicas": str(settings.min_insync_replicas)}
 
 
 async def _describe(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
@@ -170,6 +183,16 @@ def producer_options(settings: Settings) -> dict[str, Any]:
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": settings.kafka_linger_ms,
+    }
+
+
+def group_options(settings: Settings) -> dict[str, Any]:
+    """Return the session of a consumer group member: how long the group waits for a
+    member that stopped answering before its partitions go to another."""
+    session_s = settings.broker_session_timeout_s
+    return {
+        "session_timeout_ms": int(session_s * 1000),
+        "heartbeat_interval_ms": int(min(3.0, session_s / 3) * 1000),
     }
 
 

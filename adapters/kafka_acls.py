@@ -95,6 +95,12 @@ def acl_table(settings: Settings) -> list[Acl]:
         Acl("engine", group, s.engine_id, Operation.ALL),
         Acl("projector", group, s.projector_group, read),
         Acl("projector", group, s.projector_group, describe),
+        # The trigger services' group says which partitions each one acts on.
+        Acl("triggers", group, s.triggers_group, read),
+        Acl("triggers", group, s.triggers_group, describe),
+        # The market services' group says which one leads (publishes).
+        Acl("market", group, s.market_group, read),
+        Acl("market", group, s.market_group, describe),
     ]
     return sorted(set(table), key=lambda acl: (acl.principal, acl.resource, acl.prefix))
 

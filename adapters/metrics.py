@@ -138,6 +138,11 @@ class StepClock:
             ORDERS_ENDED.labels(self._type.pop(order, "unknown"), _status(event)).inc()
             self._at.pop(order, None)
 
+    def forget(self) -> None:
+        """Stop timing every order in flight (they may end elsewhere now)."""
+        self._type.clear()
+        self._at.clear()
+
     def in_flight(self) -> int:
         """Return how many orders it is timing."""
         return len(self._at)

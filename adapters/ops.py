@@ -215,7 +215,9 @@ def assigned(consumer: Callable[[], Iterable[Any]]) -> Check:
 
     async def check() -> tuple[bool, str]:
         partitions = list(consumer())
-        return bool(partitions), f"{len(partitions)} partitions assigned"
+        numbers = sorted({getattr(tp, "partition", tp) for tp in partitions})
+        # The numbers say which replica owns what (`oee up --scale`).
+        return bool(partitions), f"{len(partitions)} partitions assigned: {numbers}"
 
     return check
 
@@ -243,15 +245,20 @@ def database_check(settings: Settings) -> Check:
     return check
 
 
-def ops_port(settings: Settings, service: str) -> int:
-    """Return ``service``'s operations port (its ``<service>_ops_port`` setting)."""
+# Replica i of a service (`oee up --scale`) serves on its service's port plus i times this.
+REPLICA_PORT_STEP = 10
+
+
+def ops_port(settings: Settings, service: str, replica: int | None = None) -> int:
+    """Return the operations port of ``service``'s replica (this process's by default):
+    its ``<service>_ops_port`` setting plus ``REPLICA_PORT_STEP`` per replica."""
     port: int = getattr(settings, f"{service}_ops_port")
-    return port
+    return port + REPLICA_PORT_STEP * (settings.replica if replica is None else replica)
 
 
-def ops_address(settings: Settings, service: str) -> str:
-    """Return ``host:port`` of ``service``'s operations port."""
-    return f"{settings.ops_host}:{ops_port(settings, service)}"
+def ops_address(settings: Settings, service: str, replica: int | None = None) -> str:
+    """Return ``host:port`` of the operations port of ``service``'s replica."""
+    return f"{settings.ops_host}:{ops_port(settings, service, replica)}"
 
 
 def standard(

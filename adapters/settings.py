@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
+    # Replicas that must hold a write before an acks=all producer is answered, set on
+    # every topic this system creates (the engine's changelog too). Unset: the broker's
+    # default. With several brokers, replication factor 3 and this 2 survive one broker.
+    min_insync_replicas: int | None = Field(default=None, ge=1)
     commands_topic: str = "orders.commands"
     events_topic: str = "orders.events"
     dead_letter_topic: str = "orders.deadletter"
@@ -94,6 +98,10 @@ class Settings(BaseSettings):
     # Gateway (HTTP + WebSocket).
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 3000
+    # Bind the API port with SO_REUSEPORT, so several gateway processes serve it and the
+    # kernel spreads the connections among them (`oee up --scale gateway=N` sets it).
+    # Off by default: a second system started on a taken port must fail, not share it.
+    gateway_reuse_port: bool = False
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
     # How long a WebSocket for a not-yet-seen order waits for its first message.
     unknown_order_grace_s: float = Field(default=2.0, ge=0)
@@ -166,6 +174,15 @@ class Settings(BaseSettings):
     # its partitions back at once instead of waiting for the dead member's session.
     projector_instance: str = "0"
 
+    # Trigger service: the consumer group whose partitions say which armed orders each
+    # replica evaluates, fires and expires, and this replica's static member id in it.
+    triggers_group: str = "oee-triggers"
+    triggers_instance: str = "0"
+
+    # This process's index among the replicas of its service (`oee up --scale`), 0 for
+    # the first: its operations port is its service's plus 10 times this.
+    replica: int = Field(default=0, ge=0)
+
     # Operations: each service but the gateway serves /metrics, /health/live and
     # /health/ready on a loopback port of its own (the gateway on its API port).
     # A process is ready only while its consumers are at most this many messages behind.
@@ -211,6 +228,10 @@ class Settings(BaseSettings):
     market_drift_every_s: float = Field(default=1.0, gt=0)
     # A new token launches this often (0 = only on demand, POST /api/simulate/launch).
     market_launch_every_s: float = Field(default=120.0, ge=0)
+    # The market topic has one writer: the market service that the group on it assigns
+    # partition 0 leads, the others wait (`oee up --scale market=2`); its member id.
+    market_group: str = "oee-market"
+    market_instance: str = "0"
     launch_liquidity_usd: Decimal = Field(default=Decimal(50_000), gt=0)
 
     # Triggers of limit and sniper orders.

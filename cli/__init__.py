@@ -40,9 +40,15 @@ def _run_service(name: str, settings: Settings) -> int:
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
+    from cli.scale import ScaleError, parse_scale
     from cli.supervisor import up
 
-    return up(settings)
+    try:
+        scale = parse_scale(args.scale, SERVICES)
+    except ScaleError as exc:
+        print(f"oee up: {exc}", file=sys.stderr)
+        return 2
+    return up(settings, scale)
 
 
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
@@ -174,8 +180,23 @@ def _parser() -> argparse.ArgumentParser:
         description="Event-sourced order execution engine. Configure with OEE_* variables.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = sub.add_parser(
+        "up",
+        help="run everything: broker, database, topics and all services",
+        description="Run the embedded broker and database (unless OEE_KAFKA_BOOTSTRAP and "
+        "OEE_DATABASE_URL point elsewhere), create the topics, and run and supervise every "
+        "service until Ctrl-C.",
+    )
+    up.add_argument(
+        "--scale",
+        action="append",
+        default=[],
+        metavar="SERVICE=N",
+        help="run N replicas of SERVICE (repeatable): engine, projector, gateway, "
+        "triggers or market; the others run once",
+    )
+    up.set_defaults(handler=_up)
     commands: dict[str, tuple[str, Callable[[argparse.Namespace, Settings], int]]] = {
-        "up": ("run everything: broker, database, topics and all services", _up),
         "broker": ("run the embedded Kafka broker in the foreground", _broker),
         "database": ("run the embedded PostgreSQL in the foreground", _database),
         "topics": ("create the topics (idempotent) and exit", _topics),

@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 
-from adapters.ops import OPS_SERVICES, ops_address
+from adapters.ops import ops_address
 from adapters.settings import Settings
+from cli.scale import ops_replicas, read_layout
 
 TIMEOUT_S = 3.0
 
@@ -29,8 +30,12 @@ class Row:
 
 
 def ops_addresses(settings: Settings) -> dict[str, str]:
-    """Return the operations address (``host:port``) of every service but the gateway."""
-    return {name: ops_address(settings, name) for name in OPS_SERVICES}
+    """Return the operations address (``host:port``) of every process but the gateways,
+    each replica of a scaled service (``engine-0``, ``engine-1``...) by its name."""
+    return {
+        name: ops_address(settings, service, replica)
+        for name, service, replica in ops_replicas(settings)
+    }
 
 
 def _get(client: httpx.Client, url: str) -> tuple[int | None, dict[str, Any] | str]:
@@ -66,10 +71,13 @@ def collect(settings: Settings) -> tuple[list[Row], dict[str, Any]]:
         base = settings.gateway_url
         code, body = _get(client, f"{base}/health")
         reports["gateway"] = body
+        # Several gateways share the API port: the kernel hands this request to one.
+        gateways = read_layout(settings.data_dir).get("gateway", 1)
+        shared = f"{gateways} replicas share the port, one answered: " if gateways > 1 else ""
         if isinstance(body, dict):
             checks = body.get("checks", {})
             failing = [name for name, ok in checks.items() if not ok]
-            detail = "failing: " + ", ".join(failing) if failing else "all checks pass"
+            detail = shared + ("failing: " + ", ".join(failing) if failing else "all checks pass")
             rows.append(Row("gateway", base.removeprefix("http://"), _word(code), detail, None))
         else:
             rows.append(Row("gateway", base.removeprefix("http://"), "down", body, None))

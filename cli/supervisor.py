@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from typing import IO, Protocol
@@ -40,6 +41,7 @@ from adapters.processes import die_with_parent, stop_process
 from adapters.settings import DEV_KEY_SECRET, Settings, stored_secret
 from cli import SERVICES
 from cli.foreground import embedded_broker, embedded_database
+from cli.scale import replica_env, replica_name, write_layout
 from cli.status import ops_addresses
 from domain.accounts import DEV_ACCOUNT
 
@@ -110,18 +112,22 @@ class Supervised:
 class Child(Supervised):
     """One supervised service process, run as ``python -m cli <name>``."""
 
-    def __init__(self, name: str, env: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], cwd: Path, service: str | None = None
+    ) -> None:
         super().__init__(name)
+        # The service it runs; ``name`` tells a replica apart (``engine-1``).
+        self.service = service or name
         self.env = env
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
 
     def start(self) -> None:
-        """Spawn the service as ``python -m cli <name>``."""
+        """Spawn the service as ``python -m cli <service>``."""
         self.cwd.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cli", self.name],
+            [sys.executable, "-m", "cli", self.service],
             env=self.env,
             # Whatever a service writes relative to its working directory (faust's
             # local state, say) lands in the data dir, not in the source tree.
@@ -355,8 +361,13 @@ def _gateway_healthy(settings: Settings) -> bool:
     return response.status_code == 200
 
 
-def up(settings: Settings) -> int:
-    """Run the whole system until SIGINT/SIGTERM; return the exit code."""
+def up(settings: Settings, scale: Mapping[str, int] | None = None) -> int:
+    """Run the whole system until SIGINT/SIGTERM; return the exit code.
+
+    ``scale`` names the services to run as several replicas (``cli.scale.parse_scale``
+    checked it); every other service runs once.
+    """
+    replicas = {name: (scale or {}).get(name, 1) for name in SERVICES}
     began = time.monotonic()
     stopping = False
 
@@ -402,10 +413,22 @@ def up(settings: Settings) -> int:
             # A child logs into our broker as itself (env_of), as nobody if it has no principal.
             env.pop("OEE_KAFKA_USERNAME", None)
             env.pop("OEE_KAFKA_PASSWORD", None)
+        write_layout(settings.data_dir, replicas)
         for name in SERVICES:
-            child = Child(name, env=env | infrastructure.env_of(name), cwd=settings.data_dir)
-            children.append(child)
-            child.start()
+            for replica in range(replicas[name]):
+                child = Child(
+                    replica_name(name, replica, replicas[name]),
+                    env=env
+                    | infrastructure.env_of(name)
+                    | replica_env(settings, name, replica, replicas[name]),
+                    cwd=settings.data_dir,
+                    service=name,
+                )
+                children.append(child)
+                child.start()
+        scaled = [f"{name}: {n}" for name, n in replicas.items() if n > 1]
+        if scaled:
+            say("oee", f"replicas: {', '.join(scaled)} (every other service once)")
 
         announced = False
         while True:

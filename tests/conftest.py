@@ -209,6 +209,8 @@ def isolated_settings(infra: Infra) -> Callable[..., Settings]:
             "market_launch_every_s": 0,
             "engine_id": f"oee-engine-{suffix}",
             "projector_group": f"oee-projector-{suffix}",
+            "triggers_group": f"oee-triggers-{suffix}",
+            "market_group": f"oee-market-{suffix}",
             "venue_profile": "instant",
             "broker_session_timeout_s": 6.0,
             "gateway_port": free_port(),

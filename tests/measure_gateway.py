@@ -261,6 +261,8 @@ async def main(args: argparse.Namespace) -> None:
             market_launch_every_s=0,
             engine_id=f"oee-engine-{suffix}",
             projector_group=f"oee-projector-{suffix}",
+            triggers_group=f"oee-triggers-{suffix}",
+            market_group=f"oee-market-{suffix}",
             venue_profile="instant",
             gateway_port=free_port(),
             venues_port=free_port(),

@@ -23,7 +23,7 @@ from typing import Any
 import faust
 from aiokafka.partitioner import DefaultPartitioner
 
-from adapters.kafka import client_options
+from adapters.kafka import client_options, durability
 from adapters.metrics import DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_WRITTEN, StepClock
 from adapters.ops import Lag, assigned, standard
 from adapters.settings import Settings
@@ -113,7 +113,11 @@ def _credentials(settings: Settings) -> faust.SASLCredentials | None:
 
 def _faust_app(settings: Settings) -> EngineApp:
     """Return the faust app as configured: at least once, acks=all, idempotent, static member."""
-    datadir = settings.data_dir / "engine" / settings.engine_id
+    member = f"{settings.engine_id}-{settings.engine_instance}"
+    # Each replica (`oee up --scale engine=N`) keeps its local state apart; the first
+    # keeps the directory it always had.
+    name = settings.engine_id if settings.engine_instance == "0" else member
+    datadir = settings.data_dir / "engine" / name
     datadir.mkdir(parents=True, exist_ok=True)
     app = EngineApp(
         settings.engine_id,
@@ -126,7 +130,14 @@ def _faust_app(settings: Settings) -> EngineApp:
         broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
         # Commit the ledger's watermarks often: a restart redoes what came after.
         broker_commit_interval=1.0,
-        consumer_group_instance_id=f"{settings.engine_id}-{settings.engine_instance}",
+        consumer_group_instance_id=member,
+        # No standby copies of other engines' table partitions (faust's default is one).
+        # With the memory store a table has no persisted offset, so faust recovers every
+        # partition it is assigned from the start of its changelog, standby or not: a
+        # standby would only cost reading every other engine's changelog as it grows.
+        # A failover is kept short by the changelog itself, compacted, and holding only
+        # orders in flight and those ended in the last engine_retention_s.
+        table_standby_replicas=0,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         producer_acks=-1,
@@ -148,6 +159,7 @@ def _processor(
     dead_letters: faust.TopicT,
     table: Any,
     intake: Intake,
+    steps: StepClock,
 ) -> OrderProcessor:
     """Return the order processor, emitting to the log and settling through ``intake``."""
 
@@ -164,8 +176,6 @@ def _processor(
         sent = await dead_letters.send(key=key, value=encode(letter))
         await sent
         DEAD_LETTERS.labels("engine").inc()
-
-    steps = StepClock()
 
     def observe(message: Command | Event, new: bool) -> None:
         if new:
@@ -229,8 +239,9 @@ def build_app(
         partitions=settings.partitions,
         key_type=bytes,
         value_type=bytes,
-        extra_topic_configs=CHANGELOG_CONFIG,
+        extra_topic_configs=CHANGELOG_CONFIG | durability(settings),
     )
+    steps = StepClock()
     intake = Intake(
         app,
         topics=(settings.commands_topic, settings.events_topic),
@@ -246,12 +257,20 @@ def build_app(
         dead_letters=dead_letters,
         table=table,
         intake=intake,
+        steps=steps,
     )
 
-    async def forget_decoded(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         processor.forget_decoded()
+        # What is kept for later of a revoked partition was never settled, so the
+        # group's committed offset is below it: the engine that gets the partition
+        # reads it again. Kept here too, it would be decided by two engines.
+        processor.drop_partitions({(tp.topic, tp.partition) for tp in args[0]})
+        # Another engine may now own an order whose start this one timed: its end
+        # would never come here. Orders that stay are timed from the steps seen next.
+        steps.forget()
 
-    app.on_partitions_revoked.connect(forget_decoded)  # type: ignore[arg-type]
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
 
     # Commands of one order may be handled out of order by concurrent actors: each
     # names the order version it expects, and one the engine has not reached waits.

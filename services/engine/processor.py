@@ -147,6 +147,37 @@ class OrderProcessor:
         self._records[key] = record
         self._table[key] = record.model_dump_json().encode()
 
+    def drop_partitions(self, partitions: set[tuple[str, int]]) -> int:
+        """Drop the deferred commands and early events read from ``partitions``.
+
+        Neither was settled, so whoever is assigned the partition next reads them
+        again from the group's committed offset. Return how many were dropped.
+        """
+        dropped = 0
+        for order_id in list(self._deferred):
+            kept = [
+                w
+                for w in self._deferred[order_id]
+                if (w.where.topic, w.where.partition) not in partitions
+            ]
+            dropped += len(self._deferred[order_id]) - len(kept)
+            if kept:
+                self._deferred[order_id] = kept
+            else:
+                del self._deferred[order_id]
+        for order_id in list(self._early):
+            waiting = self._early[order_id]
+            for seq in [
+                s for s, e in waiting.items() if (e.where.topic, e.where.partition) in partitions
+            ]:
+                del waiting[seq]
+                dropped += 1
+            if not waiting:
+                del self._early[order_id]
+        if dropped:
+            log.info("dropped %d kept messages of revoked partitions", dropped)
+        return dropped
+
     def forget_decoded(self) -> None:
         """Drop the decoded records: after a rebalance the table holds what its
         changelog says, which another engine may have written meanwhile."""

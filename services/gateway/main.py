@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import uvicorn
 from fastapi import FastAPI
 
@@ -29,6 +31,25 @@ def server_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
     )
 
 
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """Return a socket bound to ``host:port`` with SO_REUSEPORT: every gateway process
+    that binds one like it serves the same port, the kernel handing each new
+    connection to one of them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
 def run(settings: Settings) -> None:
     """Serve the gateway until stopped."""
-    uvicorn.Server(server_config(settings, create_app(settings))).run()
+    server = uvicorn.Server(server_config(settings, create_app(settings)))
+    if settings.gateway_reuse_port:
+        # Every gateway tails the whole log itself, so whichever one a connection
+        # lands on serves any order's stream and the firehose.
+        server.run(sockets=[reuse_port_socket(settings.gateway_host, settings.gateway_port)])
+    else:
+        server.run()

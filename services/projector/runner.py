@@ -33,7 +33,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from adapters.backoff import Backoff
-from adapters.kafka import batch_consumer_options, client_options, producer_options
+from adapters.kafka import (
+    batch_consumer_options,
+    client_options,
+    group_options,
+    producer_options,
+)
 from adapters.metrics import (
     DEAD_LETTERS,
     EVENTS_CONSUMED,
@@ -253,6 +258,8 @@ class ProjectionRunner:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             **batch_consumer_options(self.settings),
+            # A dead projector's partitions wait this long for it before another takes them.
+            **(group_options(self.settings) if self.group_id else {}),
         )
         await self._consumer.start()
         if self.group_id is None:

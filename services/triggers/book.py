@@ -17,6 +17,7 @@ import heapq
 import itertools
 import uuid
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -81,6 +82,8 @@ class ArmedBook:
     _entries: dict[uuid.UUID, _Entry] = field(default_factory=dict)
     _snipers: dict[str, dict[uuid.UUID, Armed]] = field(default_factory=dict)
     _expiries: list[tuple[datetime, int, uuid.UUID, int]] = field(default_factory=list)
+    # Expiries that came due for orders another replica expires (``expire``'s ``mine``).
+    _elsewhere: list[tuple[datetime, int, uuid.UUID, int]] = field(default_factory=list)
     _arrivals: itertools.count[int] = field(default_factory=itertools.count)
 
     def __len__(self) -> int:
@@ -148,9 +151,10 @@ class ArmedBook:
                 del self._snipers[order.spec.token_out]
         # The expiry heap forgets lazily (entries are checked when they come due);
         # it is rebuilt when most of it is stale, so it never outgrows the book by much.
-        if len(self._expiries) > 2 * len(self._orders) + 64:
+        if len(self._expiries) + len(self._elsewhere) > 2 * len(self._orders) + 64:
             self._expiries = [e for e in self._expiries if self.is_armed(e[2], e[3])]
             heapq.heapify(self._expiries)
+            self._elsewhere = [e for e in self._elsewhere if self.is_armed(e[2], e[3])]
         return order
 
     def reached(self, market: Market, side: Side, price: Decimal) -> list[Armed]:
@@ -179,16 +183,32 @@ class ArmedBook:
             heapq.heappop(self._expiries)
         return self._expiries[0][0] if self._expiries else None
 
-    def expire(self, now: datetime) -> list[Armed]:
+    def expire(
+        self, now: datetime, mine: Callable[[uuid.UUID], bool] = lambda _order_id: True
+    ) -> list[Armed]:
         """Take out and return the orders whose ``expires_at`` is at or before ``now``.
 
-        Earliest expiry first; each arming expires once.
+        Earliest expiry first; each arming expires once. An order that is not ``mine``
+        (another replica expires it) stays in the book, its expiry set aside until
+        ``reclaim``: its owner's event takes it out, or its owner's partitions come here.
         """
         due: list[Armed] = []
         while self._expiries and self._expiries[0][0] <= now:
-            _, _, order_id, seq = heapq.heappop(self._expiries)
-            if self.is_armed(order_id, seq):
-                removed = self.remove(order_id)
-                assert removed is not None
-                due.append(removed)
+            entry = heapq.heappop(self._expiries)
+            _, _, order_id, seq = entry
+            if not self.is_armed(order_id, seq):
+                continue
+            if not mine(order_id):
+                self._elsewhere.append(entry)
+                continue
+            removed = self.remove(order_id)
+            assert removed is not None
+            due.append(removed)
         return due
+
+    def reclaim(self) -> None:
+        """Take back the expiries set aside as another replica's (the owners changed)."""
+        for entry in self._elsewhere:
+            if self.is_armed(entry[2], entry[3]):
+                heapq.heappush(self._expiries, entry)
+        self._elsewhere = []

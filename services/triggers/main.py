@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from adapters.kafka import await_topics
-from adapters.ops import standard
+from adapters.ops import assigned, standard
 from adapters.processes import stop_on_signals
 from adapters.settings import Settings
 from services.triggers.service import TriggerService
@@ -26,7 +26,10 @@ async def _main(settings: Settings) -> None:
         settings.commands_topic,
     )
     service = TriggerService(settings)
-    async with standard(settings, "triggers", lag=service.lag):
+    ops = standard(settings, "triggers", lag=service.lag)
+    # The partitions whose armed orders this replica fires (its group's assignment).
+    ops.health.check("group", assigned(lambda: service.owned))
+    async with ops:
         await service.run(stop)
 
 

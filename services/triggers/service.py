@@ -14,9 +14,20 @@ newly armed order is evaluated at once. Candidates (the spot reaches their bound
 are verified with every venue's quote for their size before they fire; at most
 ``trigger_max_in_flight`` triggered orders execute at once (``core.Gate``).
 
+Several trigger services share the work by partition (``oee up --scale triggers=N``).
+Each tails everything as above (the book of every order, so a partition that comes
+to it needs no reading first), and is also a member of the consumer group
+``triggers_group`` on the events topic, whose partitions it never fetches: the group
+only says which partitions are its own. It verifies, fires and expires only the
+armed orders of those (an order's partition is its key's, as the engine's). When a
+replica dies, the group gives its partitions to another once its session expires,
+and that one evaluates their armed orders against the market as it stands, so what
+crossed meanwhile fires then.
+
 Delivery is at least once: a command repeated after a crash or a race is a no-op
 in the engine, which triggers or expires an order only at the armed version the
-command names.
+command names. So two replicas that both fire an order during a rebalance fire it
+once: the first trigger on the log wins.
 """
 
 from __future__ import annotations
@@ -31,10 +42,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
-from adapters.kafka import batch_consumer_options, client_options, producer_options, send_commands
+from adapters.kafka import (
+    batch_consumer_options,
+    client_options,
+    group_options,
+    producer_options,
+    send_commands,
+)
 from adapters.logs import bind
 from adapters.metrics import ARMED_ORDERS, TRIGGERS_FIRED
 from adapters.ops import Lag, consumer_lag
@@ -49,6 +73,7 @@ from events.messages import (
     ExpireOrder,
     TriggerOrder,
     decode_event,
+    order_key,
 )
 from projections.orders.snapshot import Snapshot, read_snapshot
 from services.triggers.book import Armed
@@ -116,6 +141,23 @@ async def load_snapshot(settings: Settings, timeout_s: float = 10.0) -> Snapshot
     return snapshot
 
 
+class _Ownership(ConsumerRebalanceListener):
+    """Tell the service which partitions of the events topic are its own."""
+
+    def __init__(self, service: TriggerService, member: AIOKafkaConsumer) -> None:
+        self._service = service
+        self._member = member
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._service.disown({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # The group is for ownership only: its member never fetches (the tail reads).
+        if assigned:
+            self._member.pause(*assigned)
+        self._service.own({tp.partition for tp in assigned})
+
+
 @dataclass
 class TriggerStats:
     """Running totals of one trigger service run."""
@@ -156,6 +198,11 @@ class TriggerService:
         # Triggers sent whose effect is not on the log yet, with when they were sent.
         self._unanswered: dict[uuid.UUID, tuple[TriggerOrder, float]] = {}
         self._consumer: AIOKafkaConsumer | None = None
+        # The partitions of the events topic this replica acts on (the group's word).
+        self.owned: set[int] = set()
+        self._partitions: list[int] = []
+        self._partitioner = DefaultPartitioner()
+        self._partition_of: dict[uuid.UUID, int] = {}
         ARMED_ORDERS.set_function(lambda: len(self.state.book))
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -174,22 +221,34 @@ class TriggerService:
             isolation_level="read_committed",
             **batch_consumer_options(self.settings),
         )
+        member = AIOKafkaConsumer(
+            **client_options(self.settings),
+            group_id=self.settings.triggers_group,
+            group_instance_id=f"{self.settings.triggers_group}-{self.settings.triggers_instance}",
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            **group_options(self.settings),
+        )
         try:
             await producer.start()
             self._producer = producer
             await consumer.start()
             self._consumer = consumer
             ends = await self._assign(consumer, producer, snapshot)
+            await member.start()
+            member.subscribe([self.settings.events_topic], listener=_Ownership(self, member))
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 group.create_task(self._consume(consumer, ends, stop), name="triggers-tail")
                 group.create_task(self._expire_loop(stop), name="triggers-expiry")
+                group.create_task(self._membership(member, stop), name="triggers-group")
                 await stop.wait()
                 self._wakeup.set()
                 for task in list(self._verifying):
                     task.cancel()
         finally:
             self._group = None
+            await member.stop()
             await consumer.stop()
             await producer.stop()
             if owned_venues:
@@ -198,6 +257,53 @@ class TriggerService:
                     if aclose is not None:
                         await aclose()
         log.info("trigger service stopped: %s", self.stats)
+
+    # Ownership -------------------------------------------------------------------
+
+    async def _membership(self, member: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        """Keep the group member polling (a member that does not is dropped from it)."""
+        while not stop.is_set():
+            await member.getmany(timeout_ms=1000)
+
+    def partition_of(self, order_id: uuid.UUID) -> int:
+        """Return the partition of the order's events (its key's, as the producers place it)."""
+        partition = self._partition_of.get(order_id)
+        if partition is None:
+            partition = self._partitioner(order_key(order_id), self._partitions, self._partitions)
+            if len(self._partition_of) > 4 * len(self.state.orders) + 1024:
+                self._partition_of.clear()
+            self._partition_of[order_id] = partition
+        return partition
+
+    def mine(self, order_id: uuid.UUID) -> bool:
+        """Tell whether this replica verifies, fires and expires the order."""
+        return self.partition_of(order_id) in self.owned
+
+    def own(self, partitions: set[int]) -> None:
+        """Take the partitions the group gave: evaluate their armed orders as things stand."""
+        gained = partitions - self.owned
+        # The group's word is the whole assignment: what is not in it is no longer ours.
+        self.owned = set(partitions)
+        log.info("trigger partitions now %s (gained %s)", sorted(self.owned), sorted(gained))
+        if not gained:
+            return
+        self.book_changed_hands()
+
+    def disown(self, partitions: set[int]) -> None:
+        """Give up partitions: their orders are another replica's from now on."""
+        self.owned -= partitions
+        if partitions:
+            log.info(
+                "trigger partitions now %s (gave up %s)", sorted(self.owned), sorted(partitions)
+            )
+
+    def book_changed_hands(self) -> None:
+        """Consider every armed order of the partitions now owned, and their expiries."""
+        self.state.book.reclaim()
+        self._wakeup.set()
+        if self.ready.is_set():
+            # A replica that died may have left crossings unfired: fire what crosses now.
+            self._consider(self.state.sweep())
 
     async def lag(self) -> Lag:
         """Return how far the tail is behind the end of the events and market topics."""
@@ -224,6 +330,7 @@ class TriggerService:
             TopicPartition(self.settings.events_topic, p)
             for p in sorted(await producer.partitions_for(self.settings.events_topic))
         ]
+        self._partitions = [tp.partition for tp in events]
         market = [
             TopicPartition(self.settings.market_topic, p)
             for p in sorted(await producer.partitions_for(self.settings.market_topic))
@@ -312,6 +419,8 @@ class TriggerService:
     def _consider(self, candidates: Sequence[Candidate]) -> None:
         """Verify each candidate now if the gate has room, else queue it."""
         for candidate in candidates:
+            if not self.mine(candidate.order.order_id):
+                continue  # another replica's partition
             if self._expired(candidate.order):
                 continue  # the expiry timer takes it
             if self.state.gate.request(candidate):
@@ -321,7 +430,12 @@ class TriggerService:
     def _drain(self) -> None:
         """Start verifying queued candidates while the gate has room."""
         while (candidate := self.state.gate.next()) is not None:
-            if self.state.still_valid(candidate) and not self._expired(candidate.order):
+            order = candidate.order
+            if (
+                self.state.still_valid(candidate)
+                and not self._expired(order)
+                and self.mine(order.order_id)
+            ):
                 self._spawn(candidate)
             else:
                 self.state.gate.abandon(candidate.order.order_id)
@@ -349,7 +463,10 @@ class TriggerService:
         except Exception:
             log.exception("verifying order %s failed", order.order_id)
             verdict = None
-        still_armed = self.state.book.is_armed(order.order_id, order.seq)
+        # An order whose partition went to another replica meanwhile is that one's.
+        still_armed = self.state.book.is_armed(order.order_id, order.seq) and self.mine(
+            order.order_id
+        )
         if still_armed and self._expired(order):
             verdict = None  # expired while it was quoted: the expiry timer takes it
         if verdict is None or not verdict.fire or not still_armed:
@@ -427,7 +544,7 @@ class TriggerService:
                 await asyncio.wait_for(self._wakeup.wait(), wait)
 
     async def _expire_due(self) -> None:
-        due = self.state.book.expire(self._clock())
+        due = self.state.book.expire(self._clock(), self.mine)
         if not due:
             return
         for order in due:

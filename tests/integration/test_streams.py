@@ -146,6 +146,32 @@ async def test_order_stream_reconnect_with_last_seq_gets_exactly_the_missing_eve
     assert [m["eventId"] for m in first + rest] == [e["eventId"] for e in trail]
 
 
+async def test_order_written_through_one_gateway_is_read_and_followed_through_another(
+    system: System, second_gateway: System, client: httpx.AsyncClient
+) -> None:
+    order_id = await submit(client)
+    # Read your writes on any gateway (several share one port under `oee up --scale`):
+    # the other one knows the order at once, before the engine or the projector.
+    async with httpx.AsyncClient(
+        base_url=second_gateway.base_url, headers=AUTH, timeout=30
+    ) as other:
+        response = await other.get(f"/api/orders/{order_id}")
+        assert response.status_code == 200, response.text
+        assert response.json()["orderId"] == order_id
+    url = f"{system.ws_url}/api/orders/execute?orderId={order_id}"
+    async with connect(url) as ws:
+        first = await read_until(ws, 2)
+
+    # The client reconnects to the other gateway with the last seq it saw.
+    resume = f"{second_gateway.ws_url}/api/orders/execute?orderId={order_id}"
+    async with connect(f"{resume}&lastSeq={first[-1]['seq']}") as ws:
+        rest = await read_for(ws, 30)
+        assert ws.close_code == 1000
+
+    trail = await audit_trail(client, order_id)
+    assert [m["eventId"] for m in first + rest] == [e["eventId"] for e in trail]
+
+
 async def test_order_stream_reconnect_after_the_end_closes_at_once_with_nothing(
     system: System, client: httpx.AsyncClient
 ) -> None:

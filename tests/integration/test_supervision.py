@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from adapters.credentials import ADMIN
 from adapters.embedded.postgres import EmbeddedPostgres
 from adapters.kafka import client_options
+from adapters.ops import OPS_SERVICES
 from adapters.processes import die_with_parent, free_port, pid_alive, stop_process
 from adapters.settings import Settings
 from cli.logins import log_in
@@ -99,7 +100,7 @@ def _private_root() -> Path:
 class Up:
     """A private ``oee up`` and the addresses of what it runs."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, scale: Sequence[str] = ()) -> None:
         self.root = root
         self.kafka_port, self.database_port, self.gateway_port = (
             free_port(),
@@ -116,9 +117,12 @@ class Up:
             venue_profile="instant",
             market_launch_every_s=0,
             dev_api_key=DEV_KEY,
+            # Replica i serves on its service's port plus 10·i.
+            **{f"{name}_ops_port": free_port() for name in OPS_SERVICES},
         )
+        self.env = env
         process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "up"],
+            [sys.executable, "-m", "cli", "up", *(f"--scale={entry}" for entry in scale)],
             env=env | {"PYTHONUNBUFFERED": "1"},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -160,7 +164,7 @@ class Up:
     def service_pids(self) -> dict[str, int]:
         """Return the pid of every service as last started."""
         return {
-            m.group(1): int(m.group(2)) for m in self.out.printed(r"started (\w+) \(pid (\d+)\)")
+            m.group(1): int(m.group(2)) for m in self.out.printed(r"started ([\w-]+) \(pid (\d+)\)")
         }
 
 
@@ -328,3 +332,52 @@ def test_database_command_postmaster_left_as_zombie_starts_on_its_data(
         assert out.printed(rf"removed the stale postmaster\.pid of pid {zombie} \(a zombie")
     finally:
         database.stop()
+
+
+def test_up_scaled_runs_every_replica_restarts_a_dead_one_and_status_lists_them(
+    private_root: Path,
+) -> None:
+    scale = ("engine=2", "projector=2", "gateway=2", "triggers=2")
+    running = Up(private_root, scale=scale)
+    try:
+        running.out.wait_for(r"oee \| API: ", timeout=240)
+        running.out.wait_for(r"replicas: triggers: 2, engine: 2, projector: 2, gateway: 2")
+        pids = running.service_pids()
+        replicas = {
+            f"{name}-{i}" for name in ("engine", "projector", "gateway", "triggers") for i in (0, 1)
+        }
+        assert replicas | {"venues", "market", "sweeper"} == set(pids)
+        # One order all the way through the gateways' one address.
+        asyncio.run(warm_up(running))
+
+        # Every replica answers on its own operations port; the gateways share theirs.
+        deadline = time.monotonic() + BACK_WITHIN_S
+        while True:
+            status = subprocess.run(
+                [sys.executable, "-m", "cli", "status"],
+                env=running.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if status.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert status.returncode == 0, status.stdout + status.stderr
+        rows = {line.split()[0] for line in status.stdout.splitlines()[1:]}
+        assert rows == (replicas - {"gateway-0", "gateway-1"}) | {
+            "gateway",
+            "market",
+            "sweeper",
+        }
+        assert "2 replicas share the port" in status.stdout
+
+        # A replica that dies is restarted under its own name, as any service is.
+        after = len(running.out.lines)
+        os.kill(pids["engine-1"], signal.SIGKILL)
+        running.out.wait_for(r"engine-1 stopped unexpectedly \(killed by SIGKILL\)", after=after)
+        restarted = running.out.wait_for(r"started engine-1 \(pid (\d+)\)", after=after)
+        assert int(restarted.group(1)) != pids["engine-1"]
+        assert pid_alive(pids["engine-0"])
+    finally:
+        stop_process(running.out.process, sig=signal.SIGTERM, timeout=60)

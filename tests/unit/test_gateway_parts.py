@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from adapters.settings import Settings
 from domain.accounts import DEV_ACCOUNT, Caller
 from domain.lifecycle import evolve
 from events.messages import Event
@@ -171,6 +172,15 @@ class StubReadSide:
         return self.states.get(order_id)
 
 
+class CaughtUpTail:
+    """A log tail that has always read the log as of now (a gateway's own tail)."""
+
+    running = True
+
+    async def catch_up(self, timeout_s: float) -> bool:
+        return True
+
+
 async def get(path: str, read_side: StubReadSide, submissions: Submissions) -> httpx.Response:
     """GET ``path`` from an app of the orders routes alone, with these parts."""
     app = FastAPI()
@@ -178,6 +188,8 @@ async def get(path: str, read_side: StubReadSide, submissions: Submissions) -> h
     app.include_router(orders.router)
     app.dependency_overrides[deps.read_side] = lambda: read_side
     app.dependency_overrides[deps.submissions] = lambda: submissions
+    app.dependency_overrides[deps.tail] = CaughtUpTail
+    app.dependency_overrides[deps.settings] = Settings
     app.dependency_overrides[authenticate] = lambda: ADMIN
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:

@@ -165,6 +165,8 @@ async def test_unexpected_error_and_database_outage_answer_in_the_envelope(
     app.include_router(orders.router)
     app.dependency_overrides[deps.read_side] = lambda: BrokenReadSide(raised)
     app.dependency_overrides[deps.submissions] = Submissions
+    app.dependency_overrides[deps.tail] = lambda: None  # never reached: the read fails first
+    app.dependency_overrides[deps.settings] = Settings
     app.dependency_overrides[authenticate] = lambda: Caller("dev", "admin", "test")
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:

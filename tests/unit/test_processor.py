@@ -418,6 +418,23 @@ async def test_kept_command_past_its_timeout_is_decided_as_things_stand_and_sett
     assert "cancelled" not in [e.status for e in h.log]
 
 
+async def test_kept_messages_of_a_revoked_partition_are_dropped_and_never_decided_here():
+    h = Harness()
+    order, other = limit_order(), limit_order()
+    for kept in (order, other):
+        await h.processor.on_event(encode(kept.accepted()), WHERE)
+    revoked = WHERE.model_copy(update={"partition": 3, "offset": 9})
+    assert await h.processor.on_command(encode(cancel(order, 2)), revoked) is False
+    assert await h.processor.on_command(encode(cancel(other, 2)), WHERE) is False
+
+    # Another engine gets partition 3 and reads the cancel again from the committed offset.
+    assert h.processor.drop_partitions({("t", 3)}) == 1
+    assert h.processor.deferred == 1
+    h.monotonic[0] = 61.0
+    assert await h.processor.expire_deferred(older_than_s=60) == 1
+    assert h.settled == [WHERE]
+
+
 async def test_ended_order_is_forgotten_after_the_retention_and_not_before():
     h = Harness()
     await h.processor.on_command(encode(submit_order()), WHERE)

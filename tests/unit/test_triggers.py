@@ -242,6 +242,26 @@ def test_book_expire_skips_orders_removed_since_and_uses_the_latest_arming():
     assert (due.order_id, due.seq) == (order_id, 4)
 
 
+def test_book_expire_sets_aside_another_replicas_orders_until_reclaimed():
+    book = ArmedBook()
+    mine = armed(sell("200", expires_at=T0))
+    theirs = armed(sell("200", expires_at=T0))
+    for order in (mine, theirs):
+        book.arm(order)
+
+    assert ids(book.expire(T0, lambda order_id: order_id == mine.order_id)) == ids([mine])
+    # The other replica's order stays armed here, and its expiry no longer wakes us.
+    assert ids(book.orders()) == ids([theirs])
+    assert book.next_expiry() is None
+    assert book.expire(T0 + timedelta(seconds=1), lambda _order_id: True) == []
+
+    # Its partition comes to this replica: the expiry is due again, once.
+    book.reclaim()
+    assert ids(book.expire(T0 + timedelta(seconds=1))) == ids([theirs])
+    book.reclaim()
+    assert book.expire(T0 + timedelta(seconds=2)) == []
+
+
 def test_book_many_orders_reached_matches_a_linear_scan():
     rng = random.Random(3)
     book = ArmedBook()

@@ -33,6 +33,7 @@ from services.gateway.deps import (
     RecentDep,
     SettingsDep,
     SubmissionsDep,
+    TailDep,
 )
 from services.gateway.errors import ApiError, DatabaseUnavailable
 from services.gateway.intake import (
@@ -66,7 +67,7 @@ from services.gateway.schemas import (
     submitted_view,
 )
 from services.gateway.submissions import Submissions
-from services.gateway.tail import Logged
+from services.gateway.tail import Logged, LogTail
 
 router = APIRouter()
 
@@ -247,19 +248,39 @@ async def execute_over_plain_http() -> None:
     },
 )
 async def get_order(
-    order_id: uuid.UUID, read_side: ReadSideDep, submissions: SubmissionsDep, caller: CallerDep
+    order_id: uuid.UUID,
+    read_side: ReadSideDep,
+    submissions: SubmissionsDep,
+    caller: CallerDep,
+    tail: TailDep,
+    settings: SettingsDep,
 ) -> Any:
     """Return an order's current state."""
-    state = await read_side.state(order_id)
-    if state is not None:
-        if not caller.owns(state.account):
-            raise order_not_found(order_id)
-        return order_view(state)
-    command = submissions.submitted(order_id)
-    if command is not None and caller.owns(command.account):
-        # Written to the log but not accepted by the engine yet: read your writes.
-        return submitted_view(command)
+    for attempt in range(2):
+        state = await read_side.state(order_id)
+        if state is not None:
+            if not caller.owns(state.account):
+                raise order_not_found(order_id)
+            return order_view(state)
+        command = submissions.submitted(order_id)
+        if command is not None and caller.owns(command.account):
+            # Written to the log but not accepted by the engine yet: read your writes.
+            return submitted_view(command)
+        if attempt == 0 and not await caught_up(tail, settings.unknown_order_grace_s):
+            break
     raise order_not_found(order_id)
+
+
+async def caught_up(tail: LogTail, timeout_s: float) -> bool:
+    """Wait until this gateway's tail has read the log as of now; tell whether it did.
+
+    An order unknown here may have been written through another gateway a moment ago
+    (several serve one port): once the tail has read that far, this one knows it too,
+    so a client reads its own writes whichever gateway answers.
+    """
+    if not tail.running:
+        return False
+    return await tail.catch_up(timeout_s)
 
 
 @router.get(
@@ -274,9 +295,17 @@ async def get_order(
         **AUTHENTICATED,
     },
 )
-async def get_events(order_id: uuid.UUID, read_side: ReadSideDep, caller: CallerDep) -> Any:
+async def get_events(
+    order_id: uuid.UUID,
+    read_side: ReadSideDep,
+    caller: CallerDep,
+    tail: TailDep,
+    settings: SettingsDep,
+) -> Any:
     """Return an order's audit trail: every event, in order, with its log position."""
     history = await read_side.history(order_id)
+    if not history and await caught_up(tail, settings.unknown_order_grace_s):
+        history = await read_side.history(order_id)
     if not history or not caller.owns(placed_by(history)):
         raise order_not_found(order_id)
     return {
@@ -314,8 +343,11 @@ async def cancel(
     read_side: ReadSideDep,
     recent: RecentDep,
     caller: CallerDep,
+    tail: TailDep,
 ) -> JSONResponse:
     """Cancel an armed limit or sniper order; answers once the outcome is on the log."""
+    if not await read_side.exists(order_id):
+        await caught_up(tail, settings.unknown_order_grace_s)
     state = await armed_state(order_id, read_side, settings.unknown_order_grace_s, caller)
     async with recent.subscribe(order_id, settings.stream_buffer) as live:
         command = CancelOrder(
