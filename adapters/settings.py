@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import time
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# An instance id (OEE_ENGINE_INSTANCE, …) of this value becomes the host's name. The
+# replicas of `docker compose up --scale` (or deploy.replicas) share one environment,
+# and a container's hostname is the only thing that tells them apart; static group
+# member ids must differ, or each replica fences the other out of its group.
+HOSTNAME_INSTANCE = "hostname"
+
+
+def derive_instance(value: str) -> str:
+    """Return ``value`` as an instance id: the host's name for ``hostname``, else itself."""
+    return socket.gethostname() if value == HOSTNAME_INSTANCE else value
 
 
 # The development API key `oee up` makes (when OEE_DEV_API_KEY is unset) is this secret.
@@ -233,6 +245,13 @@ class Settings(BaseSettings):
     market_group: str = "oee-market"
     market_instance: str = "0"
     launch_liquidity_usd: Decimal = Field(default=Decimal(50_000), gt=0)
+
+    @field_validator(
+        "engine_instance", "projector_instance", "triggers_instance", "market_instance"
+    )
+    @classmethod
+    def _derive_instance(cls, value: str) -> str:
+        return derive_instance(value)
 
     # Triggers of limit and sniper orders.
     # A sniper fires only on a pool holding at least this much liquidity.

@@ -85,3 +85,33 @@ def test_topics_ask_for_the_configured_in_sync_replicas_and_else_the_brokers_def
     compacted = topic_config(settings, settings.market_topic)
     assert compacted["cleanup.policy"] == "compact"
     assert compacted["min.insync.replicas"] == "2"
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "OEE_ENGINE_INSTANCE",
+        "OEE_PROJECTOR_INSTANCE",
+        "OEE_TRIGGERS_INSTANCE",
+        "OEE_MARKET_INSTANCE",
+    ],
+)
+def test_an_instance_id_of_hostname_becomes_the_hosts_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+):
+    # Compose replicas share one environment; only their hostnames differ.
+    monkeypatch.setattr("adapters.settings.socket.gethostname", lambda: "3f2a9c1b7e04")
+    monkeypatch.setenv(variable, "hostname")
+    field = variable.removeprefix("OEE_").lower()
+    assert getattr(Settings(), field) == "3f2a9c1b7e04"
+
+
+def test_instance_ids_stay_as_given_or_zero_without_hostname(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("adapters.settings.socket.gethostname", lambda: "3f2a9c1b7e04")
+    monkeypatch.setenv("OEE_ENGINE_INSTANCE", "0-1")
+    settings = Settings()
+    assert settings.engine_instance == "0-1"
+    assert settings.projector_instance == "0"
+    # `oee up --scale` still numbers its replicas from the (derived) instance id.
+    monkeypatch.setenv("OEE_ENGINE_INSTANCE", "hostname")
+    assert replica_env(Settings(), "engine", 1, 2)["OEE_ENGINE_INSTANCE"] == "3f2a9c1b7e04-1"
