@@ -2,7 +2,8 @@
 
 It needs a Docker engine and the images docker-compose.yml names, which
 docker-images/build.sh builds without any registry (README "Docker"); without
-them it is skipped, saying which is missing. It never builds: that takes minutes
+them it is skipped, saying which is missing (the engine is found as the docker
+command finds it: DOCKER_HOST included). It never builds: that takes minutes
 and root. The stack gets a project name of its own, so its containers, network and
 volumes are its own, and the gateway a free host port; `down -v` removes them all.
 """
@@ -111,7 +112,11 @@ def wait_until_ended(http: httpx.Client, order_id: str, within: float) -> dict[s
 
 
 @pytest.mark.timeout(UP_WITHIN_S + ORDER_WITHIN_S + 300)
-def test_compose_stack_runs_a_market_order_to_confirmed() -> None:
+@pytest.mark.parametrize(
+    "engines",
+    [1, pytest.param(2, id="two-engines")],
+)
+def test_compose_stack_runs_a_market_order_to_confirmed(engines: int) -> None:
     reason = why_no_stack()
     if reason is not None:
         pytest.skip(reason)
@@ -125,6 +130,8 @@ def test_compose_stack_runs_a_market_order_to_confirmed() -> None:
         "OEE_ORDER_ID_SECRET": secrets.token_hex(16),
         "OEE_DEV_API_KEY": DEV_KEY,
         "OEE_GATEWAY_PUBLISH": str(port),
+        # deploy.replicas of docker-compose.yml; each replica its own member id.
+        "OEE_ENGINE_REPLICAS": str(engines),
     }
     stack = [*compose, "-f", str(COMPOSE_FILE), "-p", project]
 
@@ -142,6 +149,8 @@ def test_compose_stack_runs_a_market_order_to_confirmed() -> None:
         assert up.returncode == 0, f"up failed:\n{up.stdout[-3000:]}{up.stderr[-3000:]}"
         wait_for_gateway(base_url, UP_WITHIN_S - (time.monotonic() - started))
         print(f"compose stack {project} up in {time.monotonic() - started:.1f}s")
+        running = run("ps", "-q", "engine", timeout=60).stdout.split()
+        assert len(running) == engines, f"engine containers: {running}"
 
         with httpx.Client(base_url=base_url, headers=AUTH, timeout=30) as http:
             # When a market order is submitted through the gateway
