@@ -16,12 +16,11 @@ from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from adapters.kafka import client_options
 from adapters.settings import Settings
 from domain.accounts import DEV_ACCOUNT, Caller, TokenBucket, hash_key
 from events.accounts import KeyCreated, decode_key_record
 from events.messages import DecodeError
-from services.gateway.tail import fetch_forever, stop_reader
+from services.gateway.tail import fetch_forever, read_from_start, stop_reader
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +50,9 @@ class KeyRing:
 
     async def start(self, partitions: Iterable[int]) -> None:
         """Read every key on the accounts topic, then keep tailing it."""
-        consumer = AIOKafkaConsumer(
-            **client_options(self._settings),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        consumer, assigned = await read_from_start(
+            self._settings, self._settings.accounts_topic, partitions
         )
-        await consumer.start()
-        assigned = [TopicPartition(self._settings.accounts_topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
         self._consumer = consumer
         # Serve no request before the keys that exist are known.
         ends = await consumer.end_offsets(assigned)

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
-from adapters.kafka import client_options
 from adapters.settings import Settings
 from events.market import MarketEvent, PoolCreated, decode_market
 from events.messages import DecodeError
-from services.gateway.tail import fetch_forever, stop_reader
+from services.gateway.tail import fetch_forever, read_from_start, stop_reader
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +113,7 @@ class MarketWatch:
         It does not wait to have read it: the topic is compacted to about one message
         per pool, so the book is whole within a fetch or two.
         """
-        consumer = AIOKafkaConsumer(
-            **client_options(self._settings),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        assigned = [TopicPartition(self._settings.market_topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
+        consumer, _ = await read_from_start(self._settings, self._settings.market_topic, partitions)
         self._consumer = consumer
         self._task = asyncio.create_task(self._run(), name="market-watch")
 

@@ -181,17 +181,9 @@ class LaunchedPool(BaseModel):
     liquidity_usd: str = Field(alias="liquidityUsd")
 
 
-class PoolView(BaseModel):
+class PoolView(LaunchedPool):
     """One venue's pool as the market topic last said: price in quote per base."""
 
-    model_config = _OPEN
-
-    venue: str
-    pool_id: str = Field(alias="poolId")
-    base: str
-    quote: str
-    price: str
-    liquidity_usd: str = Field(alias="liquidityUsd")
     seq: int = Field(description="The pool's message number on the market topic.")
     updated_at: str = Field(alias="updatedAt", description="ISO 8601, UTC.")
 

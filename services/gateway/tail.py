@@ -33,6 +33,25 @@ _RETRY_S = 1.0
 _STOP_TIMEOUT_S = 5.0
 
 
+async def read_from_start(
+    settings: Settings, topic: str, partitions: Iterable[int]
+) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+    """Return a started consumer of every one of ``partitions`` of ``topic``, outside any
+    group, positioned at the beginning (a reader that keeps the whole topic in memory),
+    and the partitions it reads."""
+    consumer = AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(assigned)
+    await consumer.seek_to_beginning(*assigned)
+    return consumer, assigned
+
+
 async def fetch_forever(
     consumer: AIOKafkaConsumer, what: str, **fetch: Any
 ) -> AsyncIterator[dict[TopicPartition, list[Any]]]:
