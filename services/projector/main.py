@@ -14,7 +14,7 @@ import logging
 from adapters.kafka import await_topics
 from adapters.ops import Health, assigned, standard
 from adapters.postgres import await_database
-from adapters.processes import stop_on_signals
+from adapters.processes import run_on_uvloop, stop_on_signals
 from adapters.settings import Settings
 from projections.contract import Projection, Stats
 from projections.orders.handler import OrdersProjection
@@ -78,4 +78,4 @@ async def _main(settings: Settings) -> None:
 
 def run(settings: Settings) -> None:
     """Run the projector until SIGTERM or SIGINT."""
-    asyncio.run(_main(settings))
+    run_on_uvloop(_main(settings))
