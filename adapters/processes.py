@@ -177,9 +177,10 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 def run_on_uvloop(main: Coroutine[Any, Any, T]) -> T:
     """Run a service's main coroutine to completion on a new uvloop event loop.
 
-    Every service process runs on uvloop: its loop costs less CPU per socket read and
-    timer than asyncio's own. (The gateway and the venue simulator too: uvicorn picks
-    uvloop by itself when it is installed.)
+    Every service process runs on uvloop, as the engine did first (the gateway and
+    the venue simulator too: uvicorn's ``loop="auto"`` picks it when it is installed).
+    The bench shows no cost from it; its gain in these idle-dominated services is
+    within the bench's noise (docs/architecture.md, "Cost model").
     """
     return uvloop.run(main)
 
