@@ -89,7 +89,7 @@ def acl_table(settings: Settings) -> list[Acl]:
         # Every service checks at start that all the system's topics exist.
         table += [Acl(principal, topic, name, describe) for name in topic_names(s)]
     # The engine owns its faust app: its consumer group, its table's changelog topic
-    # (created by faust) and faust's own; the projector its groups (one per projection).
+    # (created by faust) and faust's own; the projector its group (one for every projection).
     table += [
         Acl("engine", topic, s.engine_id, Operation.ALL),
         Acl("engine", group, s.engine_id, Operation.ALL),

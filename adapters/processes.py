@@ -10,10 +10,14 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
+
+import uvloop
+
+T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -162,6 +166,23 @@ class OwnedProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """Return a new uvloop event loop, for a process that drives its loop itself (the
+    engine's faust worker)."""
+    return uvloop.new_event_loop()
+
+
+def run_on_uvloop(main: Coroutine[Any, Any, T]) -> T:
+    """Run a service's main coroutine to completion on a new uvloop event loop.
+
+    Every service process runs on uvloop, as the engine did first (the gateway and
+    the venue simulator too: uvicorn's ``loop="auto"`` picks it when it is installed).
+    The bench shows no cost from it; its gain in these idle-dominated services is
+    within the bench's noise (docs/architecture.md, "Cost model").
+    """
+    return uvloop.run(main)
 
 
 def stop_on_signals() -> asyncio.Event:

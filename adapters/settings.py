@@ -182,7 +182,7 @@ class Settings(BaseSettings):
 
     # Projector.
     projector_group: str = "oee-projector"
-    # This projector's static member id within its groups: a restarted projector takes
+    # This projector's static member id within its group: a restarted projector takes
     # its partitions back at once instead of waiting for the dead member's session.
     projector_instance: str = "0"
 

@@ -17,12 +17,10 @@ from typing import Generic
 
 from domain.lifecycle import IllegalTransition, State, is_stale
 from events.messages import DecodeError, Event, decode_event
-from projections.contract import BatchResult, LogRecord, Rejection
+from projections.contract import BatchResult, Decoded, LogRecord, Rejection
 
 # PostgreSQL text and jsonb cannot hold NUL; such an event could never be stored.
 _NUL_ESCAPE = b"\\u0000"
-
-Decoded = tuple[LogRecord, Event | str]
 
 
 def decode_records(records: Iterable[LogRecord]) -> list[Decoded]:

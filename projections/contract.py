@@ -1,7 +1,7 @@
 """What every read model is to the projector, and where its position is kept.
 
-A projection turns records of the log into rows (``Projection.apply``, inside the
-caller's transaction). The log offsets its rows reflect live beside them in
+A projection turns records of the log, decoded, into rows (``Projection.apply``,
+inside the caller's transaction). The log offsets its rows reflect live beside them in
 ``projection_offsets``, written in the same transaction, so the rows and their
 position never disagree. The projector process runs every projection live and
 rebuilds one from the start of the log on demand (``oee replay``).
@@ -17,7 +17,7 @@ from typing import Protocol
 from aiokafka import TopicPartition
 
 from adapters.postgres import Connection
-from events.messages import DeadLetter
+from events.messages import DeadLetter, Event
 
 TRACKING_DDL = """
 CREATE TABLE IF NOT EXISTS projection_offsets (
@@ -40,6 +40,11 @@ class LogRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+
+
+# A record and its event, or the reason it is none (``projections.batch.decode_records``):
+# the projector decodes a batch once and hands it to every projection.
+Decoded = tuple[LogRecord, Event | str]
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,8 @@ class Projection(Protocol):
         """Return DDL dropping the read-model tables."""
         ...
 
-    async def apply(self, conn: Connection, records: Sequence[LogRecord]) -> BatchResult:
-        """Write the records' effects inside the caller's transaction."""
+    async def apply(self, conn: Connection, decoded: Sequence[Decoded]) -> BatchResult:
+        """Write the decoded records' effects inside the caller's transaction."""
         ...
 
 

@@ -63,8 +63,7 @@ from events.messages import (
     TransactionSubmitted,
 )
 from projections import batch
-from projections.batch import Decoded, decode_records
-from projections.contract import BatchResult, LogRecord
+from projections.contract import BatchResult, Decoded
 
 
 def pair_of(token_a: str, token_b: str) -> str:
@@ -182,9 +181,8 @@ class AnalyticsProjection:
     def drop_ddl(self) -> str:
         return f"DROP TABLE IF EXISTS {', '.join(self.tables)}"
 
-    async def apply(self, conn: Connection, records: Sequence[LogRecord]) -> BatchResult:
-        """Fold ``records`` into the read model inside the caller's transaction."""
-        decoded = decode_records(records)
+    async def apply(self, conn: Connection, decoded: Sequence[Decoded]) -> BatchResult:
+        """Fold the decoded records into the read model inside the caller's transaction."""
         order_ids = sorted({item.order_id for _, item in decoded if not isinstance(item, str)})
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(

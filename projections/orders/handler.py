@@ -23,8 +23,7 @@ from adapters.postgres import Connection
 from domain.lifecycle import OrderState, evolve
 from events.messages import Event, OrderSpec
 from projections import batch
-from projections.batch import Decoded
-from projections.contract import BatchResult, LogRecord
+from projections.contract import BatchResult, Decoded, LogRecord
 
 # The orders table is OrderState's fields, with two changes: a nested model's fields
 # are columns of their own (the spec's: order_type, token_in, ... are queried), and a
@@ -155,9 +154,8 @@ class OrdersProjection:
     def drop_ddl(self) -> str:
         return f"DROP TABLE IF EXISTS {', '.join(self.tables)}"
 
-    async def apply(self, conn: Connection, records: Sequence[LogRecord]) -> BatchResult:
-        """Fold ``records`` into the read models inside the caller's transaction."""
-        decoded = batch.decode_records(records)
+    async def apply(self, conn: Connection, decoded: Sequence[Decoded]) -> BatchResult:
+        """Fold the decoded records into the read models inside the caller's transaction."""
         events = [item for _, item in decoded if not isinstance(item, str)]
         order_ids = sorted({e.order_id for e in events})
         message_ids = sorted({e.message_id for e in events})

@@ -7,9 +7,9 @@ import logging
 import os
 
 import faust
-import uvloop
 
 from adapters.kafka import await_topics
+from adapters.processes import new_event_loop
 from adapters.settings import Settings
 from adapters.venues.client import http_venues
 from services.engine.app import build_app
@@ -22,7 +22,7 @@ def _quiet_service_chatter(record: logging.LogRecord) -> bool:
 
 def run(settings: Settings) -> None:
     """Run the engine's faust worker until stopped."""
-    loop = uvloop.new_event_loop()
+    loop = new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(await_topics(settings))
     venues = {venue.name: venue for venue in loop.run_until_complete(http_venues(settings))}

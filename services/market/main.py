@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from adapters.kafka import await_topics, client_options, group_options
 from adapters.ops import standard
-from adapters.processes import stop_on_signals
+from adapters.processes import run_on_uvloop, stop_on_signals
 from adapters.settings import Settings, get_settings
 from adapters.venues.client import http_venues
 from services.market.feed import MarketFeed
@@ -167,7 +167,7 @@ async def _main(settings: Settings) -> None:
 
 def run(settings: Settings) -> None:
     """Run the market service until SIGTERM or SIGINT."""
-    asyncio.run(_main(settings))
+    run_on_uvloop(_main(settings))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The projector process (``oee projector``): the event log into PostgreSQL read models.
 
-One ``ProjectionRunner`` per read model, run concurrently, each in a consumer group
-of its own: each keeps its own offsets and progress, so a slow or rebuilt read
-model never holds the others back.
+One ``MultiProjectionRunner`` for every read model, in one consumer group: the log is
+read and decoded once, and each batch lands in every read model in one transaction.
+Each read model keeps its own offsets, so one that is ahead (just rebuilt by
+``oee replay``) skips what it already has while the others catch up.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import logging
 from adapters.kafka import await_topics
 from adapters.ops import Health, assigned, standard
 from adapters.postgres import await_database
-from adapters.processes import stop_on_signals
+from adapters.processes import run_on_uvloop, stop_on_signals
 from adapters.settings import Settings
 from projections.contract import Projection, Stats
 from projections.orders.handler import OrdersProjection
 from projections.registry import PROJECTIONS
-from services.projector.runner import ProjectionRunner
+from services.projector.runner import MultiProjectionRunner
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +29,12 @@ def projections() -> tuple[Projection, ...]:
     return tuple(make() for make in PROJECTIONS.values())
 
 
-def runner_for(settings: Settings, projection: Projection) -> ProjectionRunner:
-    """Return the live runner of ``projection``."""
-    if isinstance(projection, OrdersProjection):
-        # The group id the orders projection has always used: renaming it would
-        # orphan its committed offsets (lag monitoring) in every deployment.
-        return ProjectionRunner(settings, projection, group_id=settings.projector_group)
-    return ProjectionRunner(
-        settings,
-        projection,
-        group_id=f"{settings.projector_group}.{projection.name}",
-        # The orders projection dead-letters what no read model can take; this one
-        # applies the same decoding and transition rules, so it would publish
-        # copies. Its rejections are still logged.
-        publish_dead_letters=False,
-    )
+def live_runner(settings: Settings) -> MultiProjectionRunner:
+    """Return the live runner of every read model."""
+    # The group id the orders projection has always used: renaming it would orphan
+    # its committed offsets (lag monitoring) in every deployment. The orders
+    # projection comes first: it publishes the dead letters.
+    return MultiProjectionRunner(settings, projections(), group_id=settings.projector_group)
 
 
 async def project_all(
@@ -50,17 +42,14 @@ async def project_all(
 ) -> dict[str, Stats]:
     """Project the events topic into every read model until ``stop`` is set.
 
-    Return each projection's totals by name. If one runner fails the others are
-    stopped too and the error propagates: the supervisor restarts the process.
+    Return each projection's totals by name. An error propagates: the supervisor
+    restarts the process.
     """
-    runners = [runner_for(settings, p) for p in projections()]
+    runner = live_runner(settings)
     if health is not None:
-        for runner in runners:
-            health.check(f"group {runner.projection.name}", assigned(runner.assignment))
-            health.lag_from(runner.lag)
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(r.run(stop), name=r.projection.name) for r in runners]
-    return {r.projection.name: t.result() for r, t in zip(runners, tasks, strict=True)}
+        health.check("group", assigned(runner.assignment))
+        health.lag_from(runner.lag)
+    return await runner.run(stop)
 
 
 async def project(settings: Settings, stop: asyncio.Event) -> Stats:
@@ -89,4 +78,4 @@ async def _main(settings: Settings) -> None:
 
 def run(settings: Settings) -> None:
     """Run the projector until SIGTERM or SIGINT."""
-    asyncio.run(_main(settings))
+    run_on_uvloop(_main(settings))

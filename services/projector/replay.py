@@ -37,7 +37,7 @@ from adapters.postgres import Connection, connect
 from adapters.settings import Settings
 from projections.contract import TRACKING_DDL, Projection, Stats
 from projections.orders.handler import OrdersProjection
-from services.projector.runner import ProjectionRunner, lock_key, presence_key
+from services.projector.runner import MultiProjectionRunner, lock_key, presence_key
 
 T = TypeVar("T")
 # Told (records projected, records to project) after every batch of a rebuild.
@@ -118,7 +118,7 @@ class _Counter:
 
     def __init__(
         self,
-        runner: ProjectionRunner,
+        runner: MultiProjectionRunner,
         begins: Mapping[TopicPartition, int],
         progress: Progress | None,
     ) -> None:
@@ -271,9 +271,9 @@ async def _rebuild(
             await guard.execute(TRACKING_DDL)
             await guard.execute(_drop_schema(schemas.rebuild))
             await guard.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schemas.rebuild)))
-        runner = ProjectionRunner(
+        runner = MultiProjectionRunner(
             settings,
-            projection,
+            (projection,),
             group_id=None,
             live=False,
             search_path=schemas.rebuild,
@@ -310,7 +310,7 @@ async def _rebuild(
         await guard.close()
     return _Rebuilt(
         result,
-        runner.stats,
+        runner.stats[projection.name],
         time.perf_counter() - started,
         paused,
         live_projector,
@@ -319,7 +319,7 @@ async def _rebuild(
 
 
 async def _close_in(
-    runner: ProjectionRunner, guard: Connection, projection: Projection, counter: _Counter
+    runner: MultiProjectionRunner, guard: Connection, projection: Projection, counter: _Counter
 ) -> None:
     """Follow the live projector while it is more than a batch ahead, so the final
     transaction, which holds live batches back, has little left to project."""

@@ -1,20 +1,26 @@
-"""Run a projection over the event log, tracking its position in PostgreSQL.
+"""Run read models over the event log, tracking each one's position in PostgreSQL.
 
-A projection's rows and the log offsets they reflect are written in ONE
-transaction (one per ``getmany`` batch), so after a crash the projector resumes
-exactly where its last committed batch ended. Kafka-side commits are only a
-courtesy for lag monitoring; the ``projection_offsets`` table is the truth.
+One consumer reads the log once for every projection it runs: each fetched batch is
+decoded once and applied to every projection in ONE transaction (one per
+``getmany`` batch), beside the log offsets each projection's rows reflect, so after a
+crash the projector resumes exactly where its last committed batch ended. Each
+projection keeps its own positions in ``projection_offsets`` and claims them per
+partition with its own compare-and-set; the consumer reads from the lowest of them,
+and a projection that is ahead (just rebuilt by a replay) skips what it already has.
+Kafka-side commits are only a courtesy for lag monitoring; the ``projection_offsets``
+table is the truth.
 
 Records a projection rejects (undecodable, illegal transition, unstorable) are
-published to the dead-letter topic and skipped: a poison message never blocks
-its partition.
+skipped: a poison message never blocks its partition. The first projection's
+rejections are published to the dead-letter topic; the others apply the same
+decoding and transition rules, so theirs would be copies, and are only logged.
 
 Two advisory locks per projection coordinate live projectors with a replay
-(``services.projector.replay``): every live batch transaction first takes the batch
-lock (``lock_key``) shared, so a replay's swap, which takes it exclusively, waits for
-the batches in flight and holds new ones back only while it swaps; and a live
-projector holds the presence lock (``presence_key``) shared for its whole life,
-so a replay can tell whether one is running.
+(``services.projector.replay``): every live batch transaction first takes each
+projection's batch lock (``lock_key``) shared, so a replay's swap, which takes it
+exclusively, waits for the batches in flight and holds new ones back only while it
+swaps; and a live projector holds each presence lock (``presence_key``) shared for its
+whole life, so a replay can tell whether one is running.
 """
 
 from __future__ import annotations
@@ -49,8 +55,10 @@ from adapters.ops import Lag, consumer_lag
 from adapters.postgres import CONNECTION_ERRORS, Connection, connect
 from adapters.settings import Settings
 from events.messages import encode
+from projections.batch import decode_records
 from projections.contract import (
     BatchResult,
+    Decoded,
     LogRecord,
     Projection,
     Rejection,
@@ -96,7 +104,7 @@ def presence_key(projection: Projection) -> str:
 class _Listener(ConsumerRebalanceListener):
     """Seek newly assigned partitions to the offsets stored in PostgreSQL."""
 
-    def __init__(self, runner: ProjectionRunner) -> None:
+    def __init__(self, runner: MultiProjectionRunner) -> None:
         self._runner = runner
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -115,42 +123,58 @@ class _Listener(ConsumerRebalanceListener):
 
 
 @dataclass(eq=False)
-class ProjectionRunner:
-    """Consume a topic into a projection, one transaction per batch.
+class MultiProjectionRunner:
+    """Consume a topic into one or more projections, one transaction per batch.
 
     With ``group_id`` the partitions come from a consumer group (several live
     projectors share the work); without it every partition is assigned (replay).
-    With ``search_path`` the projection's tables and offsets live in that schema.
+    With ``search_path`` the projections' tables and offsets live in that schema.
     """
 
     settings: Settings
-    projection: Projection
+    projections: tuple[Projection, ...]
     group_id: str | None = None
-    # A live runner announces itself and takes the batch lock shared in every batch;
+    # A live runner announces itself and takes the batch locks shared in every batch;
     # a rebuild into a schema of its own does neither.
     live: bool = True
     search_path: str | None = None
+    # Publish the first projection's rejections to the dead-letter topic.
     publish_dead_letters: bool = True
     max_records: int = 500
-    stats: Stats = field(default_factory=Stats, init=False)
+    # Running totals per projection name.
+    stats: dict[str, Stats] = field(init=False)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     _conn: Connection | None = field(default=None, init=False)
     _consumer: Any = field(default=None, init=False)
     _producer: Any = field(default=None, init=False)
-    # The next offset to project per owned partition, as committed in PostgreSQL.
-    _positions: dict[TopicPartition, int] = field(default_factory=dict, init=False)
+    # Per projection name, the next offset to project per owned partition, as
+    # committed in PostgreSQL.
+    _positions: dict[str, dict[TopicPartition, int]] = field(init=False)
     _resync_pending: bool = field(default=False, init=False)
     # Failures in a row (a batch, or reading the stored offsets) space the next try.
     _backoff: Backoff = field(default_factory=Backoff, init=False)
     # A catch-up (replay) fails on the first broken batch instead of retrying forever.
     _fail_fast: bool = field(default=False, init=False)
 
+    def __post_init__(self) -> None:
+        self.projections = tuple(self.projections)
+        names = [p.name for p in self.projections]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"projections must be named and distinct, not {names}")
+        self.stats = {name: Stats() for name in names}
+        self._positions = {name: {} for name in names}
+
     @property
     def topic(self) -> str:
         return self.settings.events_topic
 
-    async def run(self, stop: asyncio.Event) -> Stats:
-        """Project until ``stop`` is set."""
+    @property
+    def name(self) -> str:
+        """Return the projections' names, for logs: ``orders+analytics``."""
+        return "+".join(p.name for p in self.projections)
+
+    async def run(self, stop: asyncio.Event) -> dict[str, Stats]:
+        """Project until ``stop`` is set; return each projection's totals by name."""
         try:
             await self._start()
             while not stop.is_set():
@@ -159,7 +183,7 @@ class ProjectionRunner:
             await self._close()
         return self.stats
 
-    async def catch_up(self) -> Stats:
+    async def catch_up(self) -> dict[str, Stats]:
         """Project every partition from its stored offset up to the end offsets taken now."""
         async with self.catching_up():
             await self.project_until(await self.end_offsets())
@@ -207,15 +231,17 @@ class ProjectionRunner:
                 on_batch()
         # A fetch may have read past ``until`` and dropped the rest: rewind so that a
         # later call projects those records instead of skipping them.
+        projected = self.positions
         for tp, pos in zip(partitions, positions, strict=True):
-            projected = self._positions.get(tp, 0)
-            if pos > projected:
-                self._consumer.seek(tp, projected)
+            if pos > projected.get(tp, 0):
+                self._consumer.seek(tp, projected.get(tp, 0))
 
     @property
     def positions(self) -> dict[TopicPartition, int]:
-        """Return the next offset to project per owned partition, as committed."""
-        return dict(self._positions)
+        """Return the next offset to project per owned partition, as committed: the
+        lowest over the projections, where the consumer reads from."""
+        owned = [self._positions[p.name] for p in self.projections]
+        return {tp: min(own[tp] for own in owned) for tp in owned[0] if all(tp in o for o in owned)}
 
     async def connection(self) -> Connection:
         """Return the runner's connection: batches projected while the caller holds a
@@ -224,22 +250,27 @@ class ProjectionRunner:
 
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Drop the positions of partitions this process no longer owns."""
-        for tp in partitions:
-            self._positions.pop(tp, None)
+        for own in self._positions.values():
+            for tp in partitions:
+                own.pop(tp, None)
 
     def request_resync(self) -> None:
         """Make the next step re-read the stored offsets before projecting anything."""
         self._resync_pending = True
 
     async def seek_to_stored(self, partitions: Sequence[TopicPartition]) -> None:
-        """Seek each partition to its offset stored in PostgreSQL (0 when none)."""
+        """Seek each partition to the lowest offset its projections have stored in
+        PostgreSQL (0 when none)."""
         if not partitions:
             return
-        offsets = await stored_offsets(await self._db(), self.projection.name, partitions)
-        for tp, offset in offsets.items():
-            self._consumer.seek(tp, offset)
-            self._positions[tp] = offset
-        log.info("projection %s seeks %s", self.projection.name, offsets)
+        conn = await self._db()
+        for projection in self.projections:
+            offsets = await stored_offsets(conn, projection.name, partitions)
+            self._positions[projection.name].update(offsets)
+            log.info("projection %s is at %s", projection.name, offsets)
+        start = self.positions
+        for tp in partitions:
+            self._consumer.seek(tp, start[tp])
 
     # Internals -----------------------------------------------------------------
 
@@ -296,13 +327,14 @@ class ProjectionRunner:
             return self._conn
         conn = await connect(self.settings, search_path=self.search_path)
         try:
-            if self.live:
-                # Held while connected: how a replay knows a live projector runs.
-                await conn.execute(
-                    "SELECT pg_advisory_lock_shared(hashtext(%s))",
-                    (presence_key(self.projection),),
-                )
-            await ensure_schema(conn, self.projection)
+            for projection in self.projections:
+                if self.live:
+                    # Held while connected: how a replay knows a live projector runs.
+                    await conn.execute(
+                        "SELECT pg_advisory_lock_shared(hashtext(%s))",
+                        (presence_key(projection),),
+                    )
+                await ensure_schema(conn, projection)
         except BaseException:
             await conn.close()
             raise
@@ -326,7 +358,7 @@ class ProjectionRunner:
                 return
             started = time.perf_counter()
             try:
-                result = await self._commit(batch)
+                results = await self._commit(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -334,17 +366,17 @@ class ProjectionRunner:
                     raise
                 await self._recover(exc)
                 return
-            self.stats.add(result)
+            took_s = time.perf_counter() - started
+            for name, (size, result) in results.items():
+                self.stats[name].add(result)
+                self._measure(name, size, result, took_s)
             self._backoff.reset()
-            self._measure(batch, result, time.perf_counter() - started)
         if self.group_id is not None:
             await self._commit_to_kafka(batch)
 
-    def _measure(
-        self, batch: dict[TopicPartition, list[LogRecord]], result: BatchResult, took_s: float
-    ) -> None:
-        name = self.projection.name
-        size = sum(len(records) for records in batch.values())
+    def _measure(self, name: str, size: int, result: BatchResult, took_s: float) -> None:
+        # Per projection, as when each ran its own transaction: the records it was
+        # handed, and the time of the transaction they share.
         PROJECTOR_BATCH_SIZE.labels(name).observe(size)
         PROJECTOR_COMMIT_SECONDS.labels(name).observe(took_s)
         EVENTS_CONSUMED.labels(f"projector.{name}", "any").inc(size)
@@ -355,7 +387,7 @@ class ProjectionRunner:
         """Return how far this runner's partitions are behind the log end."""
         if self.group_id is None:
             return {}
-        return await consumer_lag(self._consumer, self.group_id, self._positions)
+        return await consumer_lag(self._consumer, self.group_id, self.positions)
 
     def assignment(self) -> list[TopicPartition]:
         """Return the partitions this runner owns now."""
@@ -364,10 +396,12 @@ class ProjectionRunner:
     def _fresh(
         self, fetched: dict[TopicPartition, list[Any]], ends: Mapping[TopicPartition, int] | None
     ) -> dict[TopicPartition, list[LogRecord]]:
-        """Keep the records of owned partitions that are not yet projected (nor past ``ends``)."""
+        """Keep the records of owned partitions that some projection has not yet
+        projected (nor past ``ends``)."""
+        start = self.positions
         batch: dict[TopicPartition, list[LogRecord]] = {}
         for tp, records in fetched.items():
-            position = self._positions.get(tp)
+            position = start.get(tp)
             if position is None:
                 continue  # revoked while the batch was in flight
             end = ends.get(tp, 0) if ends is not None else None
@@ -380,94 +414,125 @@ class ProjectionRunner:
                 batch[tp] = kept
         return batch
 
-    async def _commit(self, batch: dict[TopicPartition, list[LogRecord]]) -> BatchResult:
-        """Apply a batch and advance its offsets in one transaction."""
+    async def _commit(
+        self, batch: dict[TopicPartition, list[LogRecord]]
+    ) -> dict[str, tuple[int, BatchResult]]:
+        """Apply a batch to every projection and advance their offsets in one
+        transaction; return, per projection, the records it was handed and its result."""
         conn = await self._db()
-        records = [r for tp in sorted(batch) for r in batch[tp]]
+        decoded = {tp: decode_records(batch[tp]) for tp in sorted(batch)}
         ends = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
+        results: dict[str, tuple[int, BatchResult]] = {}
         async with conn.transaction():
             if self.live:
                 # Waits while a replay swaps the tables; released with the transaction.
                 await conn.execute(
-                    "SELECT pg_advisory_xact_lock_shared(hashtext(%s))",
-                    (lock_key(self.projection),),
+                    "SELECT pg_advisory_xact_lock_shared(hashtext(k)) FROM unnest(%s::text[]) k",
+                    ([lock_key(p) for p in self.projections],),
                 )
-            for tp in sorted(ends):
-                await self._claim(conn, tp, ends[tp])
-            try:
-                async with conn.transaction():
-                    result = await self.projection.apply(conn, records)
-            except _POISON_ERRORS as exc:
-                log.warning("batch rejected by the database (%s); applying one by one", exc)
-                result = await self._apply_each(conn, records)
-            await self._publish(result.rejected)
-        self._positions.update(ends)
-        return result
+            for projection in self.projections:
+                own = self._positions[projection.name]
+                for tp in sorted(ends):
+                    if ends[tp] > own[tp]:
+                        await self._claim(conn, projection, tp, ends[tp])
+                # A projection ahead of the others skips the records it already has.
+                mine = [
+                    item
+                    for tp, items in decoded.items()
+                    for item in items
+                    if item[0].offset >= own[tp]
+                ]
+                result = await self._apply(conn, projection, mine) if mine else BatchResult()
+                results[projection.name] = (len(mine), result)
+            await self._publish(results)
+        for own in self._positions.values():
+            for tp, end in ends.items():
+                own[tp] = max(own[tp], end)
+        return results
 
-    async def _claim(self, conn: Connection, tp: TopicPartition, next_offset: int) -> None:
+    async def _claim(
+        self, conn: Connection, projection: Projection, tp: TopicPartition, next_offset: int
+    ) -> None:
+        expected = self._positions[projection.name][tp]
         cur = await conn.execute(
             _CLAIM_SQL,
             {
-                "projection": self.projection.name,
+                "projection": projection.name,
                 "topic": tp.topic,
                 "partition": tp.partition,
                 "next_offset": next_offset,
-                "expected": self._positions[tp],
+                "expected": expected,
             },
         )
         if await cur.fetchone() is None:
-            raise PositionConflictError(f"{tp} moved past {self._positions[tp]} elsewhere")
+            raise PositionConflictError(f"{projection.name} {tp} moved past {expected} elsewhere")
 
-    async def _apply_each(self, conn: Connection, records: Sequence[LogRecord]) -> BatchResult:
-        """Apply records one per savepoint, rejecting those the database refuses."""
+    async def _apply(
+        self, conn: Connection, projection: Projection, decoded: Sequence[Decoded]
+    ) -> BatchResult:
+        """Apply decoded records in a savepoint; one by one if the database refuses it."""
+        try:
+            async with conn.transaction():
+                return await projection.apply(conn, decoded)
+        except _POISON_ERRORS as exc:
+            log.warning(
+                "batch rejected by the database in %s (%s); applying one by one",
+                projection.name,
+                exc,
+            )
         applied = skipped = 0
         rejected: list[Rejection] = []
-        for record in records:
+        for item in decoded:
             try:
                 async with conn.transaction():
-                    one = await self.projection.apply(conn, [record])
+                    one = await projection.apply(conn, [item])
             except _POISON_ERRORS as exc:
-                rejected.append(Rejection(record, f"{type(exc).__name__}: {exc}"))
+                rejected.append(Rejection(item[0], f"{type(exc).__name__}: {exc}"))
                 continue
             applied += one.applied
             skipped += one.skipped
             rejected.extend(one.rejected)
         return BatchResult(applied, skipped, tuple(rejected))
 
-    async def _publish(self, rejected: Sequence[Rejection]) -> None:
-        """Send dead letters before the offsets commit: a crash repeats, never loses, them."""
-        for rejection in rejected:
-            log.warning(
-                "dead letter %s[%d]@%d: %s",
-                rejection.record.topic,
-                rejection.record.partition,
-                rejection.record.offset,
-                rejection.error,
-            )
-            if self._producer is not None:
-                await self._producer.send_and_wait(
-                    self.settings.dead_letter_topic,
-                    encode(dead_letter(rejection)),
-                    key=rejection.record.key,
+    async def _publish(self, results: Mapping[str, tuple[int, BatchResult]]) -> None:
+        """Log every rejection and send the first projection's dead letters, before the
+        offsets commit: a crash repeats, never loses, them."""
+        first = self.projections[0].name
+        for name, (_, result) in results.items():
+            for rejection in result.rejected:
+                log.warning(
+                    "dead letter (%s) %s[%d]@%d: %s",
+                    name,
+                    rejection.record.topic,
+                    rejection.record.partition,
+                    rejection.record.offset,
+                    rejection.error,
                 )
+                if self._producer is not None and name == first:
+                    await self._producer.send_and_wait(
+                        self.settings.dead_letter_topic,
+                        encode(dead_letter(rejection)),
+                        key=rejection.record.key,
+                    )
 
     async def _recover(self, exc: Exception) -> None:
         """Log a failed batch, back off, and seek back to the committed offsets."""
-        self.stats.errors += 1
+        for stats in self.stats.values():
+            stats.errors += 1
         if isinstance(exc, PositionConflictError):
-            log.info("projection %s: %s; resyncing", self.projection.name, exc)
+            log.info("projections %s: %s; resyncing", self.name, exc)
         else:
             delay = self._backoff.next_s()
             if isinstance(exc, CONNECTION_ERRORS):
                 # PostgreSQL restarting is expected, not a bug: one line, no traceback.
                 log.warning(
-                    "projection %s lost PostgreSQL (%s); reconnecting in %.1fs",
-                    self.projection.name,
+                    "projections %s lost PostgreSQL (%s); reconnecting in %.1fs",
+                    self.name,
                     str(exc).strip(),
                     delay,
                 )
             else:
-                log.error("projection %s batch failed: %r", self.projection.name, exc, exc_info=exc)
+                log.error("projections %s batch failed: %r", self.name, exc, exc_info=exc)
             await asyncio.sleep(delay)
         if self._conn is not None and self._conn.broken:
             await self._conn.close()
@@ -480,13 +545,14 @@ class ProjectionRunner:
         except (psycopg.Error, OSError) as exc:
             delay = self._backoff.next_s()
             log.warning(
-                "projection %s cannot read its stored offsets yet (%s); trying again in %.1fs",
-                self.projection.name,
+                "projections %s cannot read their stored offsets yet (%s); trying again in %.1fs",
+                self.name,
                 str(exc).strip(),
                 delay,
             )
             # Nothing is projected until the offsets are known again.
-            self._positions.clear()
+            for own in self._positions.values():
+                own.clear()
             self._resync_pending = True
             await asyncio.sleep(delay)
         else:

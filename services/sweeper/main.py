@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from adapters.kafka import await_topics
 from adapters.ops import standard
-from adapters.processes import stop_on_signals
+from adapters.processes import run_on_uvloop, stop_on_signals
 from adapters.settings import Settings
 from services.sweeper.service import SweeperService
 
@@ -33,4 +32,4 @@ async def _main(settings: Settings) -> None:
 
 def run(settings: Settings) -> None:
     """Run the sweeper until SIGTERM or SIGINT."""
-    asyncio.run(_main(settings))
+    run_on_uvloop(_main(settings))

@@ -150,7 +150,7 @@ async def settled(settings: Settings) -> dict[str, set[int]]:
     the partitions of each replica to be killed."""
     owners = {
         "engine-1": (await owned_partitions(settings, "engine", "group"))[1],
-        "projector-1": (await owned_partitions(settings, "projector", "group orders"))[1],
+        "projector-1": (await owned_partitions(settings, "projector", "group"))[1],
         "triggers-1": (await owned_partitions(settings, "triggers", "group"))[1],
     }
     print(f"partitions of the replicas to be killed: {owners}")

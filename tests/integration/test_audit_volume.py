@@ -27,7 +27,7 @@ from cli.reconcile import Limits
 from events.messages import Envelope, encode, order_key
 from projections.analytics.handler import AnalyticsProjection
 from projections.orders.handler import OrdersProjection
-from services.projector.runner import ProjectionRunner
+from services.projector.runner import MultiProjectionRunner
 from tests.unit.factories import confirmed_history, submit_order
 
 pytestmark = pytest.mark.integration
@@ -67,11 +67,14 @@ async def test_audit_of_thousands_of_orders_finds_the_one_lost_submission(
     lost = submit_order()
     await produce(settings, settings.commands_topic, [*submissions, lost])
     await produce(settings, settings.events_topic, [e for h in histories for e in h])
-    for projection in (OrdersProjection(), AnalyticsProjection()):
-        runner = ProjectionRunner(
-            settings, projection, live=False, publish_dead_letters=False, max_records=5_000
-        )
-        await runner.catch_up()
+    runner = MultiProjectionRunner(
+        settings,
+        (OrdersProjection(), AnalyticsProjection()),
+        live=False,
+        publish_dead_letters=False,
+        max_records=5_000,
+    )
+    await runner.catch_up()
 
     started = time.monotonic()
     report = await run_audit(settings, Limits(grace=timedelta(0)))

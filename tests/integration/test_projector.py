@@ -49,7 +49,7 @@ from projections.orders.queries import (
 )
 from services.projector.main import project
 from services.projector.replay import replay
-from services.projector.runner import ProjectionRunner
+from services.projector.runner import MultiProjectionRunner
 from tests.unit.test_orders_projection import T0, order_history
 
 pytestmark = pytest.mark.integration
@@ -96,20 +96,23 @@ class Projector:
         self.stop = asyncio.Event()
         # A restarted projector keeps its static member id; a second replica has its own.
         settings = settings.model_copy(update={"projector_instance": instance})
-        self.runner = ProjectionRunner(
-            settings, OrdersProjection(), group_id=settings.projector_group, max_records=max_records
+        self.runner = MultiProjectionRunner(
+            settings,
+            (OrdersProjection(),),
+            group_id=settings.projector_group,
+            max_records=max_records,
         )
         self.task = asyncio.create_task(self.runner.run(self.stop))
 
     async def close(self) -> Stats:
         self.stop.set()
-        return await asyncio.wait_for(self.task, 30)
+        return (await asyncio.wait_for(self.task, 30))[OrdersProjection.name]
 
     async def kill(self) -> Stats:
         self.task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await self.task
-        return self.runner.stats
+        return self.runner.stats[OrdersProjection.name]
 
 
 async def fetch(settings: Settings, sql: str, *params: Any) -> list[tuple[Any, ...]]:

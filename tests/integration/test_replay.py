@@ -20,10 +20,12 @@ from adapters.postgres import Connection, connect
 from adapters.settings import Settings
 from cli.replay import main
 from events.messages import Event
-from projections.contract import BatchResult, LogRecord
+from projections.analytics.handler import AnalyticsProjection
+from projections.contract import BatchResult, Decoded
 from projections.orders.handler import OrdersProjection
+from services.projector.main import project_all
 from services.projector.replay import ReplayError, ReplayRunningError, TableDiff, check, replay
-from services.projector.runner import ProjectionRunner
+from services.projector.runner import MultiProjectionRunner
 from tests.integration.test_projector import (
     Projector,
     eventually,
@@ -95,8 +97,8 @@ async def project_from_scratch(settings: Settings, schema: str) -> None:
         await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     finally:
         await conn.close()
-    runner = ProjectionRunner(
-        settings, OrdersProjection(), live=False, search_path=schema, publish_dead_letters=False
+    runner = MultiProjectionRunner(
+        settings, (OrdersProjection(),), live=False, search_path=schema, publish_dead_letters=False
     )
     await runner.catch_up()
 
@@ -277,6 +279,36 @@ async def test_replay_while_another_replay_runs_is_refused(settings: Settings) -
         await holder.close()
 
 
+async def test_replayed_read_model_ahead_skips_what_it_has_while_the_other_catches_up(
+    settings: Settings, producer: AIOKafkaProducer
+) -> None:
+    # Given analytics rebuilt to the log's end while no projector ran, and orders not
+    # projected at all: the live projector starts below analytics.
+    first = histories(3)
+    await produce(producer, settings.events_topic, first)
+    rebuilt = await replay(settings, AnalyticsProjection())
+    assert not rebuilt.live_projector
+    assert rebuilt.stats.applied == len(first)
+
+    # When it runs both read models over the old records and new ones,
+    stop = asyncio.Event()
+    live = asyncio.create_task(project_all(settings, stop))
+    more = histories(2)
+    try:
+        await produce(producer, settings.events_topic, more)
+        await wait_for_events(settings, len(first) + len(more))
+        await eventually(lambda: offsets_reach_end(settings), what="both projections")
+    finally:
+        stop.set()
+        stats = await asyncio.wait_for(live, 30)
+
+    # then orders applies everything, and analytics only what it did not have yet.
+    assert (stats["orders"].applied, stats["orders"].skipped) == (len(first) + len(more), 0)
+    assert (stats["analytics"].applied, stats["analytics"].skipped) == (len(more), 0)
+    assert (await check(settings, AnalyticsProjection())).differences == ()
+    assert (await check(settings)).differences == ()
+
+
 class RecordCounts:
     """A second read model, to show replay is generic: records seen per partition."""
 
@@ -295,9 +327,9 @@ class RecordCounts:
     def drop_ddl(self) -> str:
         return "DROP TABLE IF EXISTS record_counts"
 
-    async def apply(self, conn: Connection, records: Sequence[LogRecord]) -> BatchResult:
+    async def apply(self, conn: Connection, decoded: Sequence[Decoded]) -> BatchResult:
         counts: dict[int, int] = {}
-        for record in records:
+        for record, _ in decoded:
             counts[record.partition] = counts.get(record.partition, 0) + 1
         async with conn.cursor() as cur:
             await cur.executemany(
@@ -306,7 +338,7 @@ class RecordCounts:
                 "SET records = record_counts.records + EXCLUDED.records",
                 sorted(counts.items()),
             )
-        return BatchResult(applied=len(records))
+        return BatchResult(applied=len(decoded))
 
 
 class UndeclaredTable(RecordCounts):
@@ -324,7 +356,9 @@ async def test_replay_other_projection_swaps_only_its_own_tables(
     await orders.close()
     before = await snapshot(settings, "public")
     stop = asyncio.Event()
-    counts = ProjectionRunner(settings, RecordCounts(), group_id=f"{settings.projector_group}.c")
+    counts = MultiProjectionRunner(
+        settings, (RecordCounts(),), group_id=f"{settings.projector_group}.c"
+    )
     live = asyncio.create_task(counts.run(stop))
     try:
         await eventually(lambda: _total_is(settings, len(events)), what="the counts projector")
@@ -334,7 +368,7 @@ async def test_replay_other_projection_swaps_only_its_own_tables(
         await eventually(lambda: _total_is(settings, len(events) + 5), what="counting on")
     finally:
         stop.set()
-        stats = await asyncio.wait_for(live, 30)
+        stats = (await asyncio.wait_for(live, 30))[RecordCounts.name]
 
     assert report.live_projector
     assert report.stats.applied == len(events)
@@ -360,7 +394,7 @@ async def test_replay_projection_creating_undeclared_table_is_refused_leaving_li
     settings: Settings, producer: AIOKafkaProducer
 ) -> None:
     await produce(producer, settings.events_topic, histories(1))
-    counts = ProjectionRunner(settings, RecordCounts(), live=True)
+    counts = MultiProjectionRunner(settings, (RecordCounts(),), live=True)
     await counts.catch_up()
     before = await fetch(settings, "SELECT * FROM record_counts ORDER BY partition")
 
@@ -375,7 +409,7 @@ async def test_replay_live_table_with_dependent_view_is_refused_leaving_live_unt
     settings: Settings, producer: AIOKafkaProducer
 ) -> None:
     await produce(producer, settings.events_topic, histories(2))
-    await ProjectionRunner(settings, OrdersProjection()).catch_up()
+    await MultiProjectionRunner(settings, (OrdersProjection(),)).catch_up()
     await execute(settings, "CREATE VIEW confirmed AS SELECT * FROM orders")
     before = await snapshot(settings, "public")
 
