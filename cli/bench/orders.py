@@ -189,6 +189,8 @@ def side_by_side(labels: list[str], runs: list[Run]) -> list[str]:
     for label, f in zip(labels, figures, strict=True):
         if f["failures"]:
             lines.append(f"{label}: failures {f['failures']}")
+        if f["refused"]:
+            lines.append(f"{label}: refused {f['refused']}")
         if f["streams_closed_early"]:
             lines.append(
                 f"{label}: WebSockets closed before their order ended (then polled): "
