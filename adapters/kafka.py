@@ -127,14 +127,31 @@ async def ensure_topics(settings: Settings, *, wait_s: float = 30.0) -> None:
     finally:
         await admin.close()
 
-    wrong = {name: count for name, count in existing.items() if count != settings.partitions}
-    if wrong:
-        details = ", ".join(f"{name} has {count}" for name, count in sorted(wrong.items()))
-        raise TopicMismatchError(
-            f"topics exist with the wrong partition count ({details}; configured "
-            f"OEE_PARTITIONS={settings.partitions}). Orders are keyed by id across topics, "
-            "so the counts must match: recreate the topics or set OEE_PARTITIONS accordingly."
-        )
+    if any(count != settings.partitions for count in existing.values()):
+        raise TopicMismatchError(mismatch_message(existing, settings.partitions))
+
+
+def mismatch_message(existing: dict[str, int], configured: int) -> str:
+    """Return why topics whose partition counts are not all ``configured`` are refused,
+    and what to do about it (README "Choosing the partition count")."""
+    wrong = {name: count for name, count in existing.items() if count != configured}
+    details = ", ".join(f"{name} has {count}" for name, count in sorted(wrong.items()))
+    counts = sorted(set(existing.values()))
+    keep = (
+        f"set OEE_PARTITIONS={counts[0]}, the count they have"
+        if len(counts) == 1
+        else f"no OEE_PARTITIONS fits: they disagree among themselves ({counts})"
+    )
+    return (
+        f"topics exist with the wrong partition count ({details}; configured "
+        f"OEE_PARTITIONS={configured}). An order's messages are keyed by its id and must "
+        "share one partition number across the topics: another count moves keys to other "
+        "partitions and splits the history of orders in flight, so nothing starts. To run "
+        f"on these topics, {keep}. To change the count, stop every service once no order "
+        "is in flight, then start on new topics with the new count: empty ones (a new log), "
+        "or copies of these, record by record with their keys, named by OEE_*_TOPIC; see "
+        "README, 'Choosing the partition count'."
+    )
 
 
 async def await_topics(settings: Settings) -> None:

@@ -15,6 +15,10 @@ and submit→terminal latency percentiles, outcomes (confirmed, failed, lost: no
 within ``--timeout`` after the last POST), and the CPU milliseconds per order of
 every process of the system (read from ``/proc`` before and after) and of itself.
 The client is aiohttp with keep-alive: cheap, and it measures its own cost.
+
+With ``--scale SERVICE=N`` (repeatable, as ``oee up --scale``) it runs the scenario
+twice, each time on a fresh private system: once with one process of each service,
+then with the replicas asked, and prints the two sets of figures side by side.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import json
 import os
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -35,7 +40,13 @@ from typing import Any
 import aiohttp
 
 from adapters.settings import Settings
-from cli.bench.system import RunningSystem, cpu_by_group, cpu_delta, private_system
+from cli.bench.system import (
+    RunningSystem,
+    cpu_by_group,
+    cpu_delta,
+    private_system,
+    processes_by_group,
+)
 from cli.progress import ProgressLine
 
 ORDERS = (
@@ -68,6 +79,7 @@ class Run:
     started: float
     cpu_s: dict[str, float] = field(default_factory=dict)
     client_cpu_s: float = 0.0
+    processes: dict[str, int] = field(default_factory=dict)  # live processes per service
 
     def figures(self) -> dict[str, Any]:
         """Return the run's figures: rates, percentiles, outcomes, CPU per order."""
@@ -92,6 +104,7 @@ class Run:
             ),
             "cpu_ms_per_order": {k: v * 1000 / count for k, v in self.cpu_s.items()},
             "client_cpu_ms_per_order": self.client_cpu_s * 1000 / count,
+            "processes": dict(self.processes),
         }
 
     def lines(self) -> list[str]:
@@ -120,6 +133,76 @@ class Run:
             lines.append(f"server CPU per order: {sum(cpu.values()):.2f} ms ({parts})")
         lines.append(f"client CPU per order: {f['client_cpu_ms_per_order']:.2f} ms")
         return lines
+
+
+def side_by_side(labels: list[str], runs: list[Run]) -> list[str]:
+    """Return the figures of several runs as one table, a column per run.
+
+    CPU per order is summed over the processes of a service; a service that ran as
+    several processes says how many, e.g. ``20.1 (2)`` on the engine's row.
+    """
+    figures = [run.figures() for run in runs]
+
+    def ms(value: float) -> str:
+        return f"{value:.0f}"
+
+    rows: list[tuple[str, list[str]]] = [
+        ("orders/s end to end", [f"{f['orders_per_s']:.1f}" for f in figures]),
+        ("seconds, first POST to last end", [f"{f['seconds']:.1f}" for f in figures]),
+        ("POST p50 ms", [ms(f["post_ms"]["p50"]) for f in figures]),
+        ("POST p99 ms", [ms(f["post_ms"]["p99"]) for f in figures]),
+        ("submit→terminal p50 ms", [ms(f["submit_to_terminal_ms"]["p50"]) for f in figures]),
+        ("submit→terminal p99 ms", [ms(f["submit_to_terminal_ms"]["p99"]) for f in figures]),
+        ("confirmed", [str(f["outcomes"].get("confirmed", 0)) for f in figures]),
+        ("failed", [str(f["outcomes"].get("failed", 0)) for f in figures]),
+        ("lost", [str(f["lost"]) for f in figures]),
+        ("refused", [str(sum(f["refused"].values())) for f in figures]),
+        (
+            "server CPU ms/order",
+            [f"{sum(f['cpu_ms_per_order'].values()):.1f}" for f in figures],
+        ),
+    ]
+    groups = sorted(
+        {g for f in figures for g in f["cpu_ms_per_order"]},
+        key=lambda g: -max(f["cpu_ms_per_order"].get(g, 0.0) for f in figures),
+    )
+    for group in groups:
+        cells = []
+        for f in figures:
+            cell = f"{f['cpu_ms_per_order'].get(group, 0.0):.1f}"
+            count = f["processes"].get(group, 1)
+            cells.append(cell + (f" ({count})" if count > 1 else ""))
+        rows.append((f"  {group}", cells))
+    rows.append(("client CPU ms/order", [f"{f['client_cpu_ms_per_order']:.1f}" for f in figures]))
+    width = max(len(name) for name, _ in rows)
+    widths = [
+        max(len(label), *(len(cells[i]) for _, cells in rows)) for i, label in enumerate(labels)
+    ]
+    lines = [
+        " " * width + "".join(f"  {label:>{w}}" for label, w in zip(labels, widths, strict=True))
+    ]
+    for name, cells in rows:
+        lines.append(
+            f"{name:<{width}}"
+            + "".join(f"  {cell:>{w}}" for cell, w in zip(cells, widths, strict=True))
+        )
+    for label, f in zip(labels, figures, strict=True):
+        if f["failures"]:
+            lines.append(f"{label}: failures {f['failures']}")
+        if f["refused"]:
+            lines.append(f"{label}: refused {f['refused']}")
+        if f["streams_closed_early"]:
+            lines.append(
+                f"{label}: WebSockets closed before their order ended (then polled): "
+                f"{f['streams_closed_early']}"
+            )
+    return lines
+
+
+def scale_label(scale: dict[str, int]) -> str:
+    """Return how a column names its replicas: ``1 each`` or ``engine=2``."""
+    asked = [f"{name}={n}" for name, n in sorted(scale.items()) if n > 1]
+    return ", ".join(asked) or "1 each"
 
 
 def _pct(values: list[float], percent: float) -> float:
@@ -298,6 +381,8 @@ async def measure(system: RunningSystem, args: argparse.Namespace) -> Run:
     run = await Bench(system.base_url, args, system.auth).run()
     run.client_cpu_s = _client_cpu_s() - client_before
     run.cpu_s = cpu_delta(cpu_before, cpu_by_group(system.root_pid))
+    if system.root_pid is not None:
+        run.processes = processes_by_group(system.root_pid)
     return run
 
 
@@ -326,23 +411,82 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument(
         "--url", help="a running gateway; CPU is then read from every system process here"
     )
+    options.add_argument(
+        "--scale",
+        action="append",
+        default=[],
+        metavar="SERVICE=N",
+        help="as oee up --scale (repeatable): run once with one process of each service "
+        "and once with these replicas, each on a fresh private system, side by side",
+    )
     options.add_argument("--json", action="store_true", help="print the figures as JSON")
     return options
+
+
+def _private_run(args: argparse.Namespace, scale: dict[str, int]) -> Run:
+    """Run the scenario on a fresh private system with ``scale``'s replicas."""
+    with tempfile.TemporaryDirectory(prefix="oee-bench-") as data_dir:
+        os.chmod(data_dir, 0o755)  # the embedded PostgreSQL runs as another user
+        with private_system(
+            data_dir, scale, wait_ready=True, venue_profile=args.profile
+        ) as running:
+            return asyncio.run(measure(running, args))
 
 
 def main(argv: list[str], settings: Settings) -> int:
     """Run ``oee bench orders`` and print its figures; exit 1 when an order was lost."""
     args = parser().parse_args(argv)
+    if args.scale:
+        return _compare(args)
     if args.url:
         run = asyncio.run(measure(RunningSystem(settings, None, url=args.url), args))
     else:
-        with tempfile.TemporaryDirectory(prefix="oee-bench-") as data_dir:
-            os.chmod(data_dir, 0o755)  # the embedded PostgreSQL runs as another user
-            with private_system(data_dir, venue_profile=args.profile) as running:
-                run = asyncio.run(measure(running, args))
+        run = _private_run(args, {})
     if args.json:
         print(json.dumps(run.figures(), indent=2))
     else:
         for line in run.lines():
             print(line)
     return 1 if run.figures()["lost"] else 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Run once with one process of each service and once scaled; print side by side."""
+    from cli import SERVICES
+    from cli.scale import ScaleError, parse_scale
+
+    try:
+        scale = parse_scale(args.scale, SERVICES)
+    except ScaleError as exc:
+        print(f"oee bench orders: {exc}", file=sys.stderr)
+        return 2
+    if args.url:
+        print(
+            "oee bench orders: --scale starts its own systems; it cannot go with --url",
+            file=sys.stderr,
+        )
+        return 2
+    scales: list[dict[str, int]] = [{}, scale]
+    runs: list[Run] = []
+    for asked in scales:
+        if not args.json:
+            print(f"run {len(runs) + 1} of 2: {scale_label(asked)}", file=sys.stderr)
+        runs.append(_private_run(args, asked))
+    labels = [scale_label(asked) for asked in scales]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "runs": [
+                        {"label": label, "scale": asked, **run.figures()}
+                        for label, asked, run in zip(labels, scales, runs, strict=True)
+                    ]
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(f"{args.orders} orders, each scale on a fresh private system")
+        for line in side_by_side(labels, runs):
+            print(line)
+    return 1 if any(run.figures()["lost"] for run in runs) else 0

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -125,6 +125,15 @@ def cpu_by_group(root: int | None) -> dict[str, float]:
     return dict(totals)
 
 
+def processes_by_group(root: int) -> dict[str, int]:
+    """Return how many live processes of each service run under ``root`` (its replicas)."""
+    return dict(
+        Counter(
+            info.group for info in descendants(root, _processes()) if info.group in SERVICE_NAMES
+        )
+    )
+
+
 def cpu_delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
     """Return the CPU seconds each group used between two readings."""
     return {
@@ -153,9 +162,38 @@ class RunningSystem:
         return {"Authorization": f"Bearer {self.settings.dev_api_key}"}
 
 
+def _wait_ready(
+    settings: Settings, process: subprocess.Popen[bytes], deadline: float, log_name: str
+) -> None:
+    """Wait until every process of the system (every replica) reports ready."""
+    from cli.status import collect
+
+    while True:
+        rows, _ = collect(settings)
+        if all(row.status == "ready" for row in rows):
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"oee up exited with {process.returncode}; see {log_name}")
+        if time.monotonic() > deadline:
+            waiting = [row.service for row in rows if row.status != "ready"]
+            raise TimeoutError(f"not ready: {waiting}; see {log_name}")
+        time.sleep(0.5)
+
+
 @contextmanager
-def private_system(data_dir: str, **overrides: object) -> Iterator[RunningSystem]:
-    """Run ``oee up`` on free ports in ``data_dir``: instant venues, a still market."""
+def private_system(
+    data_dir: str,
+    scale: Mapping[str, int] | None = None,
+    *,
+    wait_ready: bool = False,
+    **overrides: object,
+) -> Iterator[RunningSystem]:
+    """Run ``oee up`` on free ports in ``data_dir``: instant venues, a still market.
+
+    ``scale`` is ``oee up --scale``: the replicas of each service (one when absent).
+    It yields once the API answers, or with ``wait_ready`` once every process (every
+    replica) reports ready, so a benchmark does not time a group still rebalancing.
+    """
     values: dict[str, object] = {
         "data_dir": Path(data_dir),
         "kafka_port": free_port(),
@@ -183,7 +221,8 @@ def private_system(data_dir: str, **overrides: object) -> Iterator[RunningSystem
     env.pop("OEE_DATABASE_URL", None)
     log = open(os.path.join(data_dir, "up.log"), "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli", "up"],
+        [sys.executable, "-m", "cli", "up"]
+        + [arg for name, n in sorted((scale or {}).items()) for arg in ("--scale", f"{name}={n}")],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -203,6 +242,8 @@ def private_system(data_dir: str, **overrides: object) -> Iterator[RunningSystem
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the system did not come up; see {log.name}")
             time.sleep(0.5)
+        if wait_ready:
+            _wait_ready(settings, process, deadline, log.name)
         # Whoever drives it (a benchmark reading the log, a fault test) is its admin.
         yield RunningSystem(log_in(settings, ADMIN), process.pid)
     finally:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from cli.bench.orders import measure, parser
+from adapters.settings import Settings
+from cli.bench.orders import main, measure, parser
 from cli.bench.system import RunningSystem
 from tests.conftest import Infra
 from tests.integration.system import System
@@ -33,3 +34,24 @@ async def test_bench_orders_small_run_confirms_every_order_and_measures_each_pro
         assert cpu.get(name, 0) > 0, (name, cpu)
     assert figures["client_cpu_ms_per_order"] > 0
     assert any(line.startswith("server CPU per order") for line in run.lines())
+
+
+def test_bench_orders_with_scale_runs_one_each_and_scaled_side_by_side(capsys):
+    # Two fresh private systems of their own (one engine, then two): nothing shared
+    # with the session's system.
+    code = main(
+        ["--orders", "40", "--concurrency", "8", "--timeout", "60", "--scale", "engine=2"],
+        Settings(),
+    )
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    header, *rows = out.splitlines()[1:]
+    assert header.split() == ["1", "each", "engine=2"]
+    cells = {line[: line.index("  ")].strip(): line.split()[-2:] for line in rows if "  " in line}
+    assert cells["lost"] == ["0", "0"]
+    assert cells["confirmed"] == ["40", "40"]
+    assert all(float(v) > 0 for v in cells["orders/s end to end"])
+    # The engine's CPU is summed over its two processes, and says so.
+    engine = next(line for line in rows if line.strip().startswith("engine "))
+    assert engine.rstrip().endswith("(2)"), engine
