@@ -24,16 +24,11 @@ import httpx
 import pytest
 
 from tests.auth import AUTH, DEV_KEY
+from tests.orders import SELL_SOL
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-ORDER = {
-    "type": "market",
-    "tokenIn": "SOL",
-    "tokenOut": "USDC",
-    "amount": "1.5",
-    "slippageBps": 100,
-}
+ORDER = SELL_SOL
 # From `up` until the gateway answers. Every service waits for the ones it needs to
 # be healthy, and on a busy machine a JVM and initdb take their time.
 UP_WITHIN_S = 600.0

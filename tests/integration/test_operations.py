@@ -26,14 +26,9 @@ from cli.status import collect, render
 from events.messages import decode
 from tests.auth import AUTH
 from tests.integration.system import System
+from tests.orders import SELL_SOL
 
-ORDER = {
-    "type": "market",
-    "tokenIn": "SOL",
-    "tokenOut": "USDC",
-    "amount": "1.5",
-    "slippageBps": 100,
-}
+ORDER = SELL_SOL
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -23,14 +23,9 @@ from services.projector.replay import replay
 from tests.auth import AUTH, connect
 from tests.integration.system import System
 from tests.logins import as_principal
+from tests.orders import SELL_SOL
 
-ORDER = {
-    "type": "market",
-    "tokenIn": "SOL",
-    "tokenOut": "USDC",
-    "amount": "1.5",
-    "slippageBps": 100,
-}
+ORDER = SELL_SOL
 LIFECYCLE = ["pending", "routing", "building", "submitted", "confirmed"]
 
 

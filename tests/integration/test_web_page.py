@@ -30,6 +30,7 @@ import pytest
 
 from tests.auth import AUTH, DEV_KEY, venue_auth
 from tests.integration.system import System
+from tests.orders import SELL_SOL
 
 CHROMIUM = Path("/usr/bin/chromium")
 HAVE_CHROMIUM = CHROMIUM.exists()
@@ -43,13 +44,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-ORDER = {
-    "type": "market",
-    "tokenIn": "SOL",
-    "tokenOut": "USDC",
-    "amount": "1.5",
-    "slippageBps": 100,
-}
+ORDER = SELL_SOL
 CONFIRM_MS = 60_000
 
 
@@ -529,11 +524,14 @@ async def test_web_page_charts_the_forms_pair_live_from_the_market_topic(
     await move_sol_usdc(system, "raydium", "0.01")
     moved = await venue_price(system, "raydium", "SOL", "USDC")
 
-    # Then the chart draws one point more, at the price the venue now has
+    # Then the chart draws more points, the last at the price the venue now has (a point
+    # of an earlier move, still on its way through the market topic, may come first)
     await page.wait_for_function(
-        "n => +document.querySelector("
-        "'#price-chart g.series[data-series=raydium]')?.dataset.points > n",
-        arg=before,
+        """([n, price]) => {
+            const g = document.querySelector('#price-chart g.series[data-series=raydium]');
+            return g && +g.dataset.points > n && Math.abs(+g.dataset.last - price) < 1e-6;
+        }""",
+        arg=[before, float(moved)],
     )
     assert Decimal(await raydium.get_attribute("data-last")) == moved
     points = int(await raydium.get_attribute("data-points"))
