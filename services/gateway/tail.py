@@ -177,9 +177,16 @@ class LogTail:
         return {tp.partition: pos for tp, pos in self._positions.items() if tp.topic == topic}
 
     async def catch_up(self, timeout_s: float) -> bool:
-        """Wait until the tail has read everything on the log as of now; False after the timeout."""
-        assert self._consumer is not None
+        """Wait until the tail has read everything on the log as of now; False after the
+        timeout, or at once when the tail is not reading.
+
+        An order unknown here may have been written through another gateway a moment ago
+        (several serve one port): once the tail has read that far, this one knows it too,
+        so a client reads its own writes whichever gateway answers.
+        """
         consumer = self._consumer
+        if consumer is None or not self.running:
+            return False
         try:
             async with asyncio.timeout(timeout_s):
                 ends = await consumer.end_offsets(list(self._positions))

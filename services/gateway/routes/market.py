@@ -158,7 +158,13 @@ async def get_market(market: MarketDep, venues: VenuesDep) -> Any:
     }
 
 
-_PAIR_TOKEN = "Symbol of one token of the pair (either way round; any case)."
+PairToken = Annotated[
+    str,
+    Query(
+        description="Symbol of one token of the pair (either way round; any case).",
+        pattern=TOKEN_PATTERN,
+    ),
+]
 
 
 @router.get(
@@ -172,8 +178,8 @@ _PAIR_TOKEN = "Symbol of one token of the pair (either way round; any case)."
     },
 )
 async def get_prices(
-    base: Annotated[str, Query(description=_PAIR_TOKEN, pattern=TOKEN_PATTERN)],
-    quote: Annotated[str, Query(description=_PAIR_TOKEN, pattern=TOKEN_PATTERN)],
+    base: PairToken,
+    quote: PairToken,
     market: MarketDep,
 ) -> Any:
     """Return the recent prices (quote per base, oldest first) of the pair on each venue
@@ -208,8 +214,8 @@ async def get_prices(
     },
 )
 async def get_ladder(
-    base: Annotated[str, Query(description=_PAIR_TOKEN, pattern=TOKEN_PATTERN)],
-    quote: Annotated[str, Query(description=_PAIR_TOKEN, pattern=TOKEN_PATTERN)],
+    base: PairToken,
+    quote: PairToken,
     read_side: ReadSideDep,
     caller: CallerDep,
 ) -> Any:

@@ -67,7 +67,7 @@ from services.gateway.schemas import (
     submitted_view,
 )
 from services.gateway.submissions import Submissions
-from services.gateway.tail import Logged, LogTail
+from services.gateway.tail import Logged
 
 router = APIRouter()
 
@@ -266,21 +266,9 @@ async def get_order(
         if command is not None and caller.owns(command.account):
             # Written to the log but not accepted by the engine yet: read your writes.
             return submitted_view(command)
-        if attempt == 0 and not await caught_up(tail, settings.unknown_order_grace_s):
+        if attempt == 0 and not await tail.catch_up(settings.unknown_order_grace_s):
             break
     raise order_not_found(order_id)
-
-
-async def caught_up(tail: LogTail, timeout_s: float) -> bool:
-    """Wait until this gateway's tail has read the log as of now; tell whether it did.
-
-    An order unknown here may have been written through another gateway a moment ago
-    (several serve one port): once the tail has read that far, this one knows it too,
-    so a client reads its own writes whichever gateway answers.
-    """
-    if not tail.running:
-        return False
-    return await tail.catch_up(timeout_s)
 
 
 @router.get(
@@ -304,7 +292,7 @@ async def get_events(
 ) -> Any:
     """Return an order's audit trail: every event, in order, with its log position."""
     history = await read_side.history(order_id)
-    if not history and await caught_up(tail, settings.unknown_order_grace_s):
+    if not history and await tail.catch_up(settings.unknown_order_grace_s):
         history = await read_side.history(order_id)
     if not history or not caller.owns(placed_by(history)):
         raise order_not_found(order_id)
@@ -347,7 +335,7 @@ async def cancel(
 ) -> JSONResponse:
     """Cancel an armed limit or sniper order; answers once the outcome is on the log."""
     if not await read_side.exists(order_id):
-        await caught_up(tail, settings.unknown_order_grace_s)
+        await tail.catch_up(settings.unknown_order_grace_s)
     state = await armed_state(order_id, read_side, settings.unknown_order_grace_s, caller)
     async with recent.subscribe(order_id, settings.stream_buffer) as live:
         command = CancelOrder(
