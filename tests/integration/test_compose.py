@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -23,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from adapters.processes import free_port
 from tests.auth import AUTH, DEV_KEY
 from tests.orders import SELL_SOL
 
@@ -75,12 +75,6 @@ def why_no_stack() -> str | None:
     if missing:
         return f"images missing: {', '.join(missing)}; build them with docker-images/build.sh"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for_gateway(base_url: str, within: float) -> None:
