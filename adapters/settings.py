@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     # default fetch: it answers as soon as anything is there, and waits long when idle;
     # a short wait multiplied the idle fetches of every consumer.)
     kafka_linger_ms: int = Field(default=5, ge=0)
+    # The most one produce request carries per partition. aiokafka's 16 KiB holds about
+    # 25 commands: a burst queued behind full batches, one round trip each.
+    kafka_max_batch_bytes: int = Field(default=512 * 1024, ge=1024)
     # Consumers that need no low latency (the projector, the sweeper) ask the broker to
     # answer a fetch once this many bytes are there, or after this long: under load
     # one fetch carries a batch instead of a few records, for every consumer and the
@@ -147,6 +150,12 @@ class Settings(BaseSettings):
     # so the client, not the server, ends it: a server closing a connection just as
     # the client reuses it fails that request without an answer.
     http_keep_alive_s: int = Field(default=30, gt=0)
+    # Submissions a gateway works on at once; more wait their turn, in order of arrival.
+    # A burst handled all at once shares the event loop so thinly that acknowledgements
+    # already on their way outwait the produce timeout below.
+    gateway_submissions_at_once: int = Field(default=64, ge=1)
+    # How long a submission may wait for its turn before it is refused (503 GATEWAY_BUSY).
+    gateway_submission_wait_s: float = Field(default=10.0, gt=0)
     # How long writing a command to the log may take before the POST answers 503.
     produce_timeout_s: float = Field(default=5.0, gt=0)
     # How long a read waits for a database connection, and again for its answer, before 503.

@@ -224,6 +224,7 @@ class Bench:
         self.orders = [Order(i) for i in range(args.orders)]
         self.by_id: dict[str, Order] = {}
         self._ended = 0
+        self._refused = 0  # refused POSTs: nothing to wait for
         self._all_ended = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -296,10 +297,15 @@ class Bench:
                     order.order_id = json.loads(body)["orderId"]
                     self.by_id[order.order_id] = order
                 else:
-                    order.error = str(response.status)
+                    self._refuse(order, f"{response.status} {_error_code(body)}".rstrip())
         except (aiohttp.ClientError, TimeoutError) as exc:
             order.answered_at = time.monotonic()
-            order.error = type(exc).__name__
+            self._refuse(order, type(exc).__name__)
+
+    def _refuse(self, order: Order, why: str) -> None:
+        order.error = why
+        self._refused += 1
+        self._check_all_ended()
 
     async def _follow(self, http: aiohttp.ClientSession, order: Order) -> None:
         url = f"{self.ws_url}/api/orders/execute?orderId={order.order_id}"
@@ -355,7 +361,10 @@ class Bench:
             details = event.get("details") or {}  # an event; an order read has failureCode
             order.failure = str(details.get("code") or event.get("failureCode") or "?")
         self._ended += 1
-        if self._ended >= len(self.orders):
+        self._check_all_ended()
+
+    def _check_all_ended(self) -> None:
+        if self._ended + self._refused >= len(self.orders):
             self._all_ended.set()
 
     async def _progress(self, line: ProgressLine) -> None:
@@ -490,3 +499,11 @@ def _compare(args: argparse.Namespace) -> int:
         for line in side_by_side(labels, runs):
             print(line)
     return 1 if any(run.figures()["lost"] for run in runs) else 0
+
+
+def _error_code(body: bytes) -> str:
+    """The ``error.code`` of a refusal's body, or "" when it has none."""
+    try:
+        return str(json.loads(body)["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return ""

@@ -10,6 +10,7 @@ recent prices, launches).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -60,6 +61,7 @@ class Gateway:
         self.market = MarketWatch(settings)
         self.rate_limits = RateLimits(settings.rate_limit_per_s, settings.rate_limit_burst)
         self.order_secret = settings.order_secret()
+        self.submitting = asyncio.Semaphore(settings.gateway_submissions_at_once)
 
     async def start(self) -> None:
         await self.pool.open(wait=True, timeout=30)

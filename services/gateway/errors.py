@@ -99,6 +99,14 @@ def unavailable(code: str, message: str, details: dict[str, Any] | None = None) 
     return ApiError(503, code, message, None, details, {"Retry-After": str(RETRY_AFTER_S)})
 
 
+def gateway_busy(waited_s: float) -> ApiError:
+    """The submission waited its turn too long: nothing was written."""
+    return unavailable(
+        "GATEWAY_BUSY",
+        f"too many submissions ahead of this one for {waited_s:g} s; nothing was written",
+    )
+
+
 def broker_unavailable() -> ApiError:
     """The command was not written: the broker did not take it in time."""
     return unavailable("BROKER_UNAVAILABLE", "the order log is unavailable; nothing was written")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from services.gateway.recent import RecentEvents
 from services.gateway.routes import orders
 from services.gateway.submissions import Submissions
 from services.gateway.tail import Cursor, Logged
+from tests.orders import SELL_SOL
 from tests.unit.factories import confirmed_history, submit_order
 
 
@@ -268,3 +270,73 @@ def test_a_firehose_cursor_naming_a_partition_twice_is_refused() -> None:
     with pytest.raises(StreamParamError) as refused:
         parse_cursor("0:12,0:40")
     assert refused.value.field == "from"
+
+
+class SlowWriter:
+    """A command writer that takes a while per command and counts how many overlap."""
+
+    def __init__(self, seconds: float = 0.01) -> None:
+        self.seconds = seconds
+        self.written: list[uuid.UUID] = []
+        self.at_once = 0
+        self.most_at_once = 0
+
+    async def write(self, command: Any) -> None:
+        self.at_once += 1
+        self.most_at_once = max(self.most_at_once, self.at_once)
+        await asyncio.sleep(self.seconds)
+        self.at_once -= 1
+        self.written.append(command.order_id)
+
+
+def orders_app(gateway: Any, writer: Any, settings: Settings) -> FastAPI:
+    """Return an app of the orders routes alone, writing through ``writer``."""
+    app = FastAPI()
+    errors.install(app)
+    app.include_router(orders.router)
+    app.dependency_overrides[deps.gateway] = lambda: gateway
+    app.dependency_overrides[deps.commands] = lambda: writer
+    app.dependency_overrides[deps.submissions] = Submissions
+    app.dependency_overrides[deps.settings] = lambda: settings
+    app.dependency_overrides[deps.clock] = lambda: lambda: datetime.now(UTC)
+    app.dependency_overrides[deps.read_side] = lambda: StubReadSide({})
+    app.dependency_overrides[authenticate] = lambda: ADMIN
+    return app
+
+
+async def post_orders(app: FastAPI, count: int) -> list[httpx.Response]:
+    """POST ``count`` market orders to ``app`` at once."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        return await asyncio.gather(
+            *(client.post("/api/orders/execute", json=SELL_SOL) for _ in range(count))
+        )
+
+
+def admitting(at_once: int) -> Any:
+    """Return the gateway parts a submission uses besides those overridden."""
+    return type("Parts", (), {"submitting": asyncio.Semaphore(at_once), "order_secret": b"s"})()
+
+
+async def test_execute_a_burst_past_the_admission_limit_is_all_accepted_a_few_at_a_time() -> None:
+    writer = SlowWriter()
+    app = orders_app(admitting(2), writer, Settings())
+
+    answers = await post_orders(app, 10)
+
+    assert [a.status_code for a in answers] == [202] * 10
+    assert len(set(writer.written)) == 10
+    assert writer.most_at_once == 2
+
+
+async def test_execute_waiting_its_turn_too_long_answers_503_gateway_busy_unwritten() -> None:
+    writer = SlowWriter(seconds=1.0)
+    app = orders_app(admitting(1), writer, Settings(gateway_submission_wait_s=0.2))
+
+    answers = await post_orders(app, 2)
+
+    assert sorted(a.status_code for a in answers) == [202, 503]
+    busy = next(a for a in answers if a.status_code == 503)
+    assert busy.json()["error"]["code"] == "GATEWAY_BUSY"
+    assert busy.headers["Retry-After"]
+    assert len(writer.written) == 1

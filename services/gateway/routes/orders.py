@@ -18,10 +18,12 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from adapters.metrics import ORDERS_SUBMITTED
+from adapters.settings import Settings
 from domain.accounts import Caller
 from domain.lifecycle import OrderState
 from events.messages import CancelOrder, Event, OrderSpec, SubmitOrder
 from events.messages import OrderAccepted as AcceptedEvent
+from services.gateway.adapters import Gateway
 from services.gateway.commands import CommandWriter
 from services.gateway.deps import (
     CallerDep,
@@ -35,7 +37,7 @@ from services.gateway.deps import (
     SubmissionsDep,
     TailDep,
 )
-from services.gateway.errors import ApiError, DatabaseUnavailable
+from services.gateway.errors import ApiError, DatabaseUnavailable, gateway_busy
 from services.gateway.intake import (
     IDEMPOTENCY_KEY_PATTERN,
     idempotent_order_id,
@@ -97,8 +99,9 @@ _EXECUTE_BODY = {
         413: error("Body over the limit: BODY_TOO_LARGE"),
         **INVALID,
         503: error(
-            "The broker did not take the command (BROKER_UNAVAILABLE), or PostgreSQL is down "
-            "for a key this gateway does not remember (DATABASE_UNAVAILABLE)",
+            "The broker did not take the command (BROKER_UNAVAILABLE), too many submissions "
+            "were ahead of it (GATEWAY_BUSY), or PostgreSQL is down for a key this gateway "
+            "does not remember (DATABASE_UNAVAILABLE)",
             retry=True,
         ),
         **COMMON_ERRORS,
@@ -125,6 +128,40 @@ async def execute(
     ] = None,
 ) -> JSONResponse:
     """Submit an order; answers once the command is durably on the log."""
+    # Waiting here, a request costs nothing but its connection; admitted, it has the
+    # time the produce timeout gives it.
+    try:
+        async with asyncio.timeout(settings.gateway_submission_wait_s):
+            await gateway.submitting.acquire()
+    except TimeoutError:
+        raise gateway_busy(settings.gateway_submission_wait_s) from None
+    try:
+        return await _submit(
+            request,
+            settings,
+            clock,
+            commands,
+            submissions,
+            read_side,
+            caller,
+            gateway,
+            idempotency_key,
+        )
+    finally:
+        gateway.submitting.release()
+
+
+async def _submit(
+    request: Request,
+    settings: Settings,
+    clock: Clock,
+    commands: CommandWriter,
+    submissions: Submissions,
+    read_side: ReadSide,
+    caller: Caller,
+    gateway: Gateway,
+    idempotency_key: str | None,
+) -> JSONResponse:
     order = parse_order_request(await read_body(request, settings.max_body_bytes))
     if order.expired_by(clock()):
         raise ApiError(422, "INVALID_EXPIRY", "expiresAt: already in the past", "expiresAt")
