@@ -38,8 +38,9 @@ REWIND_AGAIN_S = 2.0
 # by a concurrent actor: the partition is rewound to it.
 GAP_S = 1.0
 # A partition whose log holds offsets the engine was not handed for this long is
-# rewound too: a skipped last message has no successor to reveal the gap.
-STALL_S = 2.0
+# rewound too: a skipped last message has no successor to reveal the gap. Not much
+# shorter: under a burst, busy agents leave a partition's messages waiting that long.
+STALL_S = 5.0
 
 
 class LedgerConsumer(faust_aiokafka.Consumer):
@@ -60,6 +61,14 @@ class LedgerConsumer(faust_aiokafka.Consumer):
         if mark is None or (committed is not None and mark <= committed):
             return None
         return mark
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        # faust seeks from the agents' event loop, but aiokafka's consumer lives on a
+        # thread of its own and may be draining its fetched records right then: the
+        # seek drops a partition's records under it and the fetcher dies of a KeyError
+        # (seen under a burst, taking the engine down). The seek runs on that thread.
+        thread = self._thread
+        await thread.call_thread(thread.seek, partition, offset)
 
 
 class LedgerTransport(faust_aiokafka.Transport):

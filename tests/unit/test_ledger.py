@@ -217,3 +217,23 @@ async def test_intake_waits_for_an_overtaken_offset_and_rewinds_only_a_skipped_o
     assert sought == [(commands, 10)]
     assert await intake.admit(message(commands, 10, generation)) is not None
     assert await intake.admit(message(commands, 11, generation)) is None
+
+
+async def test_engine_consumer_seeks_on_the_consumer_thread_not_the_agents_loop():
+    consumer = engine_consumer()
+    calls: list[tuple[str, Any]] = []
+
+    class Thread:
+        """Stands for faust's consumer thread: records what is run on it."""
+
+        def seek(self, tp: TP, offset: int) -> None:
+            calls.append(("seek", (tp, offset)))
+
+        async def call_thread(self, fun: Any, *args: Any) -> Any:
+            calls.append(("on the thread", fun.__name__))
+            return fun(*args)
+
+    consumer._thread = Thread()  # type: ignore[assignment]
+    await consumer.seek(TP(*COMMANDS), 7)
+
+    assert calls == [("on the thread", "seek"), ("seek", (TP(*COMMANDS), 7))]
