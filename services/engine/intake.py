@@ -68,7 +68,11 @@ class LedgerConsumer(faust_aiokafka.Consumer):
         # seek drops a partition's records under it and the fetcher dies of a KeyError
         # (seen under a burst, taking the engine down). The seek runs on that thread.
         thread = self._thread
-        await thread.call_thread(thread.seek, partition, offset)
+
+        async def seek() -> None:
+            thread.seek(partition, offset)
+
+        await thread.call_thread(seek)
 
 
 class LedgerTransport(faust_aiokafka.Transport):

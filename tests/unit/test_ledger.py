@@ -231,7 +231,7 @@ async def test_engine_consumer_seeks_on_the_consumer_thread_not_the_agents_loop(
 
         async def call_thread(self, fun: Any, *args: Any) -> Any:
             calls.append(("on the thread", fun.__name__))
-            return fun(*args)
+            return await fun(*args)
 
     consumer._thread = Thread()  # type: ignore[assignment]
     await consumer.seek(TP(*COMMANDS), 7)
