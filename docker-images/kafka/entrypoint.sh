@@ -6,7 +6,7 @@ set -euo pipefail
 
 DATA=/var/lib/kafka/data
 CONFIG=/tmp/server.properties
-JAVA=(java "-Xmx${KAFKA_HEAP}" -Djava.awt.headless=true
+JAVA=(java "-Xmx${KAFKA_HEAP}" -XX:TieredStopAtLevel=1 -Djava.awt.headless=true
     -Dlog4j2.configurationFile=/opt/kafka/log4j2.properties -cp "/opt/kafka/libs/*")
 
 cat > "$CONFIG" <<PROPERTIES
@@ -28,6 +28,7 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 auto.create.topics.enable=false
 group.initial.rebalance.delay.ms=0
+log.cleaner.dedupe.buffer.size=8388608
 PROPERTIES
 
 if [[ ! -f "$DATA/meta.properties" ]]; then
