@@ -211,6 +211,10 @@ def private_system(
         # One client (the benchmark) follows every order in flight on its own socket.
         "ws_max_sockets": 100_000,
         "ws_max_sockets_per_client": 100_000,
+        # ... and a backlog of thousands of orders in flight: the gateway keeps all their
+        # recent events, instead of reading evicted ones back from the read models for
+        # every socket.
+        "gateway_recent_orders": 100_000,
         # The benchmark's client: an admin of the dev account.
         "dev_api_key": new_key(),
     }
