@@ -183,16 +183,26 @@ class CaughtUpTail:
         return True
 
 
-async def get(path: str, read_side: StubReadSide, submissions: Submissions) -> httpx.Response:
-    """GET ``path`` from an app of the orders routes alone, with these parts."""
+def orders_app(parts: dict[Any, Any]) -> FastAPI:
+    """Return an app of the orders routes alone, an admin calling, with these parts."""
     app = FastAPI()
     errors.install(app)
     app.include_router(orders.router)
-    app.dependency_overrides[deps.read_side] = lambda: read_side
-    app.dependency_overrides[deps.submissions] = lambda: submissions
-    app.dependency_overrides[deps.tail] = CaughtUpTail
     app.dependency_overrides[deps.settings] = Settings
     app.dependency_overrides[authenticate] = lambda: ADMIN
+    app.dependency_overrides.update(parts)
+    return app
+
+
+async def get(path: str, read_side: StubReadSide, submissions: Submissions) -> httpx.Response:
+    """GET ``path`` from an app of the orders routes alone, with these parts."""
+    app = orders_app(
+        {
+            deps.read_side: lambda: read_side,
+            deps.submissions: lambda: submissions,
+            deps.tail: CaughtUpTail,
+        }
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         return await client.get(path)
@@ -289,19 +299,18 @@ class SlowWriter:
         self.written.append(command.order_id)
 
 
-def orders_app(gateway: Any, writer: Any, settings: Settings) -> FastAPI:
+def submitting_app(gateway: Any, writer: Any, settings: Settings) -> FastAPI:
     """Return an app of the orders routes alone, writing through ``writer``."""
-    app = FastAPI()
-    errors.install(app)
-    app.include_router(orders.router)
-    app.dependency_overrides[deps.gateway] = lambda: gateway
-    app.dependency_overrides[deps.commands] = lambda: writer
-    app.dependency_overrides[deps.submissions] = Submissions
-    app.dependency_overrides[deps.settings] = lambda: settings
-    app.dependency_overrides[deps.clock] = lambda: lambda: datetime.now(UTC)
-    app.dependency_overrides[deps.read_side] = lambda: StubReadSide({})
-    app.dependency_overrides[authenticate] = lambda: ADMIN
-    return app
+    return orders_app(
+        {
+            deps.gateway: lambda: gateway,
+            deps.commands: lambda: writer,
+            deps.submissions: Submissions,
+            deps.settings: lambda: settings,
+            deps.clock: lambda: lambda: datetime.now(UTC),
+            deps.read_side: lambda: StubReadSide({}),
+        }
+    )
 
 
 async def post_orders(app: FastAPI, count: int) -> list[httpx.Response]:
@@ -320,7 +329,7 @@ def admitting(at_once: int) -> Any:
 
 async def test_execute_a_burst_past_the_admission_limit_is_all_accepted_a_few_at_a_time() -> None:
     writer = SlowWriter()
-    app = orders_app(admitting(2), writer, Settings())
+    app = submitting_app(admitting(2), writer, Settings())
 
     answers = await post_orders(app, 10)
 
@@ -331,7 +340,7 @@ async def test_execute_a_burst_past_the_admission_limit_is_all_accepted_a_few_at
 
 async def test_execute_waiting_its_turn_too_long_answers_503_gateway_busy_unwritten() -> None:
     writer = SlowWriter(seconds=1.0)
-    app = orders_app(admitting(1), writer, Settings(gateway_submission_wait_s=0.2))
+    app = submitting_app(admitting(1), writer, Settings(gateway_submission_wait_s=0.2))
 
     answers = await post_orders(app, 2)
 
