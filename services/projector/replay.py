@@ -282,9 +282,11 @@ async def _rebuild(
         try:
             async with runner.catching_up():
                 await _expect_tables(guard, projection, schemas.rebuild)
+                # The live positions first: a live projector moves on meanwhile, and
+                # read after the log's end, they could pass it and look recreated.
+                live = await _live_offsets(guard, projection, runner.topic)
                 ends = await runner.end_offsets()
                 counter = _Counter(runner, await runner.begin_offsets(), progress)
-                live = await _live_offsets(guard, projection, runner.topic)
                 target = _within(live, ends) if follow_live or (live_projector and live) else ends
                 await runner.project_until(counter.aim(target), counter.batch)
                 if live_projector:
