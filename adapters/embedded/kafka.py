@@ -308,7 +308,8 @@ class KafkaBroker(OwnedProcess):
             "group.initial.rebalance.delay.ms": "0",
             # Every compaction pass first zeroes the cleaner's key map, 128 MiB by
             # default: with the engine's changelog rolled every minute, that zeroing was
-            # a third of the broker's CPU under load. 8 MiB holds 300,000 keys a pass.
+            # a third of the broker's Java samples under load. 8 MiB holds 300,000 keys
+            # a pass.
             "log.cleaner.dedupe.buffer.size": str(LOG_CLEANER_BUFFER_BYTES),
         }
         if self.session_timeout_ms is not None:
