@@ -10,7 +10,6 @@ recent prices, launches).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -25,7 +24,7 @@ from services.gateway.market_view import MarketWatch
 from services.gateway.read_side import ReadSide, connection_pool
 from services.gateway.recent import RecentEvents
 from services.gateway.sockets import SocketLimits
-from services.gateway.submissions import Submissions
+from services.gateway.submissions import Submissions, Turns
 from services.gateway.tail import Logged, LogTail
 
 
@@ -61,7 +60,7 @@ class Gateway:
         self.market = MarketWatch(settings)
         self.rate_limits = RateLimits(settings.rate_limit_per_s, settings.rate_limit_burst)
         self.order_secret = settings.order_secret()
-        self.submitting = asyncio.Semaphore(settings.gateway_submissions_at_once)
+        self.turns = Turns(settings.gateway_submissions_at_once, settings.gateway_submission_wait_s)
 
     async def start(self) -> None:
         await self.pool.open(wait=True, timeout=30)

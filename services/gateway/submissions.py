@@ -8,6 +8,7 @@ Both memories are bounded: the least recently used go first.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -17,6 +18,34 @@ from typing import Any
 
 from adapters.locks import KeyedLocks
 from events.messages import SubmitOrder
+from services.gateway.errors import gateway_busy
+
+
+class Turns:
+    """Let ``at_once`` submissions be worked on at a time; the rest wait in order of
+    arrival, at most ``wait_s``, then are refused (503 ``GATEWAY_BUSY``, unwritten).
+
+    A burst handled all at once shares the event loop so thinly that acknowledgements
+    already on their way outwait the produce timeout; a waiting request costs nothing
+    but its connection.
+    """
+
+    def __init__(self, at_once: int, wait_s: float) -> None:
+        self._slots = asyncio.Semaphore(at_once)
+        self._wait_s = wait_s
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Hold one of the slots for the block; raise ``GATEWAY_BUSY`` if none frees in time."""
+        try:
+            async with asyncio.timeout(self._wait_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise gateway_busy(self._wait_s) from None
+        try:
+            yield
+        finally:
+            self._slots.release()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from services.gateway.firehose import StreamParamError, parse_cursor
 from services.gateway.read_side import fold_onto
 from services.gateway.recent import RecentEvents
 from services.gateway.routes import orders
-from services.gateway.submissions import Submissions
+from services.gateway.submissions import Submissions, Turns
 from services.gateway.tail import Cursor, Logged
 from tests.orders import SELL_SOL
 from tests.unit.factories import confirmed_history, submit_order
@@ -322,9 +322,9 @@ async def post_orders(app: FastAPI, count: int) -> list[httpx.Response]:
         )
 
 
-def admitting(at_once: int) -> Any:
+def admitting(at_once: int, wait_s: float = 10.0) -> Any:
     """Return the gateway parts a submission uses besides those overridden."""
-    return type("Parts", (), {"submitting": asyncio.Semaphore(at_once), "order_secret": b"s"})()
+    return type("Parts", (), {"turns": Turns(at_once, wait_s), "order_secret": b"s"})()
 
 
 async def test_execute_a_burst_past_the_admission_limit_is_all_accepted_a_few_at_a_time() -> None:
@@ -340,7 +340,7 @@ async def test_execute_a_burst_past_the_admission_limit_is_all_accepted_a_few_at
 
 async def test_execute_waiting_its_turn_too_long_answers_503_gateway_busy_unwritten() -> None:
     writer = SlowWriter(seconds=1.0)
-    app = submitting_app(admitting(1), writer, Settings(gateway_submission_wait_s=0.2))
+    app = submitting_app(admitting(1, wait_s=0.2), writer, Settings())
 
     answers = await post_orders(app, 2)
 

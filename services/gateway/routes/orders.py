@@ -18,12 +18,10 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from adapters.metrics import ORDERS_SUBMITTED
-from adapters.settings import Settings
 from domain.accounts import Caller
 from domain.lifecycle import OrderState
 from events.messages import CancelOrder, Event, OrderSpec, SubmitOrder
 from events.messages import OrderAccepted as AcceptedEvent
-from services.gateway.adapters import Gateway
 from services.gateway.commands import CommandWriter
 from services.gateway.deps import (
     CallerDep,
@@ -37,7 +35,7 @@ from services.gateway.deps import (
     SubmissionsDep,
     TailDep,
 )
-from services.gateway.errors import ApiError, DatabaseUnavailable, gateway_busy
+from services.gateway.errors import ApiError, DatabaseUnavailable
 from services.gateway.intake import (
     IDEMPOTENCY_KEY_PATTERN,
     idempotent_order_id,
@@ -128,78 +126,46 @@ async def execute(
     ] = None,
 ) -> JSONResponse:
     """Submit an order; answers once the command is durably on the log."""
-    # Waiting here, a request costs nothing but its connection; admitted, it has the
-    # time the produce timeout gives it.
-    try:
-        async with asyncio.timeout(settings.gateway_submission_wait_s):
-            await gateway.submitting.acquire()
-    except TimeoutError:
-        raise gateway_busy(settings.gateway_submission_wait_s) from None
-    try:
-        return await _submit(
-            request,
-            settings,
-            clock,
-            commands,
-            submissions,
-            read_side,
-            caller,
-            gateway,
-            idempotency_key,
-        )
-    finally:
-        gateway.submitting.release()
-
-
-async def _submit(
-    request: Request,
-    settings: Settings,
-    clock: Clock,
-    commands: CommandWriter,
-    submissions: Submissions,
-    read_side: ReadSide,
-    caller: Caller,
-    gateway: Gateway,
-    idempotency_key: str | None,
-) -> JSONResponse:
-    order = parse_order_request(await read_body(request, settings.max_body_bytes))
-    if order.expired_by(clock()):
-        raise ApiError(422, "INVALID_EXPIRY", "expiresAt: already in the past", "expiresAt")
-    if order.too_far_ahead(clock()):
-        raise ApiError(
-            422,
-            "INVALID_EXPIRY",
-            f"expiresAt: more than {MAX_EXPIRY.days} days ahead ({order.expires_at})",
-            "expiresAt",
-        )
-    spec = order.to_spec()
-    digest = request_hash(spec)
-    correlation = request_correlation(request)
-    account = caller.account
-    if idempotency_key is None:
-        command = submit_order(uuid.uuid4(), spec, digest, None, account, clock, correlation)
-        await write_submission(command, commands, submissions)
-        return accepted(command.order_id, "pending")
-    order_id = idempotent_order_id(gateway.order_secret, account, idempotency_key)
-    async with submissions.hold(account, idempotency_key):
-        prior_hash = await earlier_submission(
-            account, idempotency_key, order_id, submissions, read_side
-        )
-        if prior_hash is None:
-            command = submit_order(
-                order_id, spec, digest, idempotency_key, account, clock, correlation
+    # Admitted, a submission has the time the produce timeout gives it.
+    async with gateway.turns.turn():
+        order = parse_order_request(await read_body(request, settings.max_body_bytes))
+        if order.expired_by(clock()):
+            raise ApiError(422, "INVALID_EXPIRY", "expiresAt: already in the past", "expiresAt")
+        if order.too_far_ahead(clock()):
+            raise ApiError(
+                422,
+                "INVALID_EXPIRY",
+                f"expiresAt: more than {MAX_EXPIRY.days} days ahead ({order.expires_at})",
+                "expiresAt",
             )
+        spec = order.to_spec()
+        digest = request_hash(spec)
+        correlation = request_correlation(request)
+        account = caller.account
+        if idempotency_key is None:
+            command = submit_order(uuid.uuid4(), spec, digest, None, account, clock, correlation)
             await write_submission(command, commands, submissions)
-            return accepted(order_id, "pending")
-    if prior_hash != digest:
-        raise ApiError(
-            409,
-            "IDEMPOTENCY_CONFLICT",
-            "this Idempotency-Key was used with a different request body",
-            "Idempotency-Key",
-        )
-    # A retry the gateway recognises is answered while the database is down too.
-    return accepted(order_id, await read_side.status(order_id))
+            return accepted(command.order_id, "pending")
+        order_id = idempotent_order_id(gateway.order_secret, account, idempotency_key)
+        async with submissions.hold(account, idempotency_key):
+            prior_hash = await earlier_submission(
+                account, idempotency_key, order_id, submissions, read_side
+            )
+            if prior_hash is None:
+                command = submit_order(
+                    order_id, spec, digest, idempotency_key, account, clock, correlation
+                )
+                await write_submission(command, commands, submissions)
+                return accepted(order_id, "pending")
+        if prior_hash != digest:
+            raise ApiError(
+                409,
+                "IDEMPOTENCY_CONFLICT",
+                "this Idempotency-Key was used with a different request body",
+                "Idempotency-Key",
+            )
+        # A retry the gateway recognises is answered while the database is down too.
+        return accepted(order_id, await read_side.status(order_id))
 
 
 def submit_order(
