@@ -260,16 +260,14 @@ class Bench:
         A backlog may take minutes to drain after the last POST; while orders still
         end, the rest are late, not lost.
         """
-        last_progress = time.monotonic()
-        seen = self._ended
+        posted = time.monotonic()
         while not self._all_ended.is_set():
-            left = self.args.timeout - (time.monotonic() - last_progress)
+            last = max((o.ended_at for o in self.orders if o.ended_at), default=posted)
+            left = self.args.timeout - (time.monotonic() - max(last, posted))
             if left <= 0:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._all_ended.wait(), min(left, 1.0))
-            if self._ended > seen:
-                seen, last_progress = self._ended, time.monotonic()
+                await asyncio.wait_for(self._all_ended.wait(), left)
 
     async def _submit_all(self, http: aiohttp.ClientSession) -> None:
         if self.args.rate:
